@@ -1,0 +1,116 @@
+//! Instruments and capacities, fixed at construction.
+
+use crate::types::{Price, Qty, SymbolId};
+
+/// The largest number of price ticks one instrument's band may span.
+///
+/// Each tick costs 16 bytes per side (a level slot) plus two bits of bitmap, preallocated.
+pub const MAX_BAND_TICKS: u64 = 1 << 22;
+
+/// One tradable instrument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstrumentSpec {
+    /// Instrument id (unique).
+    pub id: SymbolId,
+    /// Prices must be multiples of this.
+    pub tick_size: Price,
+    /// Quantities must be multiples of this.
+    pub lot_size: Qty,
+    /// Lowest accepted limit price (inclusive, a multiple of the tick, > 0).
+    pub min_price: Price,
+    /// Highest accepted limit price (inclusive, a multiple of the tick).
+    pub max_price: Price,
+    /// Largest accepted order quantity.
+    pub max_qty: Qty,
+}
+
+impl InstrumentSpec {
+    /// Number of price ticks in the band.
+    #[must_use]
+    pub const fn band_ticks(&self) -> u64 {
+        (self.max_price - self.min_price) / self.tick_size + 1
+    }
+}
+
+/// Engine construction parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Maximum number of resting orders, all instruments together.
+    pub max_orders: u32,
+    /// Maximum number of distinct accounts that ever rest an order.
+    pub max_accounts: u32,
+    /// Seed for the engine's internal hash tables (keeps adversarial client ids from
+    /// clustering). Part of the deterministic state: replicas must use the same seed.
+    pub hash_seed: u64,
+    /// The instruments.
+    pub instruments: Vec<InstrumentSpec>,
+}
+
+/// An invalid [`EngineConfig`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// No instrument was configured.
+    #[error("no instruments configured")]
+    NoInstruments,
+    /// Two instruments share an id.
+    #[error("instrument id {0} configured twice")]
+    DuplicateInstrument(SymbolId),
+    /// A field of an instrument is invalid.
+    #[error("instrument {id}: {problem}")]
+    InvalidInstrument {
+        /// Which instrument.
+        id: SymbolId,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// A capacity is zero or too large.
+    #[error("invalid capacity: {0}")]
+    InvalidCapacity(&'static str),
+}
+
+impl EngineConfig {
+    /// Checks every rule the engine relies on.
+    ///
+    /// # Errors
+    /// The first problem found, as a [`ConfigError`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.instruments.is_empty() {
+            return Err(ConfigError::NoInstruments);
+        }
+        if self.max_orders == 0 || self.max_orders >= u32::MAX / 4 {
+            return Err(ConfigError::InvalidCapacity(
+                "max_orders must be in 1..2^30",
+            ));
+        }
+        if self.max_accounts == 0 || self.max_accounts >= u32::MAX / 4 {
+            return Err(ConfigError::InvalidCapacity(
+                "max_accounts must be in 1..2^30",
+            ));
+        }
+        for (i, s) in self.instruments.iter().enumerate() {
+            let bad = |problem| Err(ConfigError::InvalidInstrument { id: s.id, problem });
+            if self.instruments[..i].iter().any(|o| o.id == s.id) {
+                return Err(ConfigError::DuplicateInstrument(s.id));
+            }
+            if s.tick_size == 0 {
+                return bad("tick_size must be > 0");
+            }
+            if s.lot_size == 0 {
+                return bad("lot_size must be > 0");
+            }
+            if s.min_price == 0 || s.min_price > s.max_price {
+                return bad("price band must satisfy 0 < min_price <= max_price");
+            }
+            if s.min_price % s.tick_size != 0 || s.max_price % s.tick_size != 0 {
+                return bad("price band limits must be multiples of tick_size");
+            }
+            if s.band_ticks() > MAX_BAND_TICKS {
+                return bad("price band spans more than MAX_BAND_TICKS ticks");
+            }
+            if s.max_qty == 0 || s.max_qty < s.lot_size {
+                return bad("max_qty must be >= lot_size");
+            }
+        }
+        Ok(())
+    }
+}
