@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Caldera example client in Python (pyzmq + flatbuffers from PyPI).
+
+Uses only docs/protocol.md and the code flatc generates from schema/fbs/caldera.fbs
+(the `caldera/wire` package next to this file). Two sessions (accounts 101 and 102):
+the seller rests an order, the buyer takes part of it, then the seller cancels the rest.
+Prints every report as a JSON line and exits 0 if the exchange answered as expected.
+
+    python3 example_client.py --order-entry tcp://127.0.0.1:7001 --symbol 1
+"""
+import argparse
+import json
+import sys
+import time
+
+import flatbuffers
+import zmq
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+from caldera.wire import (  # noqa: E402
+    Cancel, ClientBatch, Logon, NewOrder, ReportBatch, Request,
+    OrderType, Side, SelfTradePrevention, TimeInForce,
+)
+from caldera.wire.RejectReason import RejectReason  # noqa: E402
+from caldera.wire.DoneReason import DoneReason  # noqa: E402
+
+NAMES = {v: k for k, v in vars(RejectReason).items() if not k.startswith("_")}
+DONE = {v: k for k, v in vars(DoneReason).items() if not k.startswith("_")}
+
+
+def batch(requests):
+    """Encodes a list of (kind, args) as one ClientBatch frame."""
+    b = flatbuffers.Builder(256)
+    offsets = []
+    for kind, args in requests:
+        Request.Start(b)
+        if kind == "logon":
+            Request.AddLogon(b, Logon.CreateLogon(b, *args))
+        elif kind == "new":
+            Request.AddNewOrder(b, NewOrder.CreateNewOrder(b, *args))
+        elif kind == "cancel":
+            Request.AddCancel(b, Cancel.CreateCancel(b, *args))
+        offsets.append(Request.End(b))
+    ClientBatch.StartRequestsVector(b, len(offsets))
+    for off in reversed(offsets):
+        b.PrependUOffsetTRelative(off)
+    vec = b.EndVector()
+    ClientBatch.Start(b)
+    ClientBatch.AddRequests(b, vec)
+    b.Finish(ClientBatch.End(b))
+    return bytes(b.Output())
+
+
+class Session:
+    def __init__(self, ctx, endpoint, account):
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.account = account
+        self.next_seq = 1
+
+    def send(self, requests):
+        self.sock.send(batch(requests))
+
+    def recv(self, timeout_ms=3000):
+        """Returns the decoded reports of one frame (checks session sequence numbers)."""
+        if not self.sock.poll(timeout_ms):
+            raise TimeoutError("no report within %d ms" % timeout_ms)
+        frame = self.sock.recv()
+        rb = ReportBatch.ReportBatch.GetRootAs(frame, 0)
+        if rb.FirstSessionSeq() != self.next_seq:
+            raise RuntimeError("gap: expected %d got %d" % (self.next_seq, rb.FirstSessionSeq()))
+        out = []
+        for i in range(rb.ReportsLength()):
+            r = rb.Reports(i)
+            seq = self.next_seq + i
+            if r.LoggedOn() is not None:
+                out.append({"seq": seq, "type": "LoggedOn", "account": r.LoggedOn().Account()})
+            elif r.Accepted() is not None:
+                a = r.Accepted()
+                out.append({"seq": seq, "type": "Accepted", "order_id": a.OrderId(),
+                            "client_order_id": a.ClientOrderId(), "price": a.Price(), "qty": a.Qty()})
+            elif r.Rejected() is not None:
+                x = r.Rejected()
+                out.append({"seq": seq, "type": "Rejected", "client_order_id": x.ClientOrderId(),
+                            "reason": NAMES.get(x.Reason(), x.Reason())})
+            elif r.Fill() is not None:
+                f = r.Fill()
+                out.append({"seq": seq, "type": "Fill", "order_id": f.OrderId(), "trade_id": f.TradeId(),
+                            "price": f.Price(), "qty": f.Qty(), "leaves": f.Leaves()})
+            elif r.Done() is not None:
+                d = r.Done()
+                out.append({"seq": seq, "type": "Done", "order_id": d.OrderId(),
+                            "reason": DONE.get(d.Reason(), d.Reason()), "leaves": d.Leaves()})
+            else:
+                out.append({"seq": seq, "type": "Other"})
+        self.next_seq += rb.ReportsLength()
+        for rep in out:
+            rep["account"] = rep.get("account", self.account)
+            print(json.dumps(rep), flush=True)
+        return out
+
+    def wait_for(self, predicate, timeout_s=5.0):
+        deadline = time.time() + timeout_s
+        seen = []
+        while time.time() < deadline:
+            for rep in self.recv():
+                seen.append(rep)
+                if predicate(rep):
+                    return rep, seen
+        raise TimeoutError("expected report not seen; got %r" % seen)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--order-entry", default="tcp://127.0.0.1:7001")
+    p.add_argument("--symbol", type=int, default=1)
+    p.add_argument("--price", type=int, default=1000)
+    args = p.parse_args()
+    ctx = zmq.Context()
+    seller = Session(ctx, args.order_entry, 101)
+    buyer = Session(ctx, args.order_entry, 102)
+    gtc, allow, limit = TimeInForce.TimeInForce.Gtc, SelfTradePrevention.SelfTradePrevention.Allow, OrderType.OrderType.Limit
+    buy, sell = Side.Side.Buy, Side.Side.Sell
+
+    seller.send([("logon", (101,)), ("new", (1, args.price, 10, args.symbol, sell, limit, gtc, allow, False))])
+    seller.wait_for(lambda r: r["type"] == "LoggedOn")
+    acc, _ = seller.wait_for(lambda r: r["type"] == "Accepted")
+    buyer.send([("logon", (102,)), ("new", (7, args.price, 4, args.symbol, buy, limit, gtc, allow, False))])
+    fill, _ = buyer.wait_for(lambda r: r["type"] == "Fill")
+    assert fill["qty"] == 4 and fill["price"] == args.price, fill
+    maker_fill, _ = seller.wait_for(lambda r: r["type"] == "Fill")
+    assert maker_fill["leaves"] == 6, maker_fill
+    seller.send([("cancel", (acc["order_id"], 0, False))])
+    done, _ = seller.wait_for(lambda r: r["type"] == "Done")
+    assert done["reason"] == "Cancelled" and done["leaves"] == 6, done
+    # A bad request gets a typed reject.
+    seller.send([("new", (2, 0, 10, args.symbol, sell, limit, gtc, allow, False))])
+    rej, _ = seller.wait_for(lambda r: r["type"] == "Rejected")
+    assert rej["reason"] == "ZeroPrice", rej
+    print(json.dumps({"ok": True}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+//! `caldera serve` configuration: a TOML file, every field optional, plus command-line overrides.
+//! The reference of every key is docs/configuration.md.
+
+use caldera_engine::{EngineConfig, InstrumentSpec};
+use serde::Deserialize;
+use std::path::Path;
+
+/// How an idle thread waits for work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitStrategy {
+    /// Busy-spin: lowest latency, burns a whole core. Needs a core per spinning thread.
+    Spin,
+    /// Spin briefly, then `sched_yield`: low latency, gives the core to other runnable threads.
+    SpinYield,
+    /// Spin briefly, then sleep until woken (futex/eventfd): lowest CPU, adds wake-up latency.
+    Park,
+    /// `spin` with 4+ cores, else `spin-yield`.
+    Auto,
+}
+
+impl WaitStrategy {
+    /// Resolves `Auto` for this machine's core count.
+    #[must_use]
+    pub fn resolve(self, cores: usize) -> WaitStrategy {
+        match self {
+            WaitStrategy::Auto if cores >= 4 => WaitStrategy::Spin,
+            WaitStrategy::Auto => WaitStrategy::SpinYield,
+            other => other,
+        }
+    }
+}
+
+/// One instrument (mirrors [`InstrumentSpec`]).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Instrument {
+    /// Instrument id.
+    pub id: u32,
+    /// Price increment.
+    pub tick_size: u64,
+    /// Quantity increment.
+    pub lot_size: u64,
+    /// Lowest price (inclusive).
+    pub min_price: u64,
+    /// Highest price (inclusive).
+    pub max_price: u64,
+    /// Largest order quantity.
+    pub max_qty: u64,
+}
+
+/// Engine capacities.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// Resting orders, all instruments.
+    pub max_orders: u32,
+    /// Accounts that may rest orders.
+    pub max_accounts: u32,
+    /// Seed of the engine's hash tables (must match on replicas).
+    pub hash_seed: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self {
+            max_orders: 1 << 20,
+            max_accounts: 1 << 16,
+            hash_seed: 0xca1d_e7a5,
+        }
+    }
+}
+
+/// Sockets and limits of the gateway.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySection {
+    /// ROUTER endpoint for order entry.
+    pub order_entry: String,
+    /// PUB endpoint for market data.
+    pub market_data: String,
+    /// Largest accepted request frame; larger frames get `FrameTooLarge`.
+    pub max_frame_bytes: usize,
+    /// Frames above this size make libzmq drop the connection (protection against abuse).
+    pub max_message_bytes: i64,
+    /// Most requests in one frame; more gets `BatchTooLarge`.
+    pub max_batch: usize,
+    /// Report frames queued for a session that is not reading before its requests get `Busy`.
+    pub max_session_backlog: usize,
+    /// ZeroMQ high-water marks (messages) for the order-entry socket.
+    pub sndhwm: i32,
+    /// See `sndhwm`.
+    pub rcvhwm: i32,
+    /// High-water mark of the market-data socket (slow subscribers lose messages beyond it).
+    pub md_sndhwm: i32,
+    /// Period of full L2 snapshots on the market-data socket (0 = never).
+    pub md_snapshot_interval_ms: u64,
+    /// How long to keep flushing reports after a shutdown signal.
+    pub shutdown_linger_ms: u64,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            order_entry: "tcp://127.0.0.1:7001".into(),
+            market_data: "tcp://127.0.0.1:7002".into(),
+            max_frame_bytes: 1 << 20,
+            max_message_bytes: 16 << 20,
+            max_batch: 4096,
+            max_session_backlog: 4096,
+            sndhwm: 100_000,
+            rcvhwm: 100_000,
+            md_sndhwm: 100_000,
+            md_snapshot_interval_ms: 1000,
+            shutdown_linger_ms: 5000,
+        }
+    }
+}
+
+/// Threads, cores and rings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThreadsSection {
+    /// Core for the engine thread (`None` = auto: the last core when there are 4+ cores).
+    pub engine_core: Option<usize>,
+    /// Core for the gateway thread (`None` = not pinned).
+    pub gateway_core: Option<usize>,
+    /// How idle threads wait.
+    pub wait: WaitStrategy,
+    /// Slots in each SPSC ring (commands in, events out).
+    pub ring_capacity: usize,
+}
+
+impl Default for ThreadsSection {
+    fn default() -> Self {
+        Self {
+            engine_core: None,
+            gateway_core: None,
+            wait: WaitStrategy::Auto,
+            ring_capacity: 1 << 16,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Engine capacities.
+    pub engine: EngineSection,
+    /// Instruments (default: ids 1..=8, tick 1, lot 1, prices 1..=200000, max qty 1000000).
+    pub instruments: Vec<Instrument>,
+    /// Gateway sockets and limits.
+    pub gateway: GatewaySection,
+    /// Threads.
+    pub threads: ThreadsSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            engine: EngineSection::default(),
+            instruments: (1..=8)
+                .map(|id| Instrument {
+                    id,
+                    tick_size: 1,
+                    lot_size: 1,
+                    min_price: 1,
+                    max_price: 200_000,
+                    max_qty: 1_000_000,
+                })
+                .collect(),
+            gateway: GatewaySection::default(),
+            threads: ThreadsSection::default(),
+        }
+    }
+}
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// Reading the file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Cause.
+        source: toml::de::Error,
+    },
+    /// The engine rejected the configuration.
+    #[error("invalid engine configuration: {0}")]
+    Engine(#[from] caldera_engine::ConfigError),
+    /// Another invalid value.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// I/O, TOML syntax or unknown keys.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigFileError::Parse { path: p, source })
+    }
+
+    /// The engine's configuration.
+    #[must_use]
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_orders: self.engine.max_orders,
+            max_accounts: self.engine.max_accounts,
+            hash_seed: self.engine.hash_seed,
+            instruments: self
+                .instruments
+                .iter()
+                .map(|i| InstrumentSpec {
+                    id: i.id,
+                    tick_size: i.tick_size,
+                    lot_size: i.lot_size,
+                    min_price: i.min_price,
+                    max_price: i.max_price,
+                    max_qty: i.max_qty,
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks everything that can be checked before start-up.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), ConfigFileError> {
+        self.engine_config().validate()?;
+        let g = &self.gateway;
+        if g.max_batch == 0 || g.max_frame_bytes < 64 || g.max_session_backlog == 0 {
+            return Err(ConfigFileError::Invalid(
+                "gateway limits must be positive (max_frame_bytes >= 64)".into(),
+            ));
+        }
+        if self.threads.ring_capacity < 16 {
+            return Err(ConfigFileError::Invalid(
+                "threads.ring_capacity must be >= 16".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_unknown_keys_are_errors() {
+        let text = include_str!("../../infra/caldera.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.instruments.len(), 2);
+        assert!(toml::from_str::<Config>("[gateway]\nnope = 1\n").is_err());
+        assert_eq!(Config::default().engine_config().instruments.len(), 8);
+        assert_eq!(WaitStrategy::Auto.resolve(2), WaitStrategy::SpinYield);
+        assert_eq!(WaitStrategy::Auto.resolve(8), WaitStrategy::Spin);
+    }
+}

@@ -1,0 +1,137 @@
+//! Starts the real `caldera` binary on free 127.0.0.1 ports and stops it with a real signal.
+#![allow(dead_code)]
+
+use caldera_client::{OrderClient, ServerReport};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Node {
+    pub child: Child,
+    pub order_entry: String,
+    pub market_data: String,
+    pub snapshot: PathBuf,
+    pub dir: PathBuf,
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "caldera-test-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl Node {
+    /// Starts `caldera serve` with an extra TOML snippet appended to a test config.
+    pub fn start(tag: &str, extra_toml: &str) -> Node {
+        let dir = temp_dir(tag);
+        let (oe, md) = (free_port(), free_port());
+        let order_entry = format!("tcp://127.0.0.1:{oe}");
+        let market_data = format!("tcp://127.0.0.1:{md}");
+        let cfg = dir.join("caldera.toml");
+        let toml = format!(
+            "[gateway]\norder_entry = \"{order_entry}\"\nmarket_data = \"{market_data}\"\nmd_snapshot_interval_ms = 0\n{extra_toml}\n[threads]\nwait = \"park\"\n"
+        );
+        std::fs::write(&cfg, toml).unwrap();
+        let snapshot = dir.join("final.snapshot");
+        let child = Command::new(env!("CARGO_BIN_EXE_caldera"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .arg("--snapshot-on-exit")
+            .arg(&snapshot)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("stderr.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start caldera");
+        let node = Node {
+            child,
+            order_entry,
+            market_data,
+            snapshot,
+            dir,
+        };
+        node.wait_ready();
+        node
+    }
+
+    fn wait_ready(&self) {
+        let ctx = zmq::Context::new();
+        let mut c = OrderClient::connect(&ctx, &self.order_entry).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            c.push(caldera_client::requests::heartbeat(1));
+            c.flush().unwrap();
+            if c.recv(&mut out, Duration::from_millis(200)).unwrap() > 0 {
+                assert!(matches!(out[0], ServerReport::HeartbeatAck(_)));
+                return;
+            }
+        }
+        panic!(
+            "caldera did not answer within 20 s; see {}",
+            self.dir.join("stderr.log").display()
+        );
+    }
+
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    /// SIGTERM, wait for exit, return (exit code, JSON summary, snapshot path).
+    pub fn stop(self) -> (i32, serde_json::Value, PathBuf) {
+        self.signal(rustix::process::Signal::TERM);
+        self.stop_after_signal()
+    }
+
+    /// Waits for exit after a signal was sent; returns (exit code, JSON summary, snapshot path).
+    pub fn stop_after_signal(mut self) -> (i32, serde_json::Value, PathBuf) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "caldera did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let line = out.lines().last().unwrap_or("{}");
+        let json = serde_json::from_str(line).unwrap_or_else(|e| panic!("summary {line:?}: {e}"));
+        (status.code().unwrap_or(-1), json, self.snapshot.clone())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads reports until none arrive for `quiet`.
+pub fn drain(c: &mut OrderClient, out: &mut Vec<ServerReport>, quiet: Duration) {
+    while c.recv(out, quiet).unwrap() > 0 {}
+}
