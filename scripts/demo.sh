@@ -1,7 +1,41 @@
 #!/usr/bin/env bash
-# The main job: builds in release mode and prints a throughput/latency report.
-# Today: the matching engine on the exchange-core-like flow, against the lobster crate.
+# The main job: builds in release mode, starts `caldera serve` on free 127.0.0.1 ports, drives
+# it with the loadgen (closed loop at maximum throughput with the raw ZeroMQ echo ceiling
+# measured in the same run, then open loop at a fixed rate), prints the throughput/latency
+# report, stops the server with SIGTERM and prints its exit summary.
+# Artifacts (latency plots, HdrHistogram logs, server log) go to target/demo/.
+# Env: DURATION (default 10s), RATE (open-loop rate, default 500000), WAIT (default park).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p caldera-benches --bin engine-bench
-./target/release/engine-bench "$@"
+DURATION=${DURATION:-10s}
+RATE=${RATE:-500000}
+WAIT=${WAIT:-park}
+out=target/demo
+mkdir -p "$out"
+
+cargo build --release --locked -p caldera-gateway -p caldera-loadgen
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+oe="tcp://127.0.0.1:$(port)"
+md="tcp://127.0.0.1:$(port)"
+
+./target/release/caldera serve --wait "$WAIT" --order-entry "$oe" --market-data "$md" \
+  > "$out/serve-summary.json" 2> "$out/serve.log" &
+server=$!
+trap 'kill -TERM $server 2>/dev/null || true' EXIT
+
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), server wait strategy: $WAIT"
+echo "== closed loop, maximum throughput ($DURATION)"
+./target/release/caldera-loadgen closed --endpoint "$oe" --duration "$DURATION" --connections 4 --window 512 \
+  --echo-baseline --plot "$out/closed-latency.svg" --hist-log "$out/closed-latency.hlog"
+echo
+echo "== open loop at $RATE requests/s ($DURATION), latency from planned send times"
+./target/release/caldera-loadgen open --endpoint "$oe" --duration "$DURATION" --connections 4 --rate "$RATE" \
+  --plot "$out/open-latency.svg" --hist-log "$out/open-latency.hlog" --warmup-orders 0
+
+kill -TERM $server
+wait $server
+trap - EXIT
+echo
+echo "== server exit summary (SIGTERM → drained, exit 0)"
+cat "$out/serve-summary.json"
+echo "artifacts: $out/{closed,open}-latency.{svg,hlog}, $out/serve.log"

@@ -1,0 +1,111 @@
+//! The raw ZeroMQ ceiling: a ROUTER that echoes every frame, driven by DEALERs with the same
+//! connections, window and batching as a gateway run, in the same process and run.
+
+use anyhow::Result;
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Echo results.
+pub struct EchoResult {
+    /// Round trips of frames per second.
+    pub frames_per_sec: f64,
+    /// Request-equivalents per second (frames × batch).
+    pub requests_per_sec: f64,
+    /// Frame round-trip latency (ns).
+    pub latency: Histogram<u64>,
+}
+
+/// Starts an echo ROUTER on a free 127.0.0.1 port; returns its endpoint and a stop flag.
+///
+/// # Errors
+/// Socket errors.
+pub fn start_server(
+    ctx: &zmq::Context,
+) -> Result<(String, Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+    let router = ctx.socket(zmq::ROUTER)?;
+    router.set_sndhwm(1_000_000)?;
+    router.set_rcvhwm(1_000_000)?;
+    router.bind("tcp://127.0.0.1:*")?;
+    let ep = router
+        .get_last_endpoint()?
+        .map_err(|_| anyhow::anyhow!("endpoint"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    let h = std::thread::spawn(move || {
+        let mut id = zmq::Message::new();
+        let mut body = zmq::Message::new();
+        while !s.load(Ordering::Relaxed) {
+            if router.poll(zmq::POLLIN, 50).unwrap_or(0) == 0 {
+                continue;
+            }
+            while router.recv(&mut id, zmq::DONTWAIT).is_ok() {
+                if router.recv(&mut body, 0).is_err() {
+                    break;
+                }
+                let _ = router.send(&*id, zmq::SNDMORE);
+                let _ = router.send(&*body, 0);
+            }
+        }
+    });
+    Ok((ep, stop, h))
+}
+
+/// Closed-loop echo: `connections` DEALERs, `window` requests in flight each, `batch` request
+/// equivalents (64 bytes each, like an encoded order) per frame.
+///
+/// # Errors
+/// Socket errors.
+pub fn run(
+    endpoint: &str,
+    connections: usize,
+    window: usize,
+    batch: usize,
+    duration: Duration,
+) -> Result<EchoResult> {
+    let ctx = zmq::Context::new();
+    let frame_window = window.div_ceil(batch).max(1);
+    let mut socks = Vec::new();
+    for _ in 0..connections {
+        let s = ctx.socket(zmq::DEALER)?;
+        s.set_sndhwm(1_000_000)?;
+        s.set_rcvhwm(1_000_000)?;
+        s.connect(endpoint)?;
+        socks.push(s);
+    }
+    let payload = vec![0x5au8; 64 * batch];
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let t0 = Instant::now();
+    let mut inflight: Vec<std::collections::VecDeque<Instant>> =
+        vec![Default::default(); connections];
+    let mut frames = 0u64;
+    let mut msg = zmq::Message::new();
+    while t0.elapsed() < duration {
+        for (i, s) in socks.iter().enumerate() {
+            while inflight[i].len() < frame_window {
+                if s.send(&payload[..], zmq::DONTWAIT).is_err() {
+                    break;
+                }
+                inflight[i].push_back(Instant::now());
+            }
+            while s.recv(&mut msg, zmq::DONTWAIT).is_ok() {
+                if let Some(t) = inflight[i].pop_front() {
+                    let _ = hist.record(
+                        u64::try_from(t.elapsed().as_nanos())
+                            .unwrap_or(u64::MAX)
+                            .max(1),
+                    );
+                    frames += 1;
+                }
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let fps = frames as f64 / secs;
+    Ok(EchoResult {
+        frames_per_sec: fps,
+        requests_per_sec: fps * batch as f64,
+        latency: hist,
+    })
+}
