@@ -4,12 +4,13 @@
 # measured in the same run, then open loop at a fixed rate), prints the throughput/latency
 # report, stops the server with SIGTERM and prints its exit summary.
 # Artifacts (latency plots, HdrHistogram logs, server log) go to target/demo/.
-# Env: DURATION (default 10s), RATE (open-loop rate, default 500000), WAIT (default park).
+# Env: DURATION (default 10s), RATE (open-loop rate, default 500000), WAIT (server wait
+# strategy, default auto = spin-yield on fewer than 4 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 RATE=${RATE:-500000}
-WAIT=${WAIT:-park}
+WAIT=${WAIT:-auto}
 out=target/demo
 mkdir -p "$out"
 

@@ -47,6 +47,9 @@ pub struct RunSpec {
     pub batch: usize,
     /// The flow.
     pub flow: FlowParams,
+    /// Open loop: hold due requests up to this long to send them as one frame (their latency
+    /// still counts from their planned send time).
+    pub coalesce: Duration,
     /// First account id.
     pub account_base: u32,
 }
@@ -241,6 +244,7 @@ fn drive(
         Mode::Open { rate } => 1e9 * spec.connections as f64 / rate.max(1.0),
         Mode::Closed { .. } => 0.0,
     };
+    let coalesce_ns = spec.coalesce.as_nanos() as f64;
     let mut res = RunResult::new();
     let t0 = Instant::now();
     let end = u64::try_from(spec.duration.as_nanos()).unwrap_or(u64::MAX);
@@ -264,7 +268,8 @@ fn drive(
                     }
                     Mode::Open { .. } => {
                         let mut n = 0;
-                        while n < spec.batch && c.next_planned <= now as f64 {
+                        let due = c.next_planned + coalesce_ns <= now as f64;
+                        while due && n < spec.batch && c.next_planned <= now as f64 {
                             n += 1;
                             let planned = c.next_planned as u64;
                             let (req, kind) = c.flow.next();

@@ -113,6 +113,10 @@ struct Common {
     /// Most requests per frame.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Open loop: hold due requests up to this long and send them as one frame (latency still
+    /// counts from each request's planned send time). 0 = one frame per due request burst.
+    #[arg(long, default_value = "0us", value_parser = parse_duration)]
+    coalesce: Duration,
     /// Passive orders per connection before measuring.
     #[arg(long, default_value_t = 200)]
     warmup_orders: usize,
@@ -183,6 +187,7 @@ fn spec(c: &Common, mode: Mode, warmup: bool) -> RunSpec {
             base_price: c.base_price,
         },
         account_base: c.account_base,
+        coalesce: c.coalesce,
     }
 }
 
