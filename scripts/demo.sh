@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The main job: builds in release mode, starts `caldera serve` on free 127.0.0.1 ports, drives
+# The main job: builds in release mode, starts `caldera serve` on free 127.0.0.1 ports with the
+# embedded file journal (target/demo/journal, fsync every batch), drives
 # it with the loadgen (closed loop at maximum throughput with the raw ZeroMQ echo ceiling
 # measured in the same run, then open loop at a fixed rate), prints the throughput/latency
 # report, stops the server with SIGTERM and prints its exit summary.
 # Artifacts (latency plots, HdrHistogram logs, server log) go to target/demo/.
 # Env: DURATION (default 10s), RATE (open-loop rate, default 500000), WAIT (server wait
-# strategy, default auto = spin-yield on fewer than 4 cores).
+# strategy, default auto = spin-yield on fewer than 4 cores), FSYNC (file journal: always |
+# interval | never, default always).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 RATE=${RATE:-500000}
 WAIT=${WAIT:-auto}
+FSYNC=${FSYNC:-always}
 out=target/demo
 mkdir -p "$out"
 
@@ -19,7 +22,9 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 oe="tcp://127.0.0.1:$(port)"
 md="tcp://127.0.0.1:$(port)"
 
+rm -rf "$out/journal"
 ./target/release/caldera serve --wait "$WAIT" --order-entry "$oe" --market-data "$md" \
+  --journal "file://$out/journal" --fsync "$FSYNC" \
   > "$out/serve-summary.json" 2> "$out/serve.log" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true' EXIT
@@ -39,4 +44,6 @@ trap - EXIT
 echo
 echo "== server exit summary (SIGTERM → drained, exit 0)"
 cat "$out/serve-summary.json"
+echo "== replay of the journal (must give the same state hash)"
+./target/release/caldera replay --journal "file://$out/journal"
 echo "artifacts: $out/{closed,open}-latency.{svg,hlog}, $out/serve.log"

@@ -142,6 +142,108 @@ impl Default for ThreadsSection {
     }
 }
 
+/// fsync setting of the file journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsyncSetting {
+    /// After every batch, before its reports are released (survives power loss).
+    Always,
+    /// Every `fsync_interval_ms`; reports released after the write (survives a process crash).
+    Interval,
+    /// Never forced (survives a process crash only).
+    Never,
+}
+
+/// Where the engine's commands and events are journaled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalUri {
+    /// No journal (state is lost when the process stops).
+    None,
+    /// The embedded segment log in a directory.
+    File(std::path::PathBuf),
+    /// A Kafka topic (partition 0) on these bootstrap brokers.
+    Kafka {
+        /// `host:port[,host:port…]`.
+        brokers: String,
+        /// Topic.
+        topic: String,
+    },
+}
+
+impl std::str::FromStr for JournalUri {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(JournalUri::None);
+        }
+        if let Some(p) = s.strip_prefix("file://") {
+            if p.is_empty() {
+                return Err("file:// needs a directory, e.g. file://./journal".into());
+            }
+            return Ok(JournalUri::File(p.into()));
+        }
+        if let Some(rest) = s.strip_prefix("kafka://") {
+            let (brokers, topic) = rest
+                .split_once('/')
+                .ok_or("kafka URI must be kafka://HOST:PORT/TOPIC")?;
+            if brokers.is_empty() || topic.is_empty() {
+                return Err("kafka URI must be kafka://HOST:PORT/TOPIC".into());
+            }
+            return Ok(JournalUri::Kafka {
+                brokers: brokers.into(),
+                topic: topic.into(),
+            });
+        }
+        Err(format!(
+            "unknown journal URI {s:?}: use file://DIR, kafka://HOST:PORT/TOPIC or none"
+        ))
+    }
+}
+
+/// Journal settings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSection {
+    /// `file://DIR` (default `file://caldera-journal`), `kafka://HOST:PORT/TOPIC`, or `none`.
+    pub uri: String,
+    /// File journal fsync policy.
+    pub fsync: FsyncSetting,
+    /// Period for `fsync = "interval"`.
+    pub fsync_interval_ms: u64,
+    /// Roll segments at this size.
+    pub segment_bytes: u64,
+    /// Snapshot every this many events (0 = only at shutdown).
+    pub snapshot_every_events: u64,
+    /// Delete old segments (already covered by a snapshot) beyond this total size.
+    pub retention_bytes: Option<u64>,
+    /// Writer epoch stamped on every batch.
+    pub epoch: u64,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        Self {
+            uri: "file://caldera-journal".into(),
+            fsync: FsyncSetting::Always,
+            fsync_interval_ms: 10,
+            segment_bytes: 64 << 20,
+            snapshot_every_events: 5_000_000,
+            retention_bytes: None,
+            epoch: 1,
+        }
+    }
+}
+
+impl JournalSection {
+    /// The parsed URI.
+    ///
+    /// # Errors
+    /// An invalid URI.
+    pub fn parsed(&self) -> Result<JournalUri, ConfigFileError> {
+        self.uri.parse().map_err(ConfigFileError::Invalid)
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -154,6 +256,8 @@ pub struct Config {
     pub gateway: GatewaySection,
     /// Threads.
     pub threads: ThreadsSection,
+    /// Journal.
+    pub journal: JournalSection,
 }
 
 impl Default for Config {
@@ -172,6 +276,7 @@ impl Default for Config {
                 .collect(),
             gateway: GatewaySection::default(),
             threads: ThreadsSection::default(),
+            journal: JournalSection::default(),
         }
     }
 }
@@ -251,6 +356,7 @@ impl Config {
                 "gateway limits must be positive (max_frame_bytes >= 64)".into(),
             ));
         }
+        self.journal.parsed()?;
         if self.threads.ring_capacity < 16 {
             return Err(ConfigFileError::Invalid(
                 "threads.ring_capacity must be >= 16".into(),

@@ -12,7 +12,18 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-/// State shared by the gateway and engine threads.
+/// What the engine thread emits: the events a command produced, then the command itself. The
+/// journal needs both (commands are re-run on replay, events are for consumers); the gateway
+/// routes the events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A command the engine executed; its events precede it.
+    Command(Command),
+    /// An event.
+    Event(Event),
+}
+
+/// State shared by the gateway, engine and journal threads.
 #[derive(Debug)]
 pub struct Shared {
     /// Set by the gateway: exit once the inbound ring is empty.
@@ -23,6 +34,19 @@ pub struct Shared {
     pub gateway_sleeping: AtomicBool,
     /// Commands the engine has finished.
     pub commands_processed: AtomicU64,
+    /// The engine's last sequence number.
+    pub engine_seq: AtomicU64,
+    /// Last sequence the journal made durable and forwarded to the gateway.
+    pub forwarded_seq: AtomicU64,
+    /// A journal thread sits between the engine and the gateway.
+    pub journal_enabled: AtomicBool,
+    /// The journal thread is (about to be) parked.
+    pub journal_sleeping: AtomicBool,
+    /// The journal failed: stop acknowledging (set by the journal thread).
+    pub journal_failed: AtomicBool,
+    /// The engine thread has exited.
+    pub engine_stopped: AtomicBool,
+    journal_thread: OnceLock<Thread>,
     /// eventfd the engine writes to wake the gateway's `zmq_poll`.
     pub wake_gateway: OwnedFd,
     engine_thread: OnceLock<Thread>,
@@ -43,6 +67,13 @@ impl Shared {
             engine_sleeping: AtomicBool::new(false),
             gateway_sleeping: AtomicBool::new(false),
             commands_processed: AtomicU64::new(0),
+            engine_seq: AtomicU64::new(0),
+            forwarded_seq: AtomicU64::new(0),
+            journal_enabled: AtomicBool::new(false),
+            journal_sleeping: AtomicBool::new(false),
+            journal_failed: AtomicBool::new(false),
+            engine_stopped: AtomicBool::new(false),
+            journal_thread: OnceLock::new(),
             wake_gateway: fd,
             engine_thread: OnceLock::new(),
         })
@@ -57,6 +88,27 @@ impl Shared {
         {
             let _ = rustix::io::write(&self.wake_gateway, &1u64.to_ne_bytes());
         }
+    }
+
+    /// Wakes whoever consumes the engine's output: the journal thread if there is one, else
+    /// the gateway. No allocation.
+    #[inline]
+    pub fn notify_downstream(&self) {
+        if self.journal_enabled.load(Ordering::Relaxed) {
+            fence(Ordering::SeqCst);
+            if self.journal_sleeping.load(Ordering::Relaxed) {
+                if let Some(t) = self.journal_thread.get() {
+                    t.unpark();
+                }
+            }
+        } else {
+            self.notify_gateway();
+        }
+    }
+
+    /// Registers the calling thread as the journal thread.
+    pub fn register_journal_thread(&self) {
+        let _ = self.journal_thread.set(std::thread::current());
     }
 
     /// Wakes the engine if it is parked (called after pushing commands).
@@ -92,30 +144,36 @@ pub struct EngineReport {
 
 /// Pushes events into the outbound ring, waiting (never dropping) when it is full.
 struct RingSink<'a> {
-    tx: Producer<Event>,
+    tx: Producer<Output>,
     shared: &'a Shared,
     waiter: Waiter,
 }
 
-impl EventSink for RingSink<'_> {
+impl RingSink<'_> {
     #[inline]
-    fn on_event(&mut self, event: &Event) {
-        let mut ev = *event;
+    fn push(&mut self, mut item: Output) {
         loop {
-            match self.tx.push(ev) {
+            match self.tx.push(item) {
                 Ok(()) => {
                     self.waiter.reset();
                     return;
                 }
                 Err(rtrb::PushError::Full(back)) => {
-                    // Back-pressure: the gateway is behind. Wake it and wait for room.
-                    ev = back;
-                    self.shared.notify_gateway();
+                    // Back-pressure: downstream is behind. Wake it and wait for room.
+                    item = back;
+                    self.shared.notify_downstream();
                     self.waiter
                         .wait(|| std::thread::park_timeout(Duration::from_micros(50)));
                 }
             }
         }
+    }
+}
+
+impl EventSink for RingSink<'_> {
+    #[inline]
+    fn on_event(&mut self, event: &Event) {
+        self.push(Output::Event(*event));
     }
 }
 
@@ -126,7 +184,7 @@ impl EventSink for RingSink<'_> {
 pub fn spawn(
     engine: Engine,
     rx: Consumer<Command>,
-    tx: Producer<Event>,
+    tx: Producer<Output>,
     shared: Arc<Shared>,
     wait: WaitStrategy,
     core: Option<usize>,
@@ -157,7 +215,7 @@ fn pin(core: Option<usize>) -> Option<usize> {
 fn run(
     mut engine: Engine,
     mut rx: Consumer<Command>,
-    tx: Producer<Event>,
+    tx: Producer<Output>,
     shared: &Shared,
     wait: WaitStrategy,
     core: Option<usize>,
@@ -178,9 +236,14 @@ fn run(
         if let Ok(cmd) = rx.pop() {
             waiter.reset();
             engine.process(&cmd, &mut sink);
+            // The command follows its events: it marks a command boundary for the journal.
+            sink.push(Output::Command(cmd));
             commands += 1;
+            shared
+                .engine_seq
+                .store(engine.last_seq(), Ordering::Release);
             shared.commands_processed.store(commands, Ordering::Release);
-            shared.notify_gateway();
+            shared.notify_downstream();
             continue;
         }
         if shared.stop.load(Ordering::Acquire) && rx.is_empty() {
@@ -196,6 +259,8 @@ fn run(
         });
     }
     let allocations = thread_allocations() - base;
+    shared.engine_stopped.store(true, Ordering::SeqCst);
+    shared.notify_downstream();
     tracing::info!(commands, allocations, "engine thread stopped");
     EngineReport {
         engine,

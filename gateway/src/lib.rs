@@ -8,6 +8,7 @@
 pub mod alloc_count;
 pub mod config;
 pub mod engine_thread;
+pub mod journal_thread;
 pub mod market_data;
 pub mod server;
 pub mod wait;

@@ -9,8 +9,9 @@
 //!   `max_session_backlog` frames its new order-entry requests are rejected with `Busy`;
 //! - outbound ring full: the engine thread waits for room (never drops an event).
 
-use crate::config::{Config, WaitStrategy};
-use crate::engine_thread::{self, EngineReport, Shared};
+use crate::config::{Config, FsyncSetting, JournalUri, WaitStrategy};
+use crate::engine_thread::{self, EngineReport, Output, Shared};
+use crate::journal_thread::{self, JournalStage, JournalStats};
 use crate::market_data::MarketData;
 use caldera_engine::{
     Cancel, Command, Engine, Event, EventBody, MassCancel, NewOrder, OrderRef, Replace,
@@ -47,6 +48,9 @@ pub enum ServeError {
     /// The engine thread panicked.
     #[error("the engine thread panicked")]
     EnginePanicked,
+    /// The journal could not be opened or replayed.
+    #[error("journal: {0}")]
+    Journal(String),
 }
 
 /// Counters of one `serve` run.
@@ -75,6 +79,10 @@ pub struct GatewayStats {
 /// Result of a `serve` run.
 #[derive(Debug)]
 pub struct ServeSummary {
+    /// Journal stage counters (None without a journal).
+    pub journal: Option<JournalStats>,
+    /// Sequence the engine started from (recovered from the journal).
+    pub recovered_seq: u64,
     /// The engine thread's report (final engine state included).
     pub engine: EngineReport,
     /// Gateway counters.
@@ -98,7 +106,7 @@ struct Gateway<'a> {
     router: zmq::Socket,
     publisher: zmq::Socket,
     in_tx: Producer<Command>,
-    out_rx: Consumer<Event>,
+    out_rx: Consumer<Output>,
     shared: Arc<Shared>,
     sessions: Vec<Session>,
     by_ident: HashMap<Vec<u8>, usize>,
@@ -134,7 +142,8 @@ pub fn serve_with_ready(
     ready: impl FnOnce(&str),
 ) -> Result<ServeSummary, ServeError> {
     cfg.validate()?;
-    let engine = Engine::new(cfg.engine_config()).map_err(crate::config::ConfigFileError::from)?;
+    let (engine, backend) = open_journal(cfg)?;
+    let recovered_seq = engine.last_seq();
     let ctx = zmq::Context::new();
     let g = &cfg.gateway;
     let sock = |what, endpoint: &str, source| ServeError::Socket {
@@ -193,9 +202,34 @@ pub fn serve_with_ready(
         .engine_core
         .or_else(|| (cores >= 4).then(|| cores - 1));
     let (in_tx, in_rx) = RingBuffer::<Command>::new(cfg.threads.ring_capacity);
-    let (out_tx, out_rx) = RingBuffer::<Event>::new(cfg.threads.ring_capacity);
+    let (out_tx, engine_out_rx) = RingBuffer::<Output>::new(cfg.threads.ring_capacity);
     let shared = Arc::new(Shared::new()?);
+    shared.engine_seq.store(recovered_seq, Ordering::SeqCst);
+    shared.forwarded_seq.store(recovered_seq, Ordering::SeqCst);
     let symbols: Vec<u32> = cfg.instruments.iter().map(|i| i.id).collect();
+    let (out_rx, journal_handle) = match backend {
+        Some((backend, snapshots)) => {
+            shared.journal_enabled.store(true, Ordering::SeqCst);
+            let (jtx, jrx) = RingBuffer::<Output>::new(cfg.threads.ring_capacity);
+            let stage = JournalStage {
+                epoch: cfg.journal.epoch,
+                snapshots,
+                snapshot_every_events: cfg.journal.snapshot_every_events,
+                max_batch_items: 16_384,
+            };
+            let h = journal_thread::spawn(
+                backend,
+                engine.clone(),
+                engine_out_rx,
+                jtx,
+                Arc::clone(&shared),
+                wait,
+                stage,
+            )?;
+            (jrx, Some(h))
+        }
+        None => (engine_out_rx, None),
+    };
     let handle = engine_thread::spawn(
         engine,
         in_rx,
@@ -241,6 +275,13 @@ pub fn serve_with_ready(
     shared.stop.store(true, Ordering::SeqCst);
     shared.wake_engine();
     let report = handle.join().map_err(|_| ServeError::EnginePanicked)?;
+    let journal = match journal_handle {
+        Some(h) => Some(
+            h.join()
+                .map_err(|_| ServeError::Journal("the journal thread panicked".into()))?,
+        ),
+        None => None,
+    };
     gw.drain_events(usize::MAX);
     gw.flush_sessions();
     gw.md.flush(&gw.publisher);
@@ -256,6 +297,8 @@ pub fn serve_with_ready(
         md_published: gw.md.published,
         gateway: gw.stats.clone(),
         engine: report,
+        journal,
+        recovered_seq,
     };
     drop(gw); // closes the sockets; the context's drop waits up to the linger for queued frames
     Ok(summary)
@@ -289,7 +332,12 @@ impl Gateway<'_> {
             if self.stopping {
                 let engine_done =
                     self.shared.commands_processed.load(Ordering::Acquire) == self.pushed;
+                let engine_seq = self.shared.engine_seq.load(Ordering::Acquire);
+                let journal_done = !self.shared.journal_enabled.load(Ordering::Relaxed)
+                    || self.shared.forwarded_seq.load(Ordering::Acquire) >= engine_seq
+                    || stop_deadline.is_some_and(|d| Instant::now() > d);
                 if engine_done
+                    && journal_done
                     && self.out_rx.is_empty()
                     && (!self.has_backlog() || stop_deadline.is_some_and(|d| Instant::now() > d))
                 {
@@ -509,6 +557,16 @@ impl Gateway<'_> {
         if self.sessions[sid].backlog.len() >= self.cfg.gateway.max_session_backlog {
             return self.gateway_reject(sid, index, kind, wire::RejectReason::Busy, cl, oid);
         }
+        if self.shared.journal_failed.load(Ordering::Relaxed) {
+            return self.gateway_reject(
+                sid,
+                index,
+                kind,
+                wire::RejectReason::JournalUnavailable,
+                cl,
+                oid,
+            );
+        }
         let Some(cmd) = to_command(account, &req) else {
             return self.gateway_reject(
                 sid,
@@ -584,12 +642,16 @@ impl Gateway<'_> {
     /// Routes up to `max` engine events. Returns the number routed.
     fn drain_events(&mut self, max: usize) -> usize {
         let mut n = 0;
+        let mut events = 0;
         while n < max {
-            let Ok(ev) = self.out_rx.pop() else { break };
+            let Ok(item) = self.out_rx.pop() else { break };
             n += 1;
-            self.route(&ev);
+            if let Output::Event(ev) = item {
+                events += 1;
+                self.route(&ev);
+            }
         }
-        self.stats.events += n as u64;
+        self.stats.events += events;
         n
     }
 
@@ -803,5 +865,59 @@ fn order_ref(by_client: bool, order_id: u64, client_order_id: u64) -> OrderRef {
         OrderRef::Client(client_order_id)
     } else {
         OrderRef::Id(order_id)
+    }
+}
+
+type Backend = (
+    Box<dyn journal_thread::JournalBackend>,
+    Option<caldera_journal::snapshots::SnapshotStore>,
+);
+
+/// Opens the configured journal and rebuilds the engine from it (snapshot + replay).
+fn open_journal(cfg: &Config) -> Result<(Engine, Option<Backend>), ServeError> {
+    let engine_cfg = cfg.engine_config();
+    match cfg.journal.parsed()? {
+        JournalUri::None => {
+            tracing::warn!("no journal: state is not durable");
+            Ok((
+                Engine::new(engine_cfg).map_err(crate::config::ConfigFileError::from)?,
+                None,
+            ))
+        }
+        JournalUri::File(dir) => {
+            let j = &cfg.journal;
+            let fsync = match j.fsync {
+                FsyncSetting::Always => caldera_journal::FsyncPolicy::Always,
+                FsyncSetting::Interval => {
+                    caldera_journal::FsyncPolicy::EveryMs(j.fsync_interval_ms)
+                }
+                FsyncSetting::Never => caldera_journal::FsyncPolicy::Never,
+            };
+            let opts = caldera_journal::LogOptions {
+                segment_bytes: j.segment_bytes,
+                fsync,
+                ..Default::default()
+            };
+            let (log, report) = caldera_journal::SegmentLog::open(&dir, opts)
+                .map_err(|e| ServeError::Journal(e.to_string()))?;
+            if !report.clean() {
+                tracing::warn!(truncated = ?report.truncated, quarantined = ?report.quarantined, "journal damage repaired at start-up");
+            }
+            let (engine, rec) = caldera_journal::recover::recover(&dir, &engine_cfg)
+                .map_err(|e| ServeError::Journal(e.to_string()))?;
+            if engine.last_seq() != log.last_seq() {
+                return Err(ServeError::Journal(format!(
+                    "journal ends at {} but replay reached {}",
+                    log.last_seq(),
+                    engine.last_seq()
+                )));
+            }
+            tracing::info!(dir = %dir.display(), snapshot_seq = rec.snapshot_seq, batches = rec.batches, last_seq = engine.last_seq(), elapsed = ?rec.elapsed, "recovered from the journal");
+            let store = caldera_journal::snapshots::SnapshotStore::new(&dir, 3);
+            Ok((engine, Some((Box::new(log), Some(store)))))
+        }
+        JournalUri::Kafka { .. } => Err(ServeError::Journal(
+            "the Kafka journal is not available in this build yet".into(),
+        )),
     }
 }

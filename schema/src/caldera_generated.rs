@@ -673,10 +673,10 @@ impl flatbuffers::SimpleToVerifyInSlice for RequestKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REJECT_REASON: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_REASON: u16 = 110;
+pub const ENUM_MAX_REJECT_REASON: u16 = 111;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 29] = [
+pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 30] = [
   RejectReason::None,
   RejectReason::UnknownSymbol,
   RejectReason::ZeroPrice,
@@ -706,6 +706,7 @@ pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 29] = [
   RejectReason::ShuttingDown,
   RejectReason::UnexpectedFrames,
   RejectReason::NotPrimary,
+  RejectReason::JournalUnavailable,
 ];
 
 /// 1..99: engine reasons (same codes as caldera-engine). 100..: gateway reasons.
@@ -743,9 +744,10 @@ impl RejectReason {
   pub const ShuttingDown: Self = Self(108);
   pub const UnexpectedFrames: Self = Self(109);
   pub const NotPrimary: Self = Self(110);
+  pub const JournalUnavailable: Self = Self(111);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 110;
+  pub const ENUM_MAX: u16 = 111;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::UnknownSymbol,
@@ -776,6 +778,7 @@ impl RejectReason {
     Self::ShuttingDown,
     Self::UnexpectedFrames,
     Self::NotPrimary,
+    Self::JournalUnavailable,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -809,6 +812,7 @@ impl RejectReason {
       Self::ShuttingDown => Some("ShuttingDown"),
       Self::UnexpectedFrames => Some("UnexpectedFrames"),
       Self::NotPrimary => Some("NotPrimary"),
+      Self::JournalUnavailable => Some("JournalUnavailable"),
       _ => None,
     }
   }

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use caldera_gateway::alloc_count::CountingAlloc;
+use caldera_gateway::config::{FsyncSetting, JournalUri};
 use caldera_gateway::{Config, WaitStrategy};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,6 +41,45 @@ enum Cmd {
     /// On a signal: stop reading requests, let the engine finish every command already read,
     /// deliver every report, print a JSON summary on stdout, exit 0.
     Serve(ServeArgs),
+    /// Rebuild the engine state from a journal (latest snapshot + replay) and print the last
+    /// sequence, the state hash, a book summary and the replay rate.
+    Replay(ReplayArgs),
+    /// Read a journal's events as JSON lines.
+    Journal {
+        #[command(subcommand)]
+        cmd: JournalCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalCmd {
+    /// Print every event from --from to the current end.
+    Dump(DumpArgs),
+    /// Print events from --from, then follow new ones until interrupted.
+    Tail(DumpArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// Journal: file://DIR (kafka://HOST:PORT/TOPIC with the Kafka journal).
+    #[arg(long)]
+    journal: JournalUri,
+    /// Engine configuration (must match the one that wrote the journal).
+    #[arg(short, long, env = "CALDERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Ignore snapshots: replay the whole journal.
+    #[arg(long)]
+    no_snapshot: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct DumpArgs {
+    /// Journal: file://DIR.
+    #[arg(long)]
+    journal: JournalUri,
+    /// First event sequence to print.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +102,12 @@ struct ServeArgs {
     /// How idle threads wait.
     #[arg(long, value_enum)]
     wait: Option<WaitStrategy>,
+    /// Journal: file://DIR (default file://caldera-journal), kafka://HOST:PORT/TOPIC, or none.
+    #[arg(long)]
+    journal: Option<JournalUri>,
+    /// File-journal fsync policy.
+    #[arg(long, value_enum)]
+    fsync: Option<FsyncSetting>,
     /// Write the engine's final snapshot here on exit.
     #[arg(long)]
     snapshot_on_exit: Option<PathBuf>,
@@ -72,6 +118,13 @@ fn main() -> Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Cmd::Serve(a) => serve(a),
+        Cmd::Replay(a) => replay(a),
+        Cmd::Journal {
+            cmd: JournalCmd::Dump(a),
+        } => dump(a, false),
+        Cmd::Journal {
+            cmd: JournalCmd::Tail(a),
+        } => dump(a, true),
     }
 }
 
@@ -109,6 +162,16 @@ fn serve(a: ServeArgs) -> Result<()> {
     if let Some(w) = a.wait {
         cfg.threads.wait = w;
     }
+    if let Some(j) = &a.journal {
+        cfg.journal.uri = match j {
+            JournalUri::None => "none".into(),
+            JournalUri::File(p) => format!("file://{}", p.display()),
+            JournalUri::Kafka { brokers, topic } => format!("kafka://{brokers}/{topic}"),
+        };
+    }
+    if let Some(f) = a.fsync {
+        cfg.journal.fsync = f;
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown))
@@ -122,7 +185,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     }
     let g = &summary.gateway;
     println!(
-        "{{\"commands\":{},\"last_seq\":{},\"state_hash\":\"{:016x}\",\"live_orders\":{},\"engine_allocations\":{},\"pinned_core\":{},\"frames_in\":{},\"requests\":{},\"gateway_rejects\":{},\"events\":{},\"reports\":{},\"report_frames\":{},\"undeliverable\":{},\"ring_full_pauses\":{},\"md_published\":{}}}",
+        "{{\"commands\":{},\"last_seq\":{},\"state_hash\":\"{:016x}\",\"live_orders\":{},\"engine_allocations\":{},\"pinned_core\":{},\"frames_in\":{},\"requests\":{},\"gateway_rejects\":{},\"events\":{},\"reports\":{},\"report_frames\":{},\"undeliverable\":{},\"ring_full_pauses\":{},\"md_published\":{},\"recovered_seq\":{},\"journal_batches\":{},\"journal_durable_seq\":{},\"snapshots\":{}}}",
         e.commands,
         e.engine.last_seq(),
         e.engine.state_hash(),
@@ -137,7 +200,11 @@ fn serve(a: ServeArgs) -> Result<()> {
         g.report_frames,
         g.undeliverable,
         g.ring_full_pauses,
-        summary.md_published
+        summary.md_published,
+        summary.recovered_seq,
+        summary.journal.as_ref().map_or(0, |j| j.batches),
+        summary.journal.as_ref().map_or(0, |j| j.durable_seq),
+        summary.journal.as_ref().map_or(0, |j| j.snapshots)
     );
     tracing::info!(
         commands = e.commands,
@@ -146,4 +213,112 @@ fn serve(a: ServeArgs) -> Result<()> {
         "stopped"
     );
     Ok(())
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+fn file_dir(j: &JournalUri) -> Result<&std::path::Path> {
+    match j {
+        JournalUri::File(d) => Ok(d),
+        JournalUri::Kafka { .. } => {
+            anyhow::bail!("the Kafka journal is not available in this build yet")
+        }
+        JournalUri::None => anyhow::bail!("--journal none has nothing to read"),
+    }
+}
+
+fn replay(a: ReplayArgs) -> Result<()> {
+    let cfg = load_config(a.config.as_ref())?;
+    let dir = file_dir(&a.journal)?;
+    anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());
+    let (engine, rec) = if a.no_snapshot {
+        let mut e = caldera_engine::Engine::new(cfg.engine_config())?;
+        let mut rec = caldera_journal::recover::Recovered::default();
+        caldera_journal::recover::replay_into(&mut e, dir, &mut rec)?;
+        (e, rec)
+    } else {
+        caldera_journal::recover::recover(dir, &cfg.engine_config())?
+    };
+    let secs = rec.elapsed.as_secs_f64().max(1e-9);
+    let mut books = Vec::new();
+    for i in &cfg.instruments {
+        let bid = engine.best_bid(i.id);
+        let ask = engine.best_ask(i.id);
+        let (mut bl, mut al) = (0, 0);
+        engine.for_each_level(i.id, caldera_engine::Side::Buy, |_, _| bl += 1);
+        engine.for_each_level(i.id, caldera_engine::Side::Sell, |_, _| al += 1);
+        books.push(format!(
+            "{{\"symbol\":{},\"best_bid\":{},\"best_ask\":{},\"bid_levels\":{bl},\"ask_levels\":{al}}}",
+            i.id,
+            bid.map_or("null".into(), |b| format!("[{},{}]", b.0, b.1)),
+            ask.map_or("null".into(), |b| format!("[{},{}]", b.0, b.1)),
+        ));
+    }
+    println!(
+        "{{\"last_seq\":{},\"state_hash\":\"{:016x}\",\"live_orders\":{},\"snapshot_seq\":{},\"batches\":{},\"commands\":{},\"events\":{},\"seconds\":{:.3},\"events_per_s\":{:.0},\"books\":[{}]}}",
+        engine.last_seq(),
+        engine.state_hash(),
+        engine.live_orders(),
+        rec.snapshot_seq,
+        rec.batches,
+        rec.commands,
+        rec.events,
+        secs,
+        rec.events as f64 / secs,
+        books.join(",")
+    );
+    Ok(())
+}
+
+fn dump(a: DumpArgs, follow: bool) -> Result<()> {
+    use std::io::Write as _;
+    let dir = file_dir(&a.journal)?;
+    anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let mut reader = caldera_journal::LogReader::open(dir, a.from)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut events = Vec::new();
+    loop {
+        match reader.next_frame()? {
+            Some(f) => {
+                events.clear();
+                caldera_journal::record::decode_events(&f.payload, &mut events)?;
+                let epoch = caldera_journal::record::root(&f.payload)?.epoch();
+                for e in events.iter().filter(|e| e.seq >= a.from) {
+                    writeln!(out, "{}", event_json(epoch, e))?;
+                }
+            }
+            None if follow && !stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                out.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            None => break,
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn event_json(epoch: u64, e: &caldera_engine::Event) -> String {
+    use caldera_engine::EventBody as B;
+    let s = e.seq;
+    match &e.body {
+        B::Accepted(x) => format!("{{\"seq\":{s},\"epoch\":{epoch},\"type\":\"accepted\",\"order_id\":{},\"account\":{},\"client_order_id\":{},\"symbol\":{},\"side\":\"{:?}\",\"order_type\":\"{:?}\",\"tif\":\"{:?}\",\"price\":{},\"qty\":{}}}", x.order_id, x.account, x.client_order_id, x.symbol, x.side, x.order_type, x.tif, x.price, x.qty),
+        B::Rejected(x) => format!("{{\"seq\":{s},\"epoch\":{epoch},\"type\":\"rejected\",\"account\":{},\"client_order_id\":{},\"order_id\":{},\"symbol\":{},\"request\":\"{:?}\",\"reason\":\"{:?}\"}}", x.account, x.client_order_id, x.order_id, x.symbol, x.request, x.reason),
+        B::Trade(x) => format!("{{\"seq\":{s},\"epoch\":{epoch},\"type\":\"trade\",\"trade_id\":{},\"symbol\":{},\"price\":{},\"qty\":{},\"aggressor\":\"{:?}\",\"maker_order_id\":{},\"maker_account\":{},\"maker_leaves\":{},\"taker_order_id\":{},\"taker_account\":{},\"taker_leaves\":{}}}", x.trade_id, x.symbol, x.price, x.qty, x.aggressor, x.maker_order_id, x.maker_account, x.maker_leaves, x.taker_order_id, x.taker_account, x.taker_leaves),
+        B::Done(x) => format!("{{\"seq\":{s},\"epoch\":{epoch},\"type\":\"done\",\"order_id\":{},\"account\":{},\"client_order_id\":{},\"symbol\":{},\"side\":\"{:?}\",\"reason\":\"{:?}\",\"leaves\":{}}}", x.order_id, x.account, x.client_order_id, x.symbol, x.side, x.reason, x.leaves),
+        B::Replaced(x) => format!("{{\"seq\":{s},\"epoch\":{epoch},\"type\":\"replaced\",\"order_id\":{},\"account\":{},\"client_order_id\":{},\"symbol\":{},\"side\":\"{:?}\",\"price\":{},\"qty\":{},\"kept_priority\":{}}}", x.order_id, x.account, x.client_order_id, x.symbol, x.side, x.price, x.qty, x.kept_priority),
+        B::BookDelta(x) => format!("{{\"seq\":{s},\"epoch\":{epoch},\"type\":\"book_delta\",\"symbol\":{},\"side\":\"{:?}\",\"price\":{},\"qty\":{}}}", x.symbol, x.side, x.price, x.qty),
+        B::MassCancelled(x) => format!("{{\"seq\":{s},\"epoch\":{epoch},\"type\":\"mass_cancelled\",\"account\":{},\"symbol\":{},\"count\":{}}}", x.account, x.symbol.map_or("null".into(), |v| v.to_string()), x.count),
+        B::InstrumentStatus(x) => format!("{{\"seq\":{s},\"epoch\":{epoch},\"type\":\"instrument_status\",\"symbol\":{},\"halted\":{}}}", x.symbol, x.halted),
+    }
 }

@@ -21,6 +21,7 @@ pub struct Node {
     pub market_data: String,
     pub snapshot: PathBuf,
     pub dir: PathBuf,
+    pub journal: PathBuf,
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -34,8 +35,16 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 impl Node {
-    /// Starts `caldera serve` with an extra TOML snippet appended to a test config.
+    /// Starts `caldera serve` with an extra TOML snippet appended to a test config, journaling
+    /// to a fresh directory.
     pub fn start(tag: &str, extra_toml: &str) -> Node {
+        let dir = temp_dir(tag);
+        let journal = dir.join("journal");
+        Self::start_on(tag, extra_toml, &journal)
+    }
+
+    /// Starts `caldera serve` on an existing (or new) journal directory.
+    pub fn start_on(tag: &str, extra_toml: &str, journal: &std::path::Path) -> Node {
         let dir = temp_dir(tag);
         let (oe, md) = (free_port(), free_port());
         let order_entry = format!("tcp://127.0.0.1:{oe}");
@@ -51,6 +60,8 @@ impl Node {
             .arg(&cfg)
             .arg("--snapshot-on-exit")
             .arg(&snapshot)
+            .arg("--journal")
+            .arg(format!("file://{}", journal.display()))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.join("stderr.log")).unwrap(),
@@ -63,6 +74,7 @@ impl Node {
             market_data,
             snapshot,
             dir,
+            journal: journal.to_path_buf(),
         };
         node.wait_ready();
         node
@@ -134,4 +146,18 @@ impl Drop for Node {
 /// Reads reports until none arrive for `quiet`.
 pub fn drain(c: &mut OrderClient, out: &mut Vec<ServerReport>, quiet: Duration) {
     while c.recv(out, quiet).unwrap() > 0 {}
+}
+
+/// Runs `caldera` with arguments and returns its stdout (panics on failure).
+pub fn caldera(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_caldera"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "caldera {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -33,3 +33,4 @@ class RejectReason(object):
     ShuttingDown = 108
     UnexpectedFrames = 109
     NotPrimary = 110
+    JournalUnavailable = 111

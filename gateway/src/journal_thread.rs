@@ -1,0 +1,299 @@
+//! The journal stage between the engine and the gateway: batches the engine's output at
+//! command boundaries, appends each batch to the journal, and only then forwards the events to
+//! the gateway, so no report leaves before the events it reports are durable. It also keeps a
+//! shadow engine (re-running the journaled commands) to write periodic snapshots without
+//! touching the allocation-free engine thread.
+
+use crate::config::WaitStrategy;
+use crate::engine_thread::{Output, Shared};
+use crate::wait::Waiter;
+use caldera_engine::{Command, Engine, Event, NullSink};
+use caldera_journal::record::encode_batch;
+use caldera_journal::snapshots::SnapshotStore;
+use caldera_journal::SegmentLog;
+use flatbuffers::FlatBufferBuilder;
+use rtrb::{Consumer, Producer};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where batches go.
+pub trait JournalBackend: Send {
+    /// Appends a batch of events `first..=last`; returns the last sequence that is durable.
+    ///
+    /// # Errors
+    /// A description of the failure (the batch is retried).
+    fn append(&mut self, first: u64, last: u64, bytes: &[u8]) -> Result<u64, String>;
+    /// The last durable sequence (for backends that acknowledge asynchronously).
+    fn durable(&mut self) -> Result<u64, String>;
+    /// Called when idle (periodic fsync, delivery polling).
+    ///
+    /// # Errors
+    /// A description of the failure.
+    fn tick(&mut self) -> Result<(), String>;
+    /// Flushes everything before shutdown.
+    ///
+    /// # Errors
+    /// A description of the failure.
+    fn close(&mut self) -> Result<(), String>;
+}
+
+impl JournalBackend for SegmentLog {
+    fn append(&mut self, first: u64, last: u64, bytes: &[u8]) -> Result<u64, String> {
+        SegmentLog::append(self, first, last, bytes).map_err(|e| e.to_string())
+    }
+    fn durable(&mut self) -> Result<u64, String> {
+        Ok(self.durable_seq())
+    }
+    fn tick(&mut self) -> Result<(), String> {
+        SegmentLog::tick(self).map_err(|e| e.to_string())
+    }
+    fn close(&mut self) -> Result<(), String> {
+        self.sync().map_err(|e| e.to_string())
+    }
+}
+
+/// Journal stage settings.
+#[derive(Clone, Debug)]
+pub struct JournalStage {
+    /// Writer epoch stamped on every batch.
+    pub epoch: u64,
+    /// Snapshot directory (the journal directory for the file journal), if snapshots are on.
+    pub snapshots: Option<SnapshotStore>,
+    /// Write a snapshot every this many events (0 = only at shutdown).
+    pub snapshot_every_events: u64,
+    /// Largest batch, in engine output items.
+    pub max_batch_items: usize,
+}
+
+/// What the journal stage did.
+#[derive(Debug, Default, Clone)]
+pub struct JournalStats {
+    /// Batches appended.
+    pub batches: u64,
+    /// Events journaled.
+    pub events: u64,
+    /// Bytes appended.
+    pub bytes: u64,
+    /// Snapshots written.
+    pub snapshots: u64,
+    /// Last durable sequence.
+    pub durable_seq: u64,
+    /// Append failures (each retried).
+    pub failures: u64,
+}
+
+/// Starts the journal thread.
+///
+/// # Errors
+/// When the OS cannot spawn the thread.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    backend: Box<dyn JournalBackend>,
+    shadow: Engine,
+    rx: Consumer<Output>,
+    tx: Producer<Output>,
+    shared: Arc<Shared>,
+    wait: WaitStrategy,
+    stage: JournalStage,
+) -> std::io::Result<JoinHandle<JournalStats>> {
+    std::thread::Builder::new()
+        .name("caldera-journal".into())
+        .spawn(move || run(backend, shadow, rx, tx, &shared, wait, &stage))
+}
+
+struct Pending {
+    last: u64,
+    start: usize,
+    end: usize,
+}
+
+#[allow(clippy::too_many_lines)]
+fn run(
+    mut backend: Box<dyn JournalBackend>,
+    mut shadow: Engine,
+    mut rx: Consumer<Output>,
+    mut tx: Producer<Output>,
+    shared: &Shared,
+    wait: WaitStrategy,
+    stage: &JournalStage,
+) -> JournalStats {
+    shared.register_journal_thread();
+    let mut stats = JournalStats {
+        durable_seq: shadow.last_seq(),
+        ..JournalStats::default()
+    };
+    let mut items: Vec<Output> = Vec::with_capacity(stage.max_batch_items * 2);
+    let mut commands: Vec<Command> = Vec::with_capacity(stage.max_batch_items);
+    let mut events: Vec<Event> = Vec::with_capacity(stage.max_batch_items);
+    let mut fbb = FlatBufferBuilder::with_capacity(1 << 20);
+    let mut waiter = Waiter::new(wait);
+    let mut forward_from = 0usize; // items[..forward_from] are already forwarded
+    let mut pending: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
+    let mut journaled_upto = 0usize; // items[..journaled_upto] are appended
+    let mut last_snapshot = shadow.last_seq();
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        // 1. Take what the engine produced.
+        let mut took = 0;
+        while items.len() < stage.max_batch_items * 2 {
+            match rx.pop() {
+                Ok(it) => {
+                    items.push(it);
+                    took += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        // 2. Append one batch: everything up to the last complete command.
+        let mut worked = took > 0;
+        if retry_at.is_none_or(|t| Instant::now() >= t) {
+            if let Some(cut) = items[journaled_upto..]
+                .iter()
+                .rposition(|i| matches!(i, Output::Command(_)))
+            {
+                let end = journaled_upto + cut + 1;
+                commands.clear();
+                events.clear();
+                for it in &items[journaled_upto..end] {
+                    match it {
+                        Output::Command(c) => commands.push(*c),
+                        Output::Event(e) => events.push(*e),
+                    }
+                }
+                let (first, last) = (
+                    events.first().map_or(0, |e| e.seq),
+                    events.last().map_or(0, |e| e.seq),
+                );
+                let bytes = encode_batch(&mut fbb, stage.epoch, &commands, &events, first, last);
+                match backend.append(first, last, bytes) {
+                    Ok(_) => {
+                        stats.batches += 1;
+                        stats.events += events.len() as u64;
+                        stats.bytes += bytes.len() as u64;
+                        pending.push_back(Pending {
+                            last,
+                            start: journaled_upto,
+                            end,
+                        });
+                        journaled_upto = end;
+                        retry_at = None;
+                        if shared.journal_failed.swap(false, Ordering::SeqCst) {
+                            tracing::info!("journal recovered; acknowledging again");
+                        }
+                        // Keep the shadow engine in step (snapshots) and check determinism.
+                        for c in &commands {
+                            shadow.process(c, &mut NullSink);
+                        }
+                        if shadow.last_seq() != last {
+                            tracing::error!(
+                                shadow = shadow.last_seq(),
+                                journal = last,
+                                "shadow engine diverged from the engine"
+                            );
+                        }
+                        worked = true;
+                    }
+                    Err(e) => {
+                        stats.failures += 1;
+                        if !shared.journal_failed.swap(true, Ordering::SeqCst) {
+                            tracing::error!(error = %e, "journal append failed: holding reports and retrying");
+                        }
+                        retry_at = Some(Instant::now() + Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+        // 3. Forward what is durable.
+        let durable = match backend.durable() {
+            Ok(d) => d,
+            Err(e) => {
+                if !shared.journal_failed.swap(true, Ordering::SeqCst) {
+                    tracing::error!(error = %e, "journal delivery failed: holding reports");
+                }
+                stats.durable_seq
+            }
+        };
+        while pending.front().is_some_and(|p| p.last <= durable) {
+            let p = pending.pop_front().expect("front");
+            for it in &items[p.start.max(forward_from)..p.end] {
+                if let Output::Event(_) = it {
+                    let mut item = *it;
+                    loop {
+                        match tx.push(item) {
+                            Ok(()) => break,
+                            Err(rtrb::PushError::Full(back)) => {
+                                item = back;
+                                shared.notify_gateway();
+                                std::thread::yield_now();
+                            }
+                        }
+                    }
+                }
+            }
+            forward_from = p.end;
+            stats.durable_seq = p.last;
+            shared.forwarded_seq.store(p.last, Ordering::Release);
+            shared.notify_gateway();
+            worked = true;
+        }
+        if pending.is_empty() && forward_from == journaled_upto && journaled_upto > 0 {
+            items.drain(..journaled_upto);
+            journaled_upto = 0;
+            forward_from = 0;
+        }
+        // 4. Snapshots.
+        if stage.snapshot_every_events > 0
+            && shadow.last_seq() - last_snapshot >= stage.snapshot_every_events
+        {
+            if let Some(store) = &stage.snapshots {
+                write_snapshot(store, &shadow, &mut stats);
+                last_snapshot = shadow.last_seq();
+            }
+        }
+        if worked {
+            waiter.reset();
+            continue;
+        }
+        if let Err(e) = backend.tick() {
+            tracing::error!(error = %e, "journal sync failed");
+            shared.journal_failed.store(true, Ordering::SeqCst);
+        }
+        if shared.engine_stopped.load(Ordering::SeqCst)
+            && rx.is_empty()
+            && items.is_empty()
+            && pending.is_empty()
+        {
+            break;
+        }
+        waiter.wait(|| {
+            shared.journal_sleeping.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if rx.is_empty() {
+                std::thread::park_timeout(Duration::from_millis(1));
+            }
+            shared.journal_sleeping.store(false, Ordering::SeqCst);
+        });
+    }
+    if let Err(e) = backend.close() {
+        tracing::error!(error = %e, "journal close failed");
+    }
+    if let Some(store) = &stage.snapshots {
+        if shadow.last_seq() != last_snapshot {
+            write_snapshot(store, &shadow, &mut stats);
+        }
+    }
+    tracing::info!(?stats, "journal thread stopped");
+    stats
+}
+
+fn write_snapshot(store: &SnapshotStore, shadow: &Engine, stats: &mut JournalStats) {
+    match store.write(shadow.last_seq(), &shadow.snapshot()) {
+        Ok(path) => {
+            stats.snapshots += 1;
+            tracing::info!(seq = shadow.last_seq(), path = %path.display(), "snapshot written");
+        }
+        Err(e) => tracing::error!(error = %e, "snapshot failed"),
+    }
+}

@@ -1,0 +1,704 @@
+//! The embedded journal: an append-only log of length-prefixed, CRC-checked batches in segment
+//! files named by the sequence number of their first event.
+//!
+//! File layout: a 16-byte header (`CALDSEG1`, base sequence u64 LE), then frames
+//! `[u32 payload length][u32 CRC32C of the next 16 bytes + payload][u64 first_seq][u64 last_seq][payload]`.
+//! Batches are contiguous: each `first_seq` is the previous `last_seq + 1`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+const MAGIC: &[u8; 8] = b"CALDSEG1";
+const HEADER: u64 = 16;
+const FRAME: usize = 24;
+/// Largest accepted batch payload (a corrupt length field beyond this is damage, not a batch).
+pub const MAX_BATCH_BYTES: u32 = 256 << 20;
+
+/// When appended batches are forced to stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every batch, before its reports are released: survives power loss.
+    Always,
+    /// `fdatasync` at most every N ms; reports are released after the write: survives a process
+    /// crash (the page cache survives `kill -9`), a power loss can lose the last N ms.
+    EveryMs(u64),
+    /// Never forced: survives a process crash only.
+    Never,
+}
+
+/// Errors of the segment log.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// I/O on a path.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A batch does not follow the previous one.
+    #[error("batch {first}..={last} does not follow sequence {prev}")]
+    OutOfOrder {
+        /// Last sequence in the log.
+        prev: u64,
+        /// Offered first sequence.
+        first: u64,
+        /// Offered last sequence.
+        last: u64,
+    },
+    /// A batch is larger than [`MAX_BATCH_BYTES`].
+    #[error("batch of {0} bytes is too large")]
+    TooLarge(usize),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
+    move |source| SegmentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Log options.
+#[derive(Clone, Copy, Debug)]
+pub struct LogOptions {
+    /// Roll to a new segment once the current one reaches this size.
+    pub segment_bytes: u64,
+    /// Add a sparse-index entry every this many bytes.
+    pub index_every_bytes: u64,
+    /// Sync policy.
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            index_every_bytes: 1 << 20,
+            fsync: FsyncPolicy::Always,
+        }
+    }
+}
+
+/// What recovery found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments kept.
+    pub segments: usize,
+    /// Batches kept.
+    pub batches: u64,
+    /// Last sequence kept (0 for an empty log).
+    pub last_seq: u64,
+    /// Damage found: (segment, byte offset, bytes dropped, reason). The segment was truncated there.
+    pub truncated: Vec<(PathBuf, u64, u64, String)>,
+    /// Segments after damage, renamed to `*.damaged` (kept for inspection, never replayed).
+    pub quarantined: Vec<PathBuf>,
+}
+
+impl RecoveryReport {
+    /// True when nothing was damaged.
+    #[must_use]
+    pub fn clean(&self) -> bool {
+        self.truncated.is_empty() && self.quarantined.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Segment {
+    path: PathBuf,
+    base: u64,
+    last_seq: u64,
+    size: u64,
+    /// (first_seq, offset) every `index_every_bytes`.
+    index: Vec<(u64, u64)>,
+}
+
+/// One batch frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// First event sequence.
+    pub first_seq: u64,
+    /// Last event sequence.
+    pub last_seq: u64,
+    /// The `JournalBatch` bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Why scanning a segment stopped early.
+enum Stop {
+    Torn(u64, String),
+    Corrupt(u64, String),
+}
+
+/// Parses frames of one segment from `bytes`, calling `f` for each; returns where it stopped.
+fn scan(
+    bytes: &[u8],
+    expect_first: Option<u64>,
+    mut f: impl FnMut(u64, u64, u64, &[u8]),
+) -> (u64, Option<u64>, Option<Stop>) {
+    if bytes.len() < HEADER as usize || &bytes[..8] != MAGIC {
+        let why = if bytes.len() < HEADER as usize {
+            "segment header truncated"
+        } else {
+            "bad segment magic"
+        };
+        return (0, None, Some(Stop::Corrupt(0, why.into())));
+    }
+    let mut at = HEADER as usize;
+    let mut prev_last = expect_first.map(|f| f.wrapping_sub(1));
+    while at < bytes.len() {
+        if bytes.len() - at < FRAME {
+            return (
+                at as u64,
+                prev_last,
+                Some(Stop::Torn(at as u64, "frame header cut short".into())),
+            );
+        }
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4"));
+        if len as u32 > MAX_BATCH_BYTES {
+            return (
+                at as u64,
+                prev_last,
+                Some(Stop::Corrupt(
+                    at as u64,
+                    format!("implausible length {len}"),
+                )),
+            );
+        }
+        if bytes.len() - at - FRAME < len {
+            return (
+                at as u64,
+                prev_last,
+                Some(Stop::Torn(at as u64, "batch cut short".into())),
+            );
+        }
+        let body = &bytes[at + 8..at + FRAME + len];
+        if crc32c::crc32c(body) != crc {
+            return (
+                at as u64,
+                prev_last,
+                Some(Stop::Corrupt(at as u64, "CRC mismatch".into())),
+            );
+        }
+        let first = u64::from_le_bytes(body[0..8].try_into().expect("8"));
+        let last = u64::from_le_bytes(body[8..16].try_into().expect("8"));
+        if prev_last.is_some_and(|p| first != p.wrapping_add(1)) || last.wrapping_add(1) < first {
+            return (
+                at as u64,
+                prev_last,
+                Some(Stop::Corrupt(
+                    at as u64,
+                    format!("sequence {first}..={last} does not follow {prev_last:?}"),
+                )),
+            );
+        }
+        f(first, last, at as u64, &body[16..]);
+        prev_last = Some(last);
+        at += FRAME + len;
+    }
+    (at as u64, prev_last, None)
+}
+
+fn segment_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+/// Segment files of a directory, sorted by base sequence.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SegmentError> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).map_err(io(dir))? {
+        let p = e.map_err(io(dir))?.path();
+        if p.extension().is_some_and(|x| x == "seg") {
+            if let Some(base) = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                v.push((base, p));
+            }
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The writable log.
+pub struct SegmentLog {
+    dir: PathBuf,
+    opts: LogOptions,
+    segments: Vec<Segment>,
+    file: File,
+    last_seq: u64,
+    synced_seq: u64,
+    last_sync: Instant,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for SegmentLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentLog")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .field("last_seq", &self.last_seq)
+            .finish()
+    }
+}
+
+impl SegmentLog {
+    /// Opens (creating if needed) the log in `dir`, recovering from any damage: a torn or
+    /// corrupt tail is truncated, segments after damage or after a missing segment are renamed
+    /// `*.damaged`. Everything before the damage is kept and reported.
+    ///
+    /// # Errors
+    /// I/O errors that prevent opening the directory or the current segment.
+    pub fn open(
+        dir: &Path,
+        opts: LogOptions,
+    ) -> Result<(SegmentLog, RecoveryReport), SegmentError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut report = RecoveryReport::default();
+        let mut segments: Vec<Segment> = Vec::new();
+        let listed = list_segments(dir)?;
+        let mut expect: Option<u64> = None;
+        let mut damaged_from: Option<usize> = None;
+        for (i, (base, path)) in listed.iter().enumerate() {
+            if expect.is_some_and(|e| e != *base) {
+                report.truncated.push((
+                    path.clone(),
+                    0,
+                    0,
+                    format!(
+                        "missing segment: expected base {} found {base}",
+                        expect.unwrap_or(0)
+                    ),
+                ));
+                damaged_from = Some(i);
+                break;
+            }
+            let bytes = match fs::read(path) {
+                Ok(b) => b,
+                Err(e) => {
+                    report
+                        .truncated
+                        .push((path.clone(), 0, 0, format!("unreadable segment: {e}")));
+                    damaged_from = Some(i);
+                    break;
+                }
+            };
+            let mut seg = Segment {
+                path: path.clone(),
+                base: *base,
+                last_seq: base.wrapping_sub(1),
+                size: HEADER,
+                index: Vec::new(),
+            };
+            let mut last_indexed = 0u64;
+            let mut batches = 0u64;
+            let (end, prev_last, stop) = scan(&bytes, Some(*base), |first, _last, off, _| {
+                batches += 1;
+                if seg.index.is_empty() || off - last_indexed >= opts.index_every_bytes {
+                    seg.index.push((first, off));
+                    last_indexed = off;
+                }
+            });
+            report.batches += batches;
+            if let Some(p) = prev_last {
+                seg.last_seq = p;
+            }
+            seg.size = end.max(HEADER);
+            if let Some(stop) = stop {
+                let (off, why) = match stop {
+                    Stop::Torn(o, w) | Stop::Corrupt(o, w) => (o, w),
+                };
+                let dropped = bytes.len() as u64 - off;
+                if off == 0 {
+                    // Nothing usable: the segment is damaged as a whole.
+                    report.truncated.push((path.clone(), 0, dropped, why));
+                    damaged_from = Some(i);
+                    break;
+                }
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io(path))?;
+                f.set_len(off).map_err(io(path))?;
+                f.sync_all().map_err(io(path))?;
+                report.truncated.push((path.clone(), off, dropped, why));
+                segments.push(seg);
+                damaged_from = Some(i + 1);
+                break;
+            }
+            expect = Some(seg.last_seq.wrapping_add(1));
+            segments.push(seg);
+        }
+        if let Some(from) = damaged_from {
+            for (_, path) in &listed[from..] {
+                if segments.iter().any(|s| &s.path == path) {
+                    continue;
+                }
+                let mut q = path.clone().into_os_string();
+                q.push(".damaged");
+                let q = PathBuf::from(q);
+                fs::rename(path, &q).map_err(io(path))?;
+                report.quarantined.push(q);
+            }
+        }
+        if segments.is_empty() {
+            let base = expect.unwrap_or(1);
+            segments.push(create_segment(dir, base)?);
+        }
+        let cur = segments.last().expect("one segment");
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&cur.path)
+            .map_err(io(&cur.path))?;
+        file.seek(SeekFrom::End(0)).map_err(io(&cur.path))?;
+        let last_seq = cur.last_seq;
+        report.segments = segments.len();
+        report.last_seq = last_seq;
+        if !report.clean() {
+            tracing::warn!(?report, "journal recovered from damage");
+        }
+        Ok((
+            SegmentLog {
+                dir: dir.to_path_buf(),
+                opts,
+                segments,
+                file,
+                last_seq,
+                synced_seq: last_seq,
+                last_sync: Instant::now(),
+                buf: Vec::with_capacity(1 << 20),
+            },
+            report,
+        ))
+    }
+
+    /// Last sequence written.
+    #[must_use]
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Last sequence forced to stable storage.
+    #[must_use]
+    pub fn synced_seq(&self) -> u64 {
+        self.synced_seq
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of segments.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Appends one batch of events `first_seq..=last_seq`, then syncs per the policy.
+    /// Returns the last sequence that is durable under the policy's guarantee.
+    ///
+    /// # Errors
+    /// Out-of-order sequences, oversized batches, I/O errors.
+    pub fn append(
+        &mut self,
+        first_seq: u64,
+        last_seq: u64,
+        payload: &[u8],
+    ) -> Result<u64, SegmentError> {
+        if first_seq != self.last_seq.wrapping_add(1) || last_seq.wrapping_add(1) < first_seq {
+            return Err(SegmentError::OutOfOrder {
+                prev: self.last_seq,
+                first: first_seq,
+                last: last_seq,
+            });
+        }
+        if payload.len() > MAX_BATCH_BYTES as usize {
+            return Err(SegmentError::TooLarge(payload.len()));
+        }
+        if self
+            .segments
+            .last()
+            .is_some_and(|s| s.size >= self.opts.segment_bytes && s.size > HEADER)
+        {
+            self.roll(first_seq)?;
+        }
+        self.buf.clear();
+        self.buf
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.extend_from_slice(&first_seq.to_le_bytes());
+        self.buf.extend_from_slice(&last_seq.to_le_bytes());
+        self.buf.extend_from_slice(payload);
+        let crc = crc32c::crc32c(&self.buf[8..]);
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let seg = self.segments.last_mut().expect("one segment");
+        self.file.write_all(&self.buf).map_err(io(&seg.path))?;
+        let off = seg.size;
+        if seg.index.is_empty()
+            || off - seg.index.last().map_or(0, |x| x.1) >= self.opts.index_every_bytes
+        {
+            seg.index.push((first_seq, off));
+        }
+        seg.size += self.buf.len() as u64;
+        seg.last_seq = last_seq;
+        self.last_seq = last_seq;
+        match self.opts.fsync {
+            FsyncPolicy::Always => self.sync()?,
+            FsyncPolicy::EveryMs(ms) => {
+                if self.last_sync.elapsed() >= Duration::from_millis(ms) {
+                    self.sync()?;
+                }
+            }
+            FsyncPolicy::Never => {}
+        }
+        Ok(self.durable_seq())
+    }
+
+    /// Last sequence durable under the policy: synced for `Always`, written otherwise.
+    #[must_use]
+    pub fn durable_seq(&self) -> u64 {
+        match self.opts.fsync {
+            FsyncPolicy::Always => self.synced_seq,
+            _ => self.last_seq,
+        }
+    }
+
+    /// Forces everything written to stable storage.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn sync(&mut self) -> Result<(), SegmentError> {
+        if self.synced_seq != self.last_seq {
+            let path = &self.segments.last().expect("one segment").path;
+            self.file.sync_data().map_err(io(path))?;
+            self.synced_seq = self.last_seq;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Called when idle: honours `EveryMs` for the last batches.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn tick(&mut self) -> Result<(), SegmentError> {
+        if let FsyncPolicy::EveryMs(ms) = self.opts.fsync {
+            if self.synced_seq != self.last_seq
+                && self.last_sync.elapsed() >= Duration::from_millis(ms)
+            {
+                self.sync()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn roll(&mut self, base: u64) -> Result<(), SegmentError> {
+        self.sync()?;
+        let seg = create_segment(&self.dir, base)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&seg.path)
+            .map_err(io(&seg.path))?;
+        self.segments.push(seg);
+        Ok(())
+    }
+
+    /// Deletes sealed segments that are entirely before `keep_from_seq` (the first sequence the
+    /// latest snapshot still needs) while the log is larger than `max_bytes` or the segment is
+    /// older than `max_age`. The current segment is never deleted. Returns the deleted paths.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn retain(
+        &mut self,
+        max_bytes: Option<u64>,
+        max_age: Option<Duration>,
+        keep_from_seq: u64,
+    ) -> Result<Vec<PathBuf>, SegmentError> {
+        let mut deleted = Vec::new();
+        let mut total: u64 = self.segments.iter().map(|s| s.size).sum();
+        while self.segments.len() > 1 {
+            let s = &self.segments[0];
+            if s.last_seq >= keep_from_seq {
+                break;
+            }
+            let too_big = max_bytes.is_some_and(|m| total > m);
+            let too_old = max_age.is_some_and(|age| {
+                fs::metadata(&s.path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|d| d > age)
+            });
+            if !(too_big || too_old) {
+                break;
+            }
+            fs::remove_file(&s.path).map_err(io(&s.path))?;
+            total -= s.size;
+            deleted.push(self.segments.remove(0).path);
+        }
+        Ok(deleted)
+    }
+
+    /// The segment and byte offset to start reading at for sequence `seq` (sparse index).
+    #[must_use]
+    pub fn locate(&self, seq: u64) -> Option<(PathBuf, u64)> {
+        let i = self
+            .segments
+            .partition_point(|s| s.base <= seq)
+            .checked_sub(1)?;
+        let s = &self.segments[i];
+        let j = s.index.partition_point(|(f, _)| *f <= seq);
+        let off = if j == 0 { HEADER } else { s.index[j - 1].1 };
+        Some((s.path.clone(), off))
+    }
+}
+
+fn create_segment(dir: &Path, base: u64) -> Result<Segment, SegmentError> {
+    let path = dir.join(segment_name(base));
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    let mut h = Vec::with_capacity(16);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&base.to_le_bytes());
+    f.write_all(&h).map_err(io(&path))?;
+    f.sync_all().map_err(io(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(Segment {
+        path,
+        base,
+        last_seq: base.wrapping_sub(1),
+        size: HEADER,
+        index: Vec::new(),
+    })
+}
+
+/// Reads batches from a log directory without modifying it (replay, dump, tail, standby).
+/// Another process may be appending: an incomplete last frame is treated as "not yet written".
+pub struct LogReader {
+    dir: PathBuf,
+    current: Option<(u64, PathBuf, File)>,
+    offset: u64,
+    next_seq: u64,
+    pending: Vec<u8>,
+}
+
+impl LogReader {
+    /// A reader positioned at the batch containing `from_seq` (1 = the beginning).
+    ///
+    /// # Errors
+    /// I/O errors listing the directory.
+    pub fn open(dir: &Path, from_seq: u64) -> Result<LogReader, SegmentError> {
+        Ok(LogReader {
+            dir: dir.to_path_buf(),
+            current: None,
+            offset: HEADER,
+            next_seq: from_seq.max(1),
+            pending: Vec::new(),
+        })
+    }
+
+    /// The next complete batch at or after the reader's position, or `None` at the current end.
+    /// Batches entirely before the requested start are skipped.
+    ///
+    /// # Errors
+    /// I/O errors, or [`SegmentError::OutOfOrder`] when the log is damaged.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, SegmentError> {
+        loop {
+            if self.current.is_none() && !self.open_segment_for(self.next_seq)? {
+                return Ok(None);
+            }
+            let (_, path, file) = self.current.as_mut().expect("segment open");
+            let len = file.metadata().map_err(io(path))?.len();
+            if self.offset + FRAME as u64 <= len {
+                let mut head = [0u8; FRAME];
+                file.seek(SeekFrom::Start(self.offset)).map_err(io(path))?;
+                file.read_exact(&mut head).map_err(io(path))?;
+                let plen = u32::from_le_bytes(head[0..4].try_into().expect("4")) as u64;
+                if plen <= u64::from(MAX_BATCH_BYTES) && self.offset + FRAME as u64 + plen <= len {
+                    self.pending.resize(plen as usize, 0);
+                    file.read_exact(&mut self.pending).map_err(io(path))?;
+                    let crc = u32::from_le_bytes(head[4..8].try_into().expect("4"));
+                    let mut h = crc32c::crc32c(&head[8..]);
+                    h = crc32c::crc32c_append(h, &self.pending);
+                    let first = u64::from_le_bytes(head[8..16].try_into().expect("8"));
+                    let last = u64::from_le_bytes(head[16..24].try_into().expect("8"));
+                    if h != crc {
+                        return Err(SegmentError::Io {
+                            path: path.clone(),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("CRC mismatch at offset {}", self.offset),
+                            ),
+                        });
+                    }
+                    self.offset += FRAME as u64 + plen;
+                    if first != self.next_seq && last < self.next_seq {
+                        continue; // entirely before the requested start
+                    }
+                    if first > self.next_seq {
+                        return Err(SegmentError::OutOfOrder {
+                            prev: self.next_seq - 1,
+                            first,
+                            last,
+                        });
+                    }
+                    // first == next_seq (including a heartbeat batch without events), or the
+                    // requested start lies inside this batch.
+                    self.next_seq = self.next_seq.max(last.wrapping_add(1));
+                    return Ok(Some(Frame {
+                        first_seq: first,
+                        last_seq: last,
+                        payload: std::mem::take(&mut self.pending),
+                    }));
+                }
+            }
+            // End of this segment for now: move on if a later segment exists.
+            let later = list_segments(&self.dir)?
+                .into_iter()
+                .find(|(b, _)| *b > self.current.as_ref().expect("open").0);
+            match later {
+                Some((b, _)) if b <= self.next_seq => {
+                    self.current = None;
+                }
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    fn open_segment_for(&mut self, seq: u64) -> Result<bool, SegmentError> {
+        let segs = list_segments(&self.dir)?;
+        let Some((base, path)) = segs
+            .iter()
+            .rev()
+            .find(|(b, _)| *b <= seq)
+            .or_else(|| segs.first())
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let file = File::open(&path).map_err(io(&path))?;
+        self.current = Some((base, path, file));
+        self.offset = HEADER;
+        Ok(true)
+    }
+
+    /// The next sequence the reader will return.
+    #[must_use]
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
