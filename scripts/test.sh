@@ -15,8 +15,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+# The Kafka tests run a real Kafka-protocol broker: tansu 0.6.0 from crates.io, with the storage
+# engine feature it needs (without it, memory:// storage is missing). ~12 min to build, once.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! tansu --version 2>/dev/null | grep -qx "tansu 0.6.0"; then
+  echo "installing tansu 0.6.0 (Kafka-protocol broker for the tests)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore
+fi
 py="$root/target/pyenv"
-if [ ! -x "$py/bin/python" ] || ! "$py/bin/python" -c "import zmq, flatbuffers" 2>/dev/null; then
+if [ ! -x "$py/bin/python" ] || ! "$py/bin/python" -c "import zmq, flatbuffers, confluent_kafka" 2>/dev/null; then
   python3 -m venv "$py"
   "$py/bin/pip" install -q --disable-pip-version-check -r gateway/clients/python/requirements.txt
 fi

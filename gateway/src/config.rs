@@ -218,6 +218,11 @@ pub struct JournalSection {
     pub retention_bytes: Option<u64>,
     /// Writer epoch stamped on every batch.
     pub epoch: u64,
+    /// Kafka: start-up catch-up stops after this long without a new record.
+    pub kafka_catchup_idle_ms: u64,
+    /// Kafka: no acknowledgement for this long while batches are pending = journal unavailable
+    /// (new requests rejected with `JournalUnavailable`; pending ones held and retried).
+    pub kafka_stall_ms: u64,
 }
 
 impl Default for JournalSection {
@@ -230,6 +235,8 @@ impl Default for JournalSection {
             snapshot_every_events: 5_000_000,
             retention_bytes: None,
             epoch: 1,
+            kafka_catchup_idle_ms: 1000,
+            kafka_stall_ms: 1000,
         }
     }
 }

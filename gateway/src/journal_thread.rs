@@ -54,6 +54,21 @@ impl JournalBackend for SegmentLog {
     }
 }
 
+impl JournalBackend for caldera_journal::kafka::KafkaJournal {
+    fn append(&mut self, first: u64, last: u64, bytes: &[u8]) -> Result<u64, String> {
+        caldera_journal::kafka::KafkaJournal::append(self, first, last, bytes)
+    }
+    fn durable(&mut self) -> Result<u64, String> {
+        caldera_journal::kafka::KafkaJournal::durable(self)
+    }
+    fn tick(&mut self) -> Result<(), String> {
+        self.durable().map(|_| ())
+    }
+    fn close(&mut self) -> Result<(), String> {
+        caldera_journal::kafka::KafkaJournal::close(self, Duration::from_secs(30))
+    }
+}
+
 /// Journal stage settings.
 #[derive(Clone, Debug)]
 pub struct JournalStage {
@@ -207,7 +222,16 @@ fn run(
         }
         // 3. Forward what is durable.
         let durable = match backend.durable() {
-            Ok(d) => d,
+            Ok(d) => {
+                if retry_at.is_none()
+                    && shared.journal_failed.load(Ordering::Relaxed)
+                    && pending.front().is_none_or(|p| p.last <= d)
+                {
+                    shared.journal_failed.store(false, Ordering::SeqCst);
+                    tracing::info!("journal caught up; acknowledging again");
+                }
+                d
+            }
             Err(e) => {
                 if !shared.journal_failed.swap(true, Ordering::SeqCst) {
                     tracing::error!(error = %e, "journal delivery failed: holding reports");
@@ -257,8 +281,9 @@ fn run(
             continue;
         }
         if let Err(e) = backend.tick() {
-            tracing::error!(error = %e, "journal sync failed");
-            shared.journal_failed.store(true, Ordering::SeqCst);
+            if !shared.journal_failed.swap(true, Ordering::SeqCst) {
+                tracing::error!(error = %e, "journal not durable: rejecting new requests until it recovers");
+            }
         }
         if shared.engine_stopped.load(Ordering::SeqCst)
             && rx.is_empty()

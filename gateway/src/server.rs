@@ -215,7 +215,12 @@ pub fn serve_with_ready(
                 epoch: cfg.journal.epoch,
                 snapshots,
                 snapshot_every_events: cfg.journal.snapshot_every_events,
-                max_batch_items: 16_384,
+                // Kafka brokers cap record sizes (1 MB by default): keep batches well below.
+                max_batch_items: if matches!(cfg.journal.parsed(), Ok(JournalUri::Kafka { .. })) {
+                    4096
+                } else {
+                    16_384
+                },
             };
             let h = journal_thread::spawn(
                 backend,
@@ -916,8 +921,21 @@ fn open_journal(cfg: &Config) -> Result<(Engine, Option<Backend>), ServeError> {
             let store = caldera_journal::snapshots::SnapshotStore::new(&dir, 3);
             Ok((engine, Some((Box::new(log), Some(store)))))
         }
-        JournalUri::Kafka { .. } => Err(ServeError::Journal(
-            "the Kafka journal is not available in this build yet".into(),
-        )),
+        JournalUri::Kafka { brokers, topic } => {
+            let idle = Duration::from_millis(cfg.journal.kafka_catchup_idle_ms);
+            let (engine, rec) =
+                caldera_journal::kafka::recover(&brokers, &topic, &engine_cfg, idle)
+                    .map_err(|e| ServeError::Journal(e.to_string()))?;
+            tracing::info!(brokers, topic, batches = rec.batches, last_seq = engine.last_seq(), elapsed = ?rec.elapsed, "recovered from Kafka");
+            let stall = Duration::from_millis(cfg.journal.kafka_stall_ms);
+            let j = caldera_journal::kafka::KafkaJournal::connect(
+                &brokers,
+                &topic,
+                engine.last_seq(),
+                stall,
+            )
+            .map_err(|e| ServeError::Journal(e.to_string()))?;
+            Ok((engine, Some((Box::new(j), None))))
+        }
     }
 }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod kafka;
 pub mod record;
 pub mod recover;
 pub mod segment;

@@ -234,14 +234,18 @@ fn file_dir(j: &JournalUri) -> Result<&std::path::Path> {
 
 fn replay(a: ReplayArgs) -> Result<()> {
     let cfg = load_config(a.config.as_ref())?;
-    let dir = file_dir(&a.journal)?;
-    anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());
-    let (engine, rec) = if a.no_snapshot {
+    let (engine, rec) = if let JournalUri::Kafka { brokers, topic } = &a.journal {
+        caldera_journal::kafka::recover(brokers, topic, &cfg.engine_config(), KAFKA_IDLE)?
+    } else if a.no_snapshot {
+        let dir = file_dir(&a.journal)?;
+        anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());
         let mut e = caldera_engine::Engine::new(cfg.engine_config())?;
         let mut rec = caldera_journal::recover::Recovered::default();
         caldera_journal::recover::replay_into(&mut e, dir, &mut rec)?;
         (e, rec)
     } else {
+        let dir = file_dir(&a.journal)?;
+        anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());
         caldera_journal::recover::recover(dir, &cfg.engine_config())?
     };
     let secs = rec.elapsed.as_secs_f64().max(1e-9);
@@ -275,24 +279,49 @@ fn replay(a: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+enum Source {
+    File(caldera_journal::LogReader),
+    Kafka(caldera_journal::kafka::KafkaReader),
+}
+
+impl Source {
+    fn next(&mut self, follow: bool) -> Result<Option<Vec<u8>>> {
+        Ok(match self {
+            Source::File(r) => r.next_frame()?.map(|f| f.payload),
+            Source::Kafka(r) => r.next(if follow {
+                std::time::Duration::from_millis(100)
+            } else {
+                KAFKA_IDLE
+            })?,
+        })
+    }
+}
+
 fn dump(a: DumpArgs, follow: bool) -> Result<()> {
     use std::io::Write as _;
-    let dir = file_dir(&a.journal)?;
-    anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());
+    let mut source = match &a.journal {
+        JournalUri::Kafka { brokers, topic } => {
+            Source::Kafka(caldera_journal::kafka::KafkaReader::open(brokers, topic)?)
+        }
+        other => {
+            let dir = file_dir(other)?;
+            anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());
+            Source::File(caldera_journal::LogReader::open(dir, a.from)?)
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
-    let mut reader = caldera_journal::LogReader::open(dir, a.from)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut events = Vec::new();
     loop {
-        match reader.next_frame()? {
-            Some(f) => {
+        match source.next(follow)? {
+            Some(payload) => {
                 events.clear();
-                caldera_journal::record::decode_events(&f.payload, &mut events)?;
-                let epoch = caldera_journal::record::root(&f.payload)?.epoch();
+                caldera_journal::record::decode_events(&payload, &mut events)?;
+                let epoch = caldera_journal::record::root(&payload)?.epoch();
                 for e in events.iter().filter(|e| e.seq >= a.from) {
                     writeln!(out, "{}", event_json(epoch, e))?;
                 }
@@ -322,3 +351,6 @@ fn event_json(epoch: u64, e: &caldera_engine::Event) -> String {
         B::InstrumentStatus(x) => format!("{{\"seq\":{s},\"epoch\":{epoch},\"type\":\"instrument_status\",\"symbol\":{},\"halted\":{}}}", x.symbol, x.halted),
     }
 }
+
+/// Idle time after which Kafka reads stop (the broker's high watermark is not trusted).
+const KAFKA_IDLE: std::time::Duration = std::time::Duration::from_millis(1500);

@@ -43,8 +43,17 @@ impl Node {
         Self::start_on(tag, extra_toml, &journal)
     }
 
+    /// Starts `caldera serve` with a journal given in the TOML snippet (e.g. Kafka).
+    pub fn start_kafka(tag: &str, extra_toml: &str) -> Node {
+        Self::launch(tag, extra_toml, None)
+    }
+
     /// Starts `caldera serve` on an existing (or new) journal directory.
     pub fn start_on(tag: &str, extra_toml: &str, journal: &std::path::Path) -> Node {
+        Self::launch(tag, extra_toml, Some(journal))
+    }
+
+    fn launch(tag: &str, extra_toml: &str, journal: Option<&std::path::Path>) -> Node {
         let dir = temp_dir(tag);
         let (oe, md) = (free_port(), free_port());
         let order_entry = format!("tcp://127.0.0.1:{oe}");
@@ -55,13 +64,15 @@ impl Node {
         );
         std::fs::write(&cfg, toml).unwrap();
         let snapshot = dir.join("final.snapshot");
-        let child = Command::new(env!("CARGO_BIN_EXE_caldera"))
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_caldera"));
+        cmd.args(["serve", "--config"])
             .arg(&cfg)
             .arg("--snapshot-on-exit")
-            .arg(&snapshot)
-            .arg("--journal")
-            .arg(format!("file://{}", journal.display()))
+            .arg(&snapshot);
+        if let Some(j) = journal {
+            cmd.arg("--journal").arg(format!("file://{}", j.display()));
+        }
+        let child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.join("stderr.log")).unwrap(),
@@ -74,7 +85,9 @@ impl Node {
             market_data,
             snapshot,
             dir,
-            journal: journal.to_path_buf(),
+            journal: journal
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
         };
         node.wait_ready();
         node
