@@ -31,7 +31,10 @@ struct Args {
     kafka: Option<String>,
 }
 
-fn batches(ops: usize, per: usize) -> (Vec<(Vec<Command>, Vec<Event>)>, u64, EngineCfg) {
+/// Pre-computed journal batches: the commands and the events they produced.
+type Batches = Vec<(Vec<Command>, Vec<Event>)>;
+
+fn batches(ops: usize, per: usize) -> (Batches, u64, EngineCfg) {
     let cfg = FlowConfig::default();
     let cmds = generate(&cfg, ops);
     let mut e = Engine::new(cfg.engine_config()).expect("config");
