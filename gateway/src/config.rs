@@ -216,6 +216,8 @@ pub struct JournalSection {
     pub snapshot_every_events: u64,
     /// Delete old segments (already covered by a snapshot) beyond this total size.
     pub retention_bytes: Option<u64>,
+    /// Delete old segments (already covered by a snapshot) older than this.
+    pub retention_age_s: Option<u64>,
     /// Writer epoch stamped on every batch.
     pub epoch: u64,
     /// Kafka: start-up catch-up stops after this long without a new record.
@@ -234,6 +236,7 @@ impl Default for JournalSection {
             segment_bytes: 64 << 20,
             snapshot_every_events: 5_000_000,
             retention_bytes: None,
+            retention_age_s: None,
             epoch: 1,
             kafka_catchup_idle_ms: 1000,
             kafka_stall_ms: 1000,

@@ -37,6 +37,17 @@ pub trait JournalBackend: Send {
     /// # Errors
     /// A description of the failure.
     fn close(&mut self) -> Result<(), String>;
+    /// A snapshot covering everything up to `snapshot_seq` was written: apply retention.
+    fn after_snapshot(&mut self, _snapshot_seq: u64, _retention: &Retention) {}
+}
+
+/// Journal retention limits (file journal).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Retention {
+    /// Keep at most this many bytes of segments.
+    pub max_bytes: Option<u64>,
+    /// Delete segments older than this.
+    pub max_age: Option<Duration>,
 }
 
 impl JournalBackend for SegmentLog {
@@ -51,6 +62,18 @@ impl JournalBackend for SegmentLog {
     }
     fn close(&mut self) -> Result<(), String> {
         self.sync().map_err(|e| e.to_string())
+    }
+    fn after_snapshot(&mut self, snapshot_seq: u64, r: &Retention) {
+        if r.max_bytes.is_none() && r.max_age.is_none() {
+            return;
+        }
+        match self.retain(r.max_bytes, r.max_age, snapshot_seq + 1) {
+            Ok(deleted) if !deleted.is_empty() => {
+                tracing::info!(?deleted, "journal retention deleted segments")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "journal retention failed"),
+        }
     }
 }
 
@@ -80,6 +103,8 @@ pub struct JournalStage {
     pub snapshot_every_events: u64,
     /// Largest batch, in engine output items.
     pub max_batch_items: usize,
+    /// Retention applied after each snapshot.
+    pub retention: Retention,
 }
 
 /// What the journal stage did.
@@ -272,7 +297,9 @@ fn run(
             && shadow.last_seq() - last_snapshot >= stage.snapshot_every_events
         {
             if let Some(store) = &stage.snapshots {
-                write_snapshot(store, &shadow, &mut stats);
+                if write_snapshot(store, &shadow, &mut stats) {
+                    backend.after_snapshot(shadow.last_seq(), &stage.retention);
+                }
                 last_snapshot = shadow.last_seq();
             }
         }
@@ -305,20 +332,24 @@ fn run(
         tracing::error!(error = %e, "journal close failed");
     }
     if let Some(store) = &stage.snapshots {
-        if shadow.last_seq() != last_snapshot {
-            write_snapshot(store, &shadow, &mut stats);
+        if shadow.last_seq() != last_snapshot && write_snapshot(store, &shadow, &mut stats) {
+            backend.after_snapshot(shadow.last_seq(), &stage.retention);
         }
     }
     tracing::info!(?stats, "journal thread stopped");
     stats
 }
 
-fn write_snapshot(store: &SnapshotStore, shadow: &Engine, stats: &mut JournalStats) {
+fn write_snapshot(store: &SnapshotStore, shadow: &Engine, stats: &mut JournalStats) -> bool {
     match store.write(shadow.last_seq(), &shadow.snapshot()) {
         Ok(path) => {
             stats.snapshots += 1;
             tracing::info!(seq = shadow.last_seq(), path = %path.display(), "snapshot written");
+            true
         }
-        Err(e) => tracing::error!(error = %e, "snapshot failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "snapshot failed");
+            false
+        }
     }
 }

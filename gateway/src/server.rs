@@ -215,6 +215,10 @@ pub fn serve_with_ready(
                 epoch: cfg.journal.epoch,
                 snapshots,
                 snapshot_every_events: cfg.journal.snapshot_every_events,
+                retention: journal_thread::Retention {
+                    max_bytes: cfg.journal.retention_bytes,
+                    max_age: cfg.journal.retention_age_s.map(Duration::from_secs),
+                },
                 // Kafka brokers cap record sizes (1 MB by default): keep batches well below.
                 max_batch_items: if matches!(cfg.journal.parsed(), Ok(JournalUri::Kafka { .. })) {
                     4096
