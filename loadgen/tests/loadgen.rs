@@ -44,7 +44,26 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        Server { child, endpoint }
+        let s = Server { child, endpoint };
+        s.wait_ready();
+        s
+    }
+
+    /// Waits until the server answers a heartbeat (start-up allocates the engine and replays
+    /// the journal first; slow in a debug build on a busy machine).
+    fn wait_ready(&self) {
+        let ctx = zmq::Context::new();
+        let mut c = caldera_client::OrderClient::connect(&ctx, &self.endpoint).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            c.push(caldera_client::requests::heartbeat(1));
+            c.flush().unwrap();
+            if c.recv(&mut out, Duration::from_millis(200)).unwrap() > 0 {
+                return;
+            }
+        }
+        panic!("caldera serve did not answer within 60 s");
     }
     fn signal(&self, s: rustix::process::Signal) {
         rustix::process::kill_process(
