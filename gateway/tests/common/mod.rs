@@ -96,7 +96,7 @@ impl Node {
     fn wait_ready(&self) {
         let ctx = zmq::Context::new();
         let mut c = OrderClient::connect(&ctx, &self.order_entry).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut out = Vec::new();
         while Instant::now() < deadline {
             c.push(caldera_client::requests::heartbeat(1));
