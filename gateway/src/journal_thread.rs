@@ -174,12 +174,17 @@ fn run(
     let mut journaled_upto = 0usize; // items[..journaled_upto] are appended
     let mut last_snapshot = shadow.last_seq();
     let mut retry_at: Option<Instant> = None;
+    // Whether items[journaled_upto..] holds a command (a place to cut a batch).
+    let mut boundary = false;
     loop {
         // 1. Take what the engine produced.
+        // The cap only applies once a command boundary is pending: one command can emit any
+        // number of events (a mass cancel of 100K orders), and a batch can only end at one.
         let mut took = 0;
-        while items.len() < stage.max_batch_items * 2 {
+        while items.len() < stage.max_batch_items * 2 || !boundary {
             match rx.pop() {
                 Ok(it) => {
+                    boundary |= matches!(it, Output::Command(_));
                     items.push(it);
                     took += 1;
                 }
@@ -189,10 +194,16 @@ fn run(
         // 2. Append one batch: everything up to the last complete command.
         let mut worked = took > 0;
         if retry_at.is_none_or(|t| Instant::now() >= t) {
-            if let Some(cut) = items[journaled_upto..]
-                .iter()
-                .rposition(|i| matches!(i, Output::Command(_)))
-            {
+            // Only scan for a command when one is pending (scanning every time while one huge
+            // command streams in would be quadratic).
+            let cut = if boundary {
+                items[journaled_upto..]
+                    .iter()
+                    .rposition(|i| matches!(i, Output::Command(_)))
+            } else {
+                None
+            };
+            if let Some(cut) = cut {
                 let end = journaled_upto + cut + 1;
                 commands.clear();
                 events.clear();
@@ -218,6 +229,8 @@ fn run(
                             end,
                         });
                         journaled_upto = end;
+                        // The cut was at the last command: nothing after it is a command.
+                        boundary = false;
                         retry_at = None;
                         if shared.journal_failed.swap(false, Ordering::SeqCst) {
                             tracing::info!("journal recovered; acknowledging again");

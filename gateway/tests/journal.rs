@@ -169,3 +169,55 @@ fn retention_deletes_old_segments_behind_snapshots_and_state_still_recovers() {
         serde_json::from_str(caldera(&["replay", "--journal", &uri]).trim()).unwrap();
     assert_eq!(replay["state_hash"], summary["state_hash"]);
 }
+
+#[test]
+fn a_mass_cancel_larger_than_a_journal_batch_goes_through() {
+    // 20,000 resting orders then one mass cancel: 40,000+ events from a single command, more
+    // than the journal's batch cap (2 × 16,384 items) — the batch must stretch, not stall.
+    let node = Node::start("masscancel", "");
+    let ctx = zmq::Context::new();
+    let mut c = OrderClient::connect(&ctx, &node.order_entry).unwrap();
+    let mut reports = Vec::new();
+    c.push(requests::logon(3));
+    let total = 20_000u64;
+    let accepted = |r: &[ServerReport]| {
+        r.iter()
+            .filter(|x| matches!(x, ServerReport::Accepted(_)))
+            .count() as u64
+    };
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while accepted(&reports) < total {
+        assert!(
+            Instant::now() < deadline,
+            "only {} accepted",
+            accepted(&reports)
+        );
+        while n < total && n < accepted(&reports) + 2000 {
+            n += 1;
+            c.push(limit(n, 1, Side::Buy, TimeInForce::Gtc, 1000 - n % 500, 1));
+        }
+        c.flush().unwrap();
+        c.recv(&mut reports, Duration::from_millis(50)).unwrap();
+    }
+    c.push(requests::mass_cancel(None));
+    c.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        c.recv(&mut reports, Duration::from_millis(100)).unwrap();
+        if let Some(ServerReport::MassCancelled(m)) = reports
+            .iter()
+            .find(|r| matches!(r, ServerReport::MassCancelled(_)))
+        {
+            break m.count();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mass cancel never answered (journal stalled?)"
+        );
+    };
+    assert_eq!(u64::from(done), total);
+    let (code, summary, _) = node.stop();
+    assert_eq!(code, 0);
+    assert_eq!(summary["live_orders"], 0);
+}
