@@ -66,9 +66,39 @@ pub enum ConfigError {
     /// A capacity is zero or too large.
     #[error("invalid capacity: {0}")]
     InvalidCapacity(&'static str),
+    /// The engine would need more memory than allowed.
+    #[error("the configuration needs about {needed} bytes, more than the allowed {limit}")]
+    TooLarge {
+        /// Estimated bytes.
+        needed: u64,
+        /// Allowed bytes.
+        limit: u64,
+    },
 }
 
 impl EngineConfig {
+    /// Approximate memory the engine preallocates for this configuration, in bytes: the order
+    /// pool and its two indices, the account table, and two price ladders per instrument.
+    #[must_use]
+    pub fn estimated_memory_bytes(&self) -> u64 {
+        let orders = u64::from(self.max_orders);
+        let slots = (orders.max(1) * 2).next_power_of_two();
+        let accounts = u64::from(self.max_accounts);
+        let account_slots = (accounts.max(1) * 2).next_power_of_two();
+        let mut total = orders
+            .saturating_mul(64)
+            .saturating_add(slots.saturating_mul(24 + 32))
+            .saturating_add(accounts.saturating_mul(12))
+            .saturating_add(account_slots.saturating_mul(16));
+        for s in &self.instruments {
+            if s.tick_size > 0 && s.max_price >= s.min_price {
+                // two sides × (16-byte level + bitmap bits)
+                total = total.saturating_add(s.band_ticks().saturating_mul(33));
+            }
+        }
+        total
+    }
+
     /// Checks every rule the engine relies on.
     ///
     /// # Errors

@@ -48,7 +48,7 @@ pub use event::{
     Accepted, BookDelta, Done, DoneReason, Event, EventBody, EventSink, FnSink, InstrumentStatus,
     MassCancelled, NullSink, RejectReason, Rejected, Replaced, RequestKind, Trade,
 };
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, DEFAULT_RESTORE_MEMORY_LIMIT};
 pub use types::{
     AccountId, ClientOrderId, OrderId, OrderType, Price, Qty, SelfTradePrevention, Seq, Side,
     SymbolId, TimeInForce, TradeId,

@@ -13,6 +13,9 @@ use crate::types::{SelfTradePrevention, Side};
 const MAGIC: &[u8; 8] = b"CALDSNP1";
 const VERSION: u32 = 1;
 
+/// Memory budget [`Engine::restore`] allows a snapshot's configuration (16 GiB).
+pub const DEFAULT_RESTORE_MEMORY_LIMIT: u64 = 16 << 30;
+
 /// A snapshot could not be restored.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -161,11 +164,22 @@ impl Engine {
         v
     }
 
-    /// Rebuilds an engine from [`Engine::snapshot`] bytes.
+    /// Rebuilds an engine from [`Engine::snapshot`] bytes, refusing configurations that would
+    /// need more than [`DEFAULT_RESTORE_MEMORY_LIMIT`] bytes (see [`Engine::restore_with_limit`]).
     ///
     /// # Errors
     /// [`SnapshotError`] when the bytes are not a valid, consistent snapshot.
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        Self::restore_with_limit(bytes, DEFAULT_RESTORE_MEMORY_LIMIT)
+    }
+
+    /// Rebuilds an engine from [`Engine::snapshot`] bytes. The configuration inside is checked
+    /// against `memory_limit` (bytes, estimated by [`EngineConfig::estimated_memory_bytes`])
+    /// before anything is allocated, so damaged capacity fields give an error, not an abort.
+    ///
+    /// # Errors
+    /// [`SnapshotError`] when the bytes are not a valid, consistent snapshot.
+    pub fn restore_with_limit(bytes: &[u8], memory_limit: u64) -> Result<Engine, SnapshotError> {
         let mut r = Reader { b: bytes, at: 0 };
         if r.take(8)? != MAGIC {
             return Err(SnapshotError::BadMagic);
@@ -194,12 +208,22 @@ impl Engine {
             });
             halted.push(r.bool()?);
         }
-        let mut e = Engine::new(EngineConfig {
+        let config = EngineConfig {
             max_orders,
             max_accounts,
             hash_seed,
             instruments,
-        })?;
+        };
+        config.validate()?;
+        let needed = config.estimated_memory_bytes();
+        if needed > memory_limit {
+            return Err(crate::config::ConfigError::TooLarge {
+                needed,
+                limit: memory_limit,
+            }
+            .into());
+        }
+        let mut e = Engine::new(config)?;
         for (book, h) in e.books.iter_mut().zip(halted) {
             book.halted = h;
         }

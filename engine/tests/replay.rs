@@ -134,7 +134,8 @@ proptest! {
             let i = i.index(snap.len());
             snap[i] ^= x;
         }
-        if let Ok(r) = Engine::restore(&snap) {
+        // A flipped capacity field must be refused before allocating (budget: 256 MiB).
+        if let Ok(r) = Engine::restore_with_limit(&snap, 256 << 20) {
             r.check_integrity().map_err(TestCaseError::fail)?;
         }
     }
