@@ -465,19 +465,9 @@ impl Engine {
     /// Capacity was checked before acceptance.
     pub(crate) fn link_account(&mut self, h: u32) {
         let account = self.orders[h as usize].account;
-        let slot = match self.account_slots.get(&account) {
-            Some(s) => s,
-            None => {
-                let s = self.accounts.len() as u32;
-                self.accounts.push(AccountNode {
-                    id: account,
-                    head: NIL,
-                    tail: NIL,
-                });
-                self.account_slots.insert(account, s);
-                s
-            }
-        };
+        let slot = self
+            .account_slot(account)
+            .expect("account capacity is checked before an order rests");
         let a = &mut self.accounts[slot as usize];
         let tail = a.tail;
         a.tail = h;
@@ -492,12 +482,13 @@ impl Engine {
         o.acct_next = NIL;
     }
 
-    pub(crate) fn register_account(&mut self, account: AccountId) -> bool {
-        if self.account_slots.contains(&account) {
-            return true;
+    /// The slot of `account`, registering it if new; `None` when the account table is full.
+    pub(crate) fn account_slot(&mut self, account: AccountId) -> Option<u32> {
+        if let Some(s) = self.account_slots.get(&account) {
+            return Some(s);
         }
         if self.accounts.len() >= self.config.max_accounts as usize {
-            return false;
+            return None;
         }
         let s = self.accounts.len() as u32;
         self.accounts.push(AccountNode {
@@ -505,7 +496,8 @@ impl Engine {
             head: NIL,
             tail: NIL,
         });
-        self.account_slots.insert(account, s)
+        self.account_slots.insert(account, s);
+        Some(s)
     }
 
     fn unlink_account(&mut self, h: u32) {
@@ -1043,10 +1035,6 @@ impl Engine {
 
     pub(crate) fn has_order_id(&self, id: OrderId) -> bool {
         self.by_id.contains(&id)
-    }
-
-    pub(crate) fn attach_account(&mut self, h: u32) {
-        self.link_account(h);
     }
 
     pub(crate) fn account_slots_contains(&self, account: AccountId) -> bool {

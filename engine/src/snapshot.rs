@@ -235,8 +235,12 @@ impl Engine {
             return Err(SnapshotError::Corrupt("more accounts than max_accounts"));
         }
         for _ in 0..accounts {
-            if !e.register_account(r.u32()?) {
+            let id = r.u32()?;
+            if e.account_slots_contains(id) {
                 return Err(SnapshotError::Corrupt("duplicate account"));
+            }
+            if e.account_slot(id).is_none() {
+                return Err(SnapshotError::Corrupt("more accounts than max_accounts"));
             }
         }
         let mut handles = Vec::with_capacity(e.live_orders as usize);
@@ -315,7 +319,7 @@ impl Engine {
             if !e.account_slots_contains(account) {
                 return Err(SnapshotError::Corrupt("order of an unregistered account"));
             }
-            e.attach_account(h);
+            e.link_account(h);
         }
         for book in &e.books {
             if let (Some(b), Some(a)) = (book.best_price(Side::Buy), book.best_price(Side::Sell)) {
