@@ -112,6 +112,8 @@ struct Gateway<'a> {
     by_ident: HashMap<Vec<u8>, usize>,
     by_account: HashMap<u32, usize>,
     dirty: Vec<usize>,
+    /// Sessions with report frames waiting in their backlog (retried every iteration).
+    backlogged: Vec<usize>,
     md: MarketData,
     fbb: FlatBufferBuilder<'static>,
     offsets: Vec<WIPOffset<wire::Report<'static>>>,
@@ -268,6 +270,7 @@ pub fn serve_with_ready(
         by_ident: HashMap::new(),
         by_account: HashMap::new(),
         dirty: Vec::new(),
+        backlogged: Vec::new(),
         md: MarketData::new(symbols),
         fbb: FlatBufferBuilder::with_capacity(1 << 16),
         offsets: Vec::with_capacity(4096),
@@ -394,9 +397,7 @@ impl Gateway<'_> {
     }
 
     fn has_backlog(&self) -> bool {
-        self.sessions
-            .iter()
-            .any(|s| !s.backlog.is_empty() && !s.gone)
+        !self.backlogged.is_empty()
     }
 
     /// Reads and handles up to 256 frames. Returns the number handled.
@@ -783,13 +784,17 @@ impl Gateway<'_> {
                         self.stats.report_frames += 1;
                         continue;
                     }
-                    SendResult::WouldBlock => s.backlog.push_back(bytes.to_vec()),
+                    SendResult::WouldBlock => {
+                        s.backlog.push_back(bytes.to_vec());
+                        self.backlogged.push(sid);
+                    }
                     SendResult::Gone => {
                         s.gone = true;
                         self.stats.undeliverable += s.next_seq - first;
                     }
                 }
             } else if !s.gone {
+                // Already backlogged (and listed): keep the order.
                 s.backlog.push_back(bytes.to_vec());
             } else {
                 self.stats.undeliverable += s.next_seq - first;
@@ -797,23 +802,28 @@ impl Gateway<'_> {
         }
         self.dirty = dirty;
         self.dirty.clear();
-        // Retry backlogs in order.
-        for s in &mut self.sessions {
+        // Retry backlogs in order; only sessions that have one are visited.
+        let router = &self.router;
+        let stats = &mut self.stats;
+        let sessions = &mut self.sessions;
+        self.backlogged.retain(|&sid| {
+            let s = &mut sessions[sid];
             while let Some(front) = s.backlog.front() {
                 if s.gone {
                     s.backlog.clear();
                     break;
                 }
-                match send_frame(&self.router, &s.ident, front) {
+                match send_frame(router, &s.ident, front) {
                     SendResult::Sent => {
-                        self.stats.report_frames += 1;
+                        stats.report_frames += 1;
                         s.backlog.pop_front();
                     }
                     SendResult::WouldBlock => break,
                     SendResult::Gone => s.gone = true,
                 }
             }
-        }
+            !s.backlog.is_empty()
+        });
     }
 }
 
