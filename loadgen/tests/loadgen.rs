@@ -24,12 +24,19 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     endpoint: String,
+    log: PathBuf,
 }
 
 impl Server {
     fn start() -> Server {
         let endpoint = format!("tcp://127.0.0.1:{}", free_port());
         let md = format!("tcp://127.0.0.1:{}", free_port());
+        // Each server gets its own journal (tests run in parallel).
+        let journal = std::env::temp_dir().join(format!(
+            "caldera-loadgen-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         let child = Command::new(caldera_bin())
             .args([
                 "serve",
@@ -40,11 +47,19 @@ impl Server {
                 "--market-data",
                 &md,
             ])
+            .arg("--journal")
+            .arg(format!("file://{}", journal.display()))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(journal.with_extension("log")).unwrap(),
+            ))
             .spawn()
             .unwrap();
-        let s = Server { child, endpoint };
+        let s = Server {
+            child,
+            endpoint,
+            log: journal.with_extension("log"),
+        };
         s.wait_ready();
         s
     }
@@ -63,7 +78,10 @@ impl Server {
                 return;
             }
         }
-        panic!("caldera serve did not answer within 60 s");
+        panic!(
+            "caldera serve did not answer within 60 s; see {}",
+            self.log.display()
+        );
     }
     fn signal(&self, s: rustix::process::Signal) {
         rustix::process::kill_process(
