@@ -49,6 +49,9 @@ pub enum SegmentError {
         /// Offered last sequence.
         last: u64,
     },
+    /// Another process holds the journal's writer lock.
+    #[error("journal {0} is in use by another process (its LOCK file is held)")]
+    Locked(PathBuf),
     /// A batch is larger than [`MAX_BATCH_BYTES`].
     #[error("batch of {0} bytes is too large")]
     TooLarge(usize),
@@ -227,6 +230,9 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SegmentError> {
 
 /// The writable log.
 pub struct SegmentLog {
+    /// Exclusive `flock` on `DIR/LOCK`, held for the writer's lifetime (released by the
+    /// kernel when the process dies): one writer per journal.
+    _lock: File,
     dir: PathBuf,
     opts: LogOptions,
     segments: Vec<Segment>,
@@ -259,6 +265,15 @@ impl SegmentLog {
         opts: LogOptions,
     ) -> Result<(SegmentLog, RecoveryReport), SegmentError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| SegmentError::Locked(dir.to_path_buf()))?;
         let mut report = RecoveryReport::default();
         let mut segments: Vec<Segment> = Vec::new();
         let listed = list_segments(dir)?;
@@ -364,6 +379,7 @@ impl SegmentLog {
         }
         Ok((
             SegmentLog {
+                _lock: lock,
                 dir: dir.to_path_buf(),
                 opts,
                 segments,

@@ -263,3 +263,23 @@ fn recovery_uses_the_latest_snapshot_then_the_log_after_it() {
     assert_eq!(info.snapshot_seq, 0);
     assert_eq!(r.state_hash(), full.state_hash());
 }
+
+#[test]
+fn a_second_writer_on_the_same_journal_is_refused_until_the_first_is_gone() {
+    let dir = tmp("lock");
+    let (first, _) = SegmentLog::open(&dir, opts()).unwrap();
+    let err = SegmentLog::open(&dir, opts()).unwrap_err();
+    assert!(
+        matches!(err, caldera_journal::SegmentError::Locked(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("in use by another process"));
+    // Readers do not need the lock.
+    assert!(LogReader::open(&dir, 1)
+        .unwrap()
+        .next_frame()
+        .unwrap()
+        .is_none());
+    drop(first);
+    assert!(SegmentLog::open(&dir, opts()).is_ok());
+}
