@@ -42,6 +42,11 @@ pub struct EngineConfig {
     /// Seed for the engine's internal hash tables (keeps adversarial client ids from
     /// clustering). Part of the deterministic state: replicas must use the same seed.
     pub hash_seed: u64,
+    /// How many of the most recently accepted new orders are remembered by
+    /// `(account, client order id)` after they are done, so that a resent order (a client
+    /// retrying after a failover) is rejected as a duplicate instead of executed twice.
+    /// Part of the replicated state. 0 = only live orders are checked.
+    pub dedupe_window: u32,
     /// The instruments.
     pub instruments: Vec<InstrumentSpec>,
 }
@@ -90,6 +95,11 @@ impl EngineConfig {
             .saturating_add(slots.saturating_mul(24 + 32))
             .saturating_add(accounts.saturating_mul(12))
             .saturating_add(account_slots.saturating_mul(16));
+        let window = u64::from(self.dedupe_window);
+        let window_slots = (window.max(1) * 2).next_power_of_two();
+        total = total
+            .saturating_add(window.saturating_mul(16))
+            .saturating_add(window_slots.saturating_mul(32));
         for s in &self.instruments {
             if s.tick_size > 0 && s.max_price >= s.min_price {
                 // two sides × (16-byte level + bitmap bits)
@@ -115,6 +125,11 @@ impl EngineConfig {
         if self.max_accounts == 0 || self.max_accounts >= u32::MAX / 4 {
             return Err(ConfigError::InvalidCapacity(
                 "max_accounts must be in 1..2^30",
+            ));
+        }
+        if self.dedupe_window >= u32::MAX / 4 {
+            return Err(ConfigError::InvalidCapacity(
+                "dedupe_window must be below 2^30",
             ));
         }
         for (i, s) in self.instruments.iter().enumerate() {

@@ -116,6 +116,12 @@ pub struct Engine {
     pub(crate) live_orders: u32,
     by_id: FixedMap<u64, u32>,
     by_client: FixedMap<(u32, u64), u32>,
+    /// The dedupe window: the last `dedupe_window` accepted new orders, oldest first from
+    /// `recent_head` (a ring), and an index from `(account, client order id)` to order id.
+    pub(crate) recent: Box<[(u32, u64)]>,
+    pub(crate) recent_head: usize,
+    pub(crate) recent_len: usize,
+    recent_ids: FixedMap<(u32, u64), u64>,
     pub(crate) accounts: Vec<AccountNode>,
     account_slots: FixedMap<u32, u32>,
     pub(crate) next_seq: Seq,
@@ -160,6 +166,13 @@ impl Engine {
             live_orders: 0,
             by_id: FixedMap::with_limit(n, seed.rotate_left(17)),
             by_client: FixedMap::with_limit(n, seed.rotate_left(29)),
+            recent: vec![(0, 0); config.dedupe_window as usize].into_boxed_slice(),
+            recent_head: 0,
+            recent_len: 0,
+            recent_ids: FixedMap::with_limit(
+                config.dedupe_window.max(1) as usize,
+                seed.rotate_left(53),
+            ),
             accounts: Vec::with_capacity(config.max_accounts as usize),
             account_slots: FixedMap::with_limit(config.max_accounts as usize, seed.rotate_left(43)),
             next_seq: 0,
@@ -280,6 +293,41 @@ impl Engine {
         }
     }
 
+    /// Adds an accepted order to the dedupe window, forgetting the oldest when it is full.
+    #[inline]
+    pub(crate) fn remember(&mut self, account: u32, client_order_id: u64, order_id: u64) {
+        let w = self.recent.len();
+        if w == 0 {
+            return;
+        }
+        let at = (self.recent_head + self.recent_len) % w;
+        if self.recent_len == w {
+            let old = self.recent[self.recent_head];
+            self.recent_ids.remove(&old);
+            self.recent_head = (self.recent_head + 1) % w;
+        } else {
+            self.recent_len += 1;
+        }
+        self.recent[at] = (account, client_order_id);
+        self.recent_ids.insert((account, client_order_id), order_id);
+    }
+
+    /// The dedupe window, oldest first: `(account, client order id, order id)`.
+    pub(crate) fn for_each_recent(&self, mut f: impl FnMut(u32, u64, u64)) {
+        let w = self.recent.len();
+        for i in 0..self.recent_len {
+            let key = self.recent[(self.recent_head + i) % w];
+            f(key.0, key.1, self.recent_ids.get(&key).unwrap_or(0));
+        }
+    }
+
+    /// Whether `(account, client_order_id)` is in the dedupe window (a resend would be
+    /// rejected as a duplicate), and the order id it was given.
+    #[must_use]
+    pub fn recently_accepted(&self, account: u32, client_order_id: u64) -> Option<OrderId> {
+        self.recent_ids.get(&(account, client_order_id))
+    }
+
     #[inline]
     fn emit<S: EventSink + ?Sized>(&mut self, sink: &mut S, body: EventBody) {
         self.next_seq += 1;
@@ -381,11 +429,21 @@ impl Engine {
             return self.reject(sink, rejected(RejectReason::UnknownSymbol));
         };
         let b = b as usize;
+        if let Some(original) = self.recent_ids.get(&(o.account, o.client_order_id)) {
+            return self.reject(
+                sink,
+                Rejected {
+                    order_id: original,
+                    ..rejected(RejectReason::DuplicateClientOrderId)
+                },
+            );
+        }
         if let Err(reason) = self.validate_new(b, o) {
             return self.reject(sink, rejected(reason));
         }
         self.next_order_id += 1;
         let order_id = self.next_order_id;
+        self.remember(o.account, o.client_order_id, order_id);
         self.emit(
             sink,
             EventBody::Accepted(Accepted {

@@ -89,6 +89,7 @@ impl FlowConfig {
             max_orders: (self.target_orders * self.symbols as usize * 4 + 1024) as u32,
             max_accounts: self.accounts + 16,
             hash_seed: 0xca1d_e7a5,
+            dedupe_window: 4096,
             instruments: (1..=self.symbols).map(Self::instrument).collect(),
         }
     }

@@ -7,6 +7,7 @@
 //!     max_orders: 1024,
 //!     max_accounts: 16,
 //!     hash_seed: 1,
+//!     dedupe_window: 1024,
 //!     instruments: vec![InstrumentSpec {
 //!         id: 1, tick_size: 1, lot_size: 1, min_price: 1, max_price: 10_000, max_qty: 1_000,
 //!     }],

@@ -11,7 +11,7 @@ use crate::engine::{Engine, OrderNode};
 use crate::types::{SelfTradePrevention, Side};
 
 const MAGIC: &[u8; 8] = b"CALDSNP1";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Memory budget [`Engine::restore`] allows a snapshot's configuration (16 GiB).
 pub const DEFAULT_RESTORE_MEMORY_LIMIT: u64 = 16 << 30;
@@ -89,6 +89,7 @@ impl Engine {
         w.u32(c.max_orders);
         w.u32(c.max_accounts);
         w.u64(c.hash_seed);
+        w.u32(c.dedupe_window);
         w.u32(c.instruments.len() as u32);
         for (s, book) in c.instruments.iter().zip(&self.books) {
             w.u32(s.id);
@@ -106,6 +107,12 @@ impl Engine {
         for a in &self.accounts {
             w.u32(a.id);
         }
+        w.u32(self.recent_len as u32);
+        self.for_each_recent(|account, client_order_id, order_id| {
+            w.u32(account);
+            w.u64(client_order_id);
+            w.u64(order_id);
+        });
         for book in &self.books {
             for side in [Side::Buy, Side::Sell] {
                 let s = book.side(side);
@@ -191,6 +198,7 @@ impl Engine {
         let max_orders = r.u32()?;
         let max_accounts = r.u32()?;
         let hash_seed = r.u64()?;
+        let dedupe_window = r.u32()?;
         let n = r.u32()? as usize;
         if n > bytes.len() / 8 {
             return Err(SnapshotError::Truncated);
@@ -212,6 +220,7 @@ impl Engine {
             max_orders,
             max_accounts,
             hash_seed,
+            dedupe_window,
             instruments,
         };
         config.validate()?;
@@ -242,6 +251,22 @@ impl Engine {
             if e.account_slot(id).is_none() {
                 return Err(SnapshotError::Corrupt("more accounts than max_accounts"));
             }
+        }
+        let recent = r.u32()?;
+        if recent > dedupe_window {
+            return Err(SnapshotError::Corrupt("dedupe window longer than configured"));
+        }
+        for _ in 0..recent {
+            let account = r.u32()?;
+            let client_order_id = r.u64()?;
+            let order_id = r.u64()?;
+            if order_id == 0
+                || order_id > e.next_order_id
+                || e.recently_accepted(account, client_order_id).is_some()
+            {
+                return Err(SnapshotError::Corrupt("bad dedupe entry"));
+            }
+            e.remember(account, client_order_id, order_id);
         }
         let mut handles = Vec::with_capacity(e.live_orders as usize);
         for b in 0..e.books.len() {

@@ -570,6 +570,7 @@ fn config() -> EngineConfig {
         max_orders: 14,
         max_accounts: 3,
         hash_seed: 99,
+        dedupe_window: 0,
         instruments: vec![spec(1), spec(2)],
     }
 }

@@ -62,7 +62,7 @@ fn state_hash_is_stable_across_machines_and_builds() {
     }
     assert_eq!(format!("{:016x}", e.state_hash()), GOLDEN);
 }
-const GOLDEN: &str = "09746b40271f8a5e";
+const GOLDEN: &str = "dea7ff48a2bb78f8"; // snapshot format 2 (dedupe window)
 
 #[test]
 fn snapshot_midway_then_replay_rest_equals_full_replay() {

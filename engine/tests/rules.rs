@@ -479,6 +479,7 @@ fn capacity_reached_is_a_reject_not_a_panic() {
         max_orders: 2,
         max_accounts: 1,
         hash_seed: 0,
+        dedupe_window: 0,
         instruments: vec![spec(SYM)],
     })
     .unwrap();
@@ -539,6 +540,7 @@ fn invalid_config_is_an_error() {
             max_orders: 4,
             max_accounts: 4,
             hash_seed: 0,
+            dedupe_window: 0,
             instruments: vec![s],
         })
         .unwrap_err()
@@ -582,4 +584,74 @@ fn snapshot_of_fresh_engine_round_trips() {
     let r = Engine::restore(&s).unwrap();
     assert_eq!(r.snapshot(), s);
     assert_eq!(r.state_hash(), e.state_hash());
+}
+
+fn windowed(window: u32) -> Engine {
+    Engine::new(EngineConfig {
+        max_orders: 64,
+        max_accounts: 8,
+        hash_seed: 3,
+        dedupe_window: window,
+        instruments: vec![spec(SYM)],
+    })
+    .unwrap()
+}
+
+fn rejected(evs: &[EventBody]) -> Option<Rejected> {
+    evs.iter().find_map(|e| match e {
+        EventBody::Rejected(r) => Some(*r),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_resent_order_that_already_traded_is_a_duplicate_not_a_second_execution() {
+    let mut e = windowed(16);
+    place(&mut e, limit(1, 7, Side::Sell, 100, 10));
+    let first = place(&mut e, limit(2, 42, Side::Buy, 100, 10));
+    assert_eq!(trades(&first).len(), 1);
+    let original = match first[0] {
+        EventBody::Accepted(a) => a.order_id,
+        ref other => panic!("expected Accepted, got {other:?}"),
+    };
+    // The buy is done (filled). A client resending it after a failover must not buy again.
+    place(&mut e, limit(1, 8, Side::Sell, 100, 10));
+    let again = place(&mut e, limit(2, 42, Side::Buy, 100, 10));
+    let r = rejected(&again).expect("a reject");
+    assert_eq!(r.reason, RejectReason::DuplicateClientOrderId);
+    assert_eq!(r.order_id, original, "the reject names the original order");
+    assert!(trades(&again).is_empty());
+    // Another account may use the same client order id.
+    assert_eq!(trades(&place(&mut e, limit(3, 42, Side::Buy, 100, 10))).len(), 1);
+}
+
+#[test]
+fn the_dedupe_window_forgets_the_oldest_order_and_survives_a_snapshot() {
+    let mut e = windowed(2);
+    for cl in 1..=3 {
+        place(
+            &mut e,
+            NewOrder {
+                tif: TimeInForce::Ioc,
+                ..limit(1, cl, Side::Buy, 100, 10)
+            },
+        );
+    }
+    // Window of 2: client order id 1 was forgotten, 2 and 3 are remembered.
+    assert_eq!(e.recently_accepted(1, 1), None);
+    assert!(e.recently_accepted(1, 2).is_some());
+    let mut restored = Engine::restore(&e.snapshot()).unwrap();
+    assert_eq!(restored.state_hash(), e.state_hash());
+    for engine in [&mut e, &mut restored] {
+        let ioc = |cl| NewOrder {
+            tif: TimeInForce::Ioc,
+            ..limit(1, cl, Side::Buy, 100, 10)
+        };
+        assert_eq!(
+            rejected(&place(engine, ioc(3))).map(|r| r.reason),
+            Some(RejectReason::DuplicateClientOrderId)
+        );
+        assert!(rejected(&place(engine, ioc(1))).is_none(), "1 was forgotten");
+    }
+    assert_eq!(restored.state_hash(), e.state_hash());
 }

@@ -59,6 +59,9 @@ pub struct EngineSection {
     pub max_accounts: u32,
     /// Seed of the engine's hash tables (must match on replicas).
     pub hash_seed: u64,
+    /// Accepted orders remembered by (account, client order id) after they are done, so a
+    /// client's resend after a failover is rejected as a duplicate (0 = live orders only).
+    pub dedupe_window: u32,
 }
 
 impl Default for EngineSection {
@@ -67,6 +70,7 @@ impl Default for EngineSection {
             max_orders: 1 << 20,
             max_accounts: 1 << 16,
             hash_seed: 0xca1d_e7a5,
+            dedupe_window: 1 << 18,
         }
     }
 }
@@ -339,6 +343,7 @@ impl Config {
             max_orders: self.engine.max_orders,
             max_accounts: self.engine.max_accounts,
             hash_seed: self.engine.hash_seed,
+            dedupe_window: self.engine.dedupe_window,
             instruments: self
                 .instruments
                 .iter()

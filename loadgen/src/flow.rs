@@ -28,6 +28,9 @@ pub struct FlowParams {
     pub symbols: u32,
     /// Mid price every symbol starts at.
     pub base_price: u64,
+    /// Client order ids start after this. Runs against the same server must use disjoint
+    /// ranges: the engine remembers recent ids (its dedupe window) and rejects reuse.
+    pub client_id_base: u64,
 }
 
 /// One connection's flow.
@@ -65,7 +68,7 @@ impl Flow {
             cumulative,
             mids: vec![p.base_price; p.symbols as usize],
             base: p.base_price,
-            next_cl: 0,
+            next_cl: p.client_id_base,
             recent: Vec::with_capacity(RECENT),
             recent_at: 0,
             expired: std::collections::VecDeque::new(),
@@ -221,6 +224,7 @@ mod tests {
             seed: 9,
             symbols: 4,
             base_price: 100_000,
+            client_id_base: 0,
         };
         let mut a = Flow::new(&p, 3);
         let mut b = Flow::new(&p, 3);

@@ -172,6 +172,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A client-order-id range no earlier run used: the wall clock in ms × 2^20, and at least 2^36
+/// above the previous range of this process (the warm-up and the measured run).
+fn next_client_id_base() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        << 20;
+    let mut base = 0;
+    let _ = LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+        base = now.max(last.saturating_add(1 << 36));
+        Some(base)
+    });
+    base
+}
+
 fn spec(c: &Common, mode: Mode, warmup: bool) -> RunSpec {
     RunSpec {
         endpoints: c.endpoints.clone(),
@@ -185,6 +202,7 @@ fn spec(c: &Common, mode: Mode, warmup: bool) -> RunSpec {
             seed: c.seed,
             symbols: c.symbols.max(1),
             base_price: c.base_price,
+            client_id_base: next_client_id_base(),
         },
         account_base: c.account_base,
         coalesce: c.coalesce,

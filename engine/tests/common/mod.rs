@@ -19,6 +19,7 @@ pub fn engine() -> Engine {
         max_orders: 64,
         max_accounts: 8,
         hash_seed: 3,
+        dedupe_window: 0,
         instruments: vec![spec(SYM), spec(2)],
     })
     .unwrap()
