@@ -222,7 +222,8 @@ pub struct JournalSection {
     pub retention_bytes: Option<u64>,
     /// Delete old segments (already covered by a snapshot) older than this.
     pub retention_age_s: Option<u64>,
-    /// Writer epoch stamped on every batch.
+    /// Lowest writer epoch. A primary writes with the highest epoch found in the journal + 1
+    /// (at least this), stamped on every batch.
     pub epoch: u64,
     /// Kafka: start-up catch-up stops after this long without a new record.
     pub kafka_catchup_idle_ms: u64,
@@ -258,6 +259,35 @@ impl JournalSection {
     }
 }
 
+/// Hot standby and failover.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailoverSection {
+    /// The primary appends a heartbeat batch after this long without a journal append.
+    pub heartbeat_ms: u64,
+    /// A standby promotes itself after this long without any journal record (a stopped or
+    /// partitioned primary). With the file journal a crashed primary is detected at once
+    /// through the writer lock, whatever this is.
+    pub timeout_ms: u64,
+    /// File journal: when the primary is silent for `timeout_ms` but still holds the writer
+    /// lock (stopped, not dead), kill it (SIGKILL; same host) so the lock is released. Without
+    /// this the standby waits for the lock.
+    pub kill_silent_primary: bool,
+    /// How often the standby logs its status (role, applied sequence, lag, state hash).
+    pub status_every_ms: u64,
+}
+
+impl Default for FailoverSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 50,
+            timeout_ms: 500,
+            kill_silent_primary: true,
+            status_every_ms: 5000,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -272,6 +302,8 @@ pub struct Config {
     pub threads: ThreadsSection,
     /// Journal.
     pub journal: JournalSection,
+    /// Hot standby and failover.
+    pub failover: FailoverSection,
 }
 
 impl Default for Config {
@@ -291,6 +323,7 @@ impl Default for Config {
             gateway: GatewaySection::default(),
             threads: ThreadsSection::default(),
             journal: JournalSection::default(),
+            failover: FailoverSection::default(),
         }
     }
 }
@@ -375,6 +408,12 @@ impl Config {
         if self.threads.ring_capacity < 16 {
             return Err(ConfigFileError::Invalid(
                 "threads.ring_capacity must be >= 16".into(),
+            ));
+        }
+        let f = &self.failover;
+        if f.heartbeat_ms == 0 || f.timeout_ms <= f.heartbeat_ms {
+            return Err(ConfigFileError::Invalid(
+                "failover: heartbeat_ms must be > 0 and timeout_ms > heartbeat_ms".into(),
             ));
         }
         Ok(())

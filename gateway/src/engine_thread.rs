@@ -46,6 +46,8 @@ pub struct Shared {
     pub journal_failed: AtomicBool,
     /// The engine thread has exited.
     pub engine_stopped: AtomicBool,
+    /// A newer primary fenced this one: release nothing more and stop (journal thread).
+    pub fenced: AtomicBool,
     journal_thread: OnceLock<Thread>,
     /// eventfd the engine writes to wake the gateway's `zmq_poll`.
     pub wake_gateway: OwnedFd,
@@ -73,6 +75,7 @@ impl Shared {
             journal_sleeping: AtomicBool::new(false),
             journal_failed: AtomicBool::new(false),
             engine_stopped: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
             journal_thread: OnceLock::new(),
             wake_gateway: fd,
             engine_thread: OnceLock::new(),

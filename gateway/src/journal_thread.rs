@@ -39,6 +39,10 @@ pub trait JournalBackend: Send {
     fn close(&mut self) -> Result<(), String>;
     /// A snapshot covering everything up to `snapshot_seq` was written: apply retention.
     fn after_snapshot(&mut self, _snapshot_seq: u64, _retention: &Retention) {}
+    /// Why this writer is fenced (a newer primary started), if it is.
+    fn fenced(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Journal retention limits (file journal).
@@ -90,6 +94,9 @@ impl JournalBackend for caldera_journal::kafka::KafkaJournal {
     fn close(&mut self) -> Result<(), String> {
         caldera_journal::kafka::KafkaJournal::close(self, Duration::from_secs(30))
     }
+    fn fenced(&self) -> Option<String> {
+        caldera_journal::kafka::KafkaJournal::fenced(self).map(str::to_string)
+    }
 }
 
 /// Journal stage settings.
@@ -105,6 +112,9 @@ pub struct JournalStage {
     pub max_batch_items: usize,
     /// Retention applied after each snapshot.
     pub retention: Retention,
+    /// Append a heartbeat batch (no commands) after this long without an append, so standbys
+    /// can tell a live, idle primary from a dead or stopped one.
+    pub heartbeat: Duration,
 }
 
 /// What the journal stage did.
@@ -122,6 +132,10 @@ pub struct JournalStats {
     pub durable_seq: u64,
     /// Append failures (each retried).
     pub failures: u64,
+    /// Heartbeat batches appended.
+    pub heartbeats: u64,
+    /// Set when a newer primary fenced this one.
+    pub fenced: Option<String>,
 }
 
 /// Starts the journal thread.
@@ -176,6 +190,8 @@ fn run(
     let mut retry_at: Option<Instant> = None;
     // Whether items[journaled_upto..] holds a command (a place to cut a batch).
     let mut boundary = false;
+    let mut appended_seq = shadow.last_seq();
+    let mut last_append = Instant::now();
     loop {
         // 1. Take what the engine produced.
         // The cap only applies once a command boundary is pending: one command can emit any
@@ -229,6 +245,8 @@ fn run(
                             end,
                         });
                         journaled_upto = end;
+                        appended_seq = last;
+                        last_append = Instant::now();
                         // The cut was at the last command: nothing after it is a command.
                         boundary = false;
                         retry_at = None;
@@ -259,7 +277,17 @@ fn run(
             }
         }
         // 3. Forward what is durable.
-        let durable = match backend.durable() {
+        let durable = backend.durable();
+        if let Some(why) = backend.fenced() {
+            // A newer primary exists. Nothing more may be released: stop here, holding
+            // everything not yet forwarded (readers skip this writer's late records).
+            tracing::error!(why, "fenced: this primary stops without releasing anything more");
+            stats.fenced = Some(why);
+            shared.fenced.store(true, Ordering::SeqCst);
+            shared.notify_gateway();
+            return stats;
+        }
+        let durable = match durable {
             Ok(d) => {
                 if retry_at.is_none()
                     && shared.journal_failed.load(Ordering::Relaxed)
@@ -319,6 +347,21 @@ fn run(
         if worked {
             waiter.reset();
             continue;
+        }
+        if last_append.elapsed() >= stage.heartbeat && retry_at.is_none() {
+            let bytes = encode_batch(
+                &mut fbb,
+                stage.epoch,
+                &[],
+                &[],
+                appended_seq + 1,
+                appended_seq,
+            );
+            match backend.append(appended_seq + 1, appended_seq, bytes) {
+                Ok(_) => stats.heartbeats += 1,
+                Err(e) => tracing::warn!(error = %e, "heartbeat append failed"),
+            }
+            last_append = Instant::now();
         }
         if let Err(e) = backend.tick() {
             if !shared.journal_failed.swap(true, Ordering::SeqCst) {

@@ -8,10 +8,14 @@
 pub mod alloc_count;
 pub mod config;
 pub mod engine_thread;
+pub mod failover;
 pub mod journal_thread;
 pub mod market_data;
 pub mod server;
 pub mod wait;
 
 pub use config::{Config, WaitStrategy};
-pub use server::{serve, serve_with_ready, GatewayStats, ServeError, ServeSummary};
+pub use failover::{open_primary, run_standby, NodeStatus, Primary, Role};
+pub use server::{
+    serve, serve_primary, serve_with_ready, GatewayStats, ServeError, ServeSummary,
+};

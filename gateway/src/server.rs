@@ -9,12 +9,12 @@
 //!   `max_session_backlog` frames its new order-entry requests are rejected with `Busy`;
 //! - outbound ring full: the engine thread waits for room (never drops an event).
 
-use crate::config::{Config, FsyncSetting, JournalUri, WaitStrategy};
+use crate::config::{Config, JournalUri, WaitStrategy};
 use crate::engine_thread::{self, EngineReport, Output, Shared};
 use crate::journal_thread::{self, JournalStage, JournalStats};
 use crate::market_data::MarketData;
 use caldera_engine::{
-    Cancel, Command, Engine, Event, EventBody, MassCancel, NewOrder, OrderRef, Replace,
+    Cancel, Command, Event, EventBody, MassCancel, NewOrder, OrderRef, Replace,
 };
 use caldera_schema::codec::{self, ClientRequest, FrameError, RequestError, ServerReport};
 use caldera_schema::{convert, wire};
@@ -51,6 +51,9 @@ pub enum ServeError {
     /// The journal could not be opened or replayed.
     #[error("journal: {0}")]
     Journal(String),
+    /// A newer primary took over; this one stopped without releasing anything more.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// Counters of one `serve` run.
@@ -144,7 +147,26 @@ pub fn serve_with_ready(
     ready: impl FnOnce(&str),
 ) -> Result<ServeSummary, ServeError> {
     cfg.validate()?;
-    let (engine, backend) = open_journal(cfg)?;
+    let primary = crate::failover::open_primary(cfg)?;
+    serve_primary(cfg, primary, shutdown, ready)
+}
+
+/// Serves as the primary with an engine and journal already recovered (by
+/// [`crate::failover::open_primary`] or a standby's promotion).
+///
+/// # Errors
+/// [`ServeError`] on start-up failures, or [`ServeError::Fenced`] when a newer primary took over.
+pub fn serve_primary(
+    cfg: &Config,
+    primary: crate::failover::Primary,
+    shutdown: &AtomicBool,
+    ready: impl FnOnce(&str),
+) -> Result<ServeSummary, ServeError> {
+    let crate::failover::Primary {
+        engine,
+        backend,
+        epoch,
+    } = primary;
     let recovered_seq = engine.last_seq();
     let ctx = zmq::Context::new();
     let g = &cfg.gateway;
@@ -214,7 +236,8 @@ pub fn serve_with_ready(
             shared.journal_enabled.store(true, Ordering::SeqCst);
             let (jtx, jrx) = RingBuffer::<Output>::new(cfg.threads.ring_capacity);
             let stage = JournalStage {
-                epoch: cfg.journal.epoch,
+                epoch,
+                heartbeat: Duration::from_millis(cfg.failover.heartbeat_ms),
                 snapshots,
                 snapshot_every_events: cfg.journal.snapshot_every_events,
                 retention: journal_thread::Retention {
@@ -283,6 +306,12 @@ pub fn serve_with_ready(
     };
     ready(&bound);
     gw.run(shutdown, wait);
+    if shared.fenced.load(Ordering::SeqCst) {
+        // Release nothing more; the process exits without joining the pipeline threads.
+        return Err(ServeError::Fenced(format!(
+            "epoch {epoch} was superseded by a newer primary"
+        )));
+    }
     // The engine has consumed every command; stop it and route what is left.
     shared.stop.store(true, Ordering::SeqCst);
     shared.wake_engine();
@@ -323,6 +352,9 @@ impl Gateway<'_> {
         let mut idle = 0u32;
         let mut stop_deadline: Option<Instant> = None;
         loop {
+            if self.shared.fenced.load(Ordering::Relaxed) {
+                return;
+            }
             let mut work = 0;
             if !self.stopping {
                 work += self.read_requests();
@@ -884,72 +916,5 @@ fn order_ref(by_client: bool, order_id: u64, client_order_id: u64) -> OrderRef {
         OrderRef::Client(client_order_id)
     } else {
         OrderRef::Id(order_id)
-    }
-}
-
-type Backend = (
-    Box<dyn journal_thread::JournalBackend>,
-    Option<caldera_journal::snapshots::SnapshotStore>,
-);
-
-/// Opens the configured journal and rebuilds the engine from it (snapshot + replay).
-fn open_journal(cfg: &Config) -> Result<(Engine, Option<Backend>), ServeError> {
-    let engine_cfg = cfg.engine_config();
-    match cfg.journal.parsed()? {
-        JournalUri::None => {
-            tracing::warn!("no journal: state is not durable");
-            Ok((
-                Engine::new(engine_cfg).map_err(crate::config::ConfigFileError::from)?,
-                None,
-            ))
-        }
-        JournalUri::File(dir) => {
-            let j = &cfg.journal;
-            let fsync = match j.fsync {
-                FsyncSetting::Always => caldera_journal::FsyncPolicy::Always,
-                FsyncSetting::Interval => {
-                    caldera_journal::FsyncPolicy::EveryMs(j.fsync_interval_ms)
-                }
-                FsyncSetting::Never => caldera_journal::FsyncPolicy::Never,
-            };
-            let opts = caldera_journal::LogOptions {
-                segment_bytes: j.segment_bytes,
-                fsync,
-                ..Default::default()
-            };
-            let (log, report) = caldera_journal::SegmentLog::open(&dir, opts)
-                .map_err(|e| ServeError::Journal(e.to_string()))?;
-            if !report.clean() {
-                tracing::warn!(truncated = ?report.truncated, quarantined = ?report.quarantined, "journal damage repaired at start-up");
-            }
-            let (engine, rec) = caldera_journal::recover::recover(&dir, &engine_cfg)
-                .map_err(|e| ServeError::Journal(e.to_string()))?;
-            if engine.last_seq() != log.last_seq() {
-                return Err(ServeError::Journal(format!(
-                    "journal ends at {} but replay reached {}",
-                    log.last_seq(),
-                    engine.last_seq()
-                )));
-            }
-            tracing::info!(dir = %dir.display(), snapshot_seq = rec.snapshot_seq, batches = rec.batches, last_seq = engine.last_seq(), elapsed = ?rec.elapsed, "recovered from the journal");
-            let store = caldera_journal::snapshots::SnapshotStore::new(&dir, 3);
-            Ok((engine, Some((Box::new(log), Some(store)))))
-        }
-        JournalUri::Kafka { brokers, topic } => {
-            let idle = Duration::from_millis(cfg.journal.kafka_catchup_idle_ms);
-            let (engine, rec) =
-                caldera_journal::kafka::recover(&brokers, &topic, &engine_cfg, idle)
-                    .map_err(|e| ServeError::Journal(e.to_string()))?;
-            tracing::info!(brokers, topic, batches = rec.batches, last_seq = engine.last_seq(), elapsed = ?rec.elapsed, "recovered from Kafka");
-            let stall = Duration::from_millis(cfg.journal.kafka_stall_ms);
-            let j = caldera_journal::kafka::KafkaJournal::connect(
-                &brokers,
-                &topic,
-                engine.last_seq(),
-                stall,
-            )
-            .map_err(|e| ServeError::Journal(e.to_string()))?;
-            Ok((engine, Some((Box::new(j), None))))
-        }
     }
 }

@@ -9,7 +9,8 @@
 //! tansu alike).
 
 use crate::record;
-use crate::recover::{apply_frame, RecoverError, Recovered};
+use crate::recover::{apply_frame, Applied, RecoverError, Recovered};
+use std::collections::VecDeque;
 use caldera_engine::{Engine, EngineConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -17,7 +18,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,8 @@ pub enum KafkaJournalError {
 }
 
 struct DeliveryContext {
-    delivered: Arc<AtomicU64>,
+    /// `(offset, last_seq)` of each acknowledged record, in delivery order.
+    deliveries: Arc<Mutex<VecDeque<(i64, u64)>>>,
     failed: Arc<Mutex<Option<String>>>,
 }
 
@@ -59,8 +60,10 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, last_seq: usize) {
         match result {
-            Ok(_) => {
-                self.delivered.fetch_max(last_seq as u64, Ordering::SeqCst);
+            Ok(m) => {
+                if let Ok(mut d) = self.deliveries.lock() {
+                    d.push_back((m.offset(), last_seq as u64));
+                }
             }
             Err((e, _)) => {
                 if let Ok(mut f) = self.failed.lock() {
@@ -101,21 +104,35 @@ fn check_topic<C: ClientContext>(
     }
 }
 
-/// Writes journal batches to Kafka.
+/// Writes journal batches to Kafka, and fences itself when a newer primary has started.
+///
+/// Fencing (see docs/failover.md): a new primary first appends an epoch-start record with a
+/// higher epoch. The writer knows the offset its next record must land on; a record that lands
+/// further on means someone else wrote in between, so before counting it durable the writer
+/// reads the records in the gap. A higher epoch among them means this writer is fenced: it
+/// reports [`KafkaJournal::fenced`] and nothing it wrote after the gap is ever acknowledged.
 pub struct KafkaJournal {
     producer: BaseProducer<DeliveryContext>,
+    brokers: String,
     topic: String,
-    delivered: Arc<AtomicU64>,
+    epoch: u64,
+    deliveries: Arc<Mutex<VecDeque<(i64, u64)>>>,
     failed: Arc<Mutex<Option<String>>>,
+    /// Offset the next acknowledged record must have if nobody else wrote.
+    expected_offset: i64,
+    delivered: u64,
     sent: u64,
     last_delivered: u64,
     last_progress: Instant,
     stall_after: Duration,
+    fenced: Option<String>,
+    gap_reader: Option<BaseConsumer>,
 }
 
 impl KafkaJournal {
     /// Connects an idempotent producer; fails clearly if the brokers or the topic are missing.
-    /// `durable_seq` is the last sequence already in the topic (from recovery).
+    /// `durable_seq` is the last sequence already in the topic and `next_offset` the offset
+    /// after the last record read (both from recovery); `epoch` is this writer's epoch.
     ///
     /// # Errors
     /// [`KafkaJournalError`].
@@ -123,9 +140,11 @@ impl KafkaJournal {
         brokers: &str,
         topic: &str,
         durable_seq: u64,
+        next_offset: i64,
+        epoch: u64,
         stall_after: Duration,
     ) -> Result<Self, KafkaJournalError> {
-        let delivered = Arc::new(AtomicU64::new(durable_seq));
+        let deliveries = Arc::new(Mutex::new(VecDeque::new()));
         let failed = Arc::new(Mutex::new(None));
         let producer: BaseProducer<DeliveryContext> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -136,20 +155,78 @@ impl KafkaJournal {
             .set("queue.buffering.max.kbytes", "1048576")
             .set("message.max.bytes", "8388608")
             .create_with_context(DeliveryContext {
-                delivered: Arc::clone(&delivered),
+                deliveries: Arc::clone(&deliveries),
                 failed: Arc::clone(&failed),
             })?;
         check_topic(producer.client(), brokers, topic, Duration::from_secs(10))?;
         Ok(Self {
             producer,
+            brokers: brokers.into(),
             topic: topic.into(),
-            delivered,
+            epoch,
+            deliveries,
             failed,
+            expected_offset: next_offset,
+            delivered: durable_seq,
             sent: durable_seq,
             last_delivered: durable_seq,
             last_progress: Instant::now(),
             stall_after,
+            fenced: None,
+            gap_reader: None,
         })
+    }
+
+    /// This writer's epoch.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Appends this writer's epoch-start record (a batch without commands) and waits for the
+    /// broker to acknowledge it. Returns its offset: the caller reads the topic up to it (to
+    /// pick up anything an old primary wrote before it), then calls
+    /// [`KafkaJournal::resume_after`].
+    ///
+    /// # Errors
+    /// When the broker does not acknowledge within `timeout`.
+    pub fn start_epoch(&mut self, record: &[u8], timeout: Duration) -> Result<i64, String> {
+        let before = self.deliveries.lock().map(|d| d.len()).unwrap_or(0);
+        let rec = BaseRecord::with_opaque_to(&self.topic, 0usize)
+            .partition(0)
+            .key(KEY)
+            .payload(record);
+        self.producer
+            .send(rec)
+            .map_err(|(e, _)| format!("producing the epoch record: {e}"))?;
+        self.producer
+            .flush(timeout)
+            .map_err(|e| format!("the epoch record was not acknowledged: {e}"))?;
+        if let Some(f) = self.failed.lock().ok().and_then(|f| f.clone()) {
+            return Err(f);
+        }
+        let mut d = self.deliveries.lock().map_err(|_| "poisoned".to_string())?;
+        let (offset, _) = d
+            .drain(before..)
+            .last()
+            .ok_or("the epoch record was not acknowledged")?;
+        Ok(offset)
+    }
+
+    /// Continues after the epoch record at `offset`, with everything up to `durable_seq` in
+    /// the topic (the caller caught up to the record).
+    pub fn resume_after(&mut self, offset: i64, durable_seq: u64) {
+        self.expected_offset = offset + 1;
+        self.delivered = durable_seq;
+        self.sent = durable_seq;
+        self.last_delivered = durable_seq;
+        self.last_progress = Instant::now();
+    }
+
+    /// Why this writer is fenced (a newer epoch started), if it is. Sticky.
+    #[must_use]
+    pub fn fenced(&self) -> Option<&str> {
+        self.fenced.as_deref()
     }
 
     /// Sends one batch (asynchronously); returns the last durable sequence.
@@ -157,6 +234,9 @@ impl KafkaJournal {
     /// # Errors
     /// A description of a client error (a full local queue is waited out, not an error).
     pub fn append(&mut self, _first: u64, last: u64, bytes: &[u8]) -> Result<u64, String> {
+        if let Some(f) = &self.fenced {
+            return Err(f.clone());
+        }
         let mut rec = BaseRecord::with_opaque_to(&self.topic, last as usize)
             .partition(0)
             .key(KEY)
@@ -171,20 +251,49 @@ impl KafkaJournal {
                 Err((e, _)) => return Err(format!("producing to Kafka: {e}")),
             }
         }
-        self.sent = last;
+        self.sent = self.sent.max(last);
         self.durable()
     }
 
-    /// Serves delivery callbacks; returns the last sequence the broker acknowledged.
+    /// Serves delivery callbacks; returns the last sequence the broker acknowledged (and that
+    /// no newer epoch precedes).
     ///
     /// # Errors
-    /// A delivery failure, or no acknowledgement for `stall_after` while batches are pending.
+    /// A delivery failure, fencing, or no acknowledgement for `stall_after` while batches are
+    /// pending.
     pub fn durable(&mut self) -> Result<u64, String> {
+        if let Some(f) = &self.fenced {
+            return Err(f.clone());
+        }
         self.producer.poll(Duration::ZERO);
         if let Some(f) = self.failed.lock().ok().and_then(|f| f.clone()) {
             return Err(f);
         }
-        let d = self.delivered.load(Ordering::SeqCst);
+        loop {
+            let next = self.deliveries.lock().ok().and_then(|d| d.front().copied());
+            let Some((offset, last)) = next else { break };
+            if offset != self.expected_offset {
+                match self.check_gap(self.expected_offset, offset) {
+                    Ok(None) => {}
+                    Ok(Some(why)) => {
+                        tracing::error!(why, "fenced by a newer primary");
+                        self.fenced = Some(why.clone());
+                        return Err(why);
+                    }
+                    // Could not read the gap yet: hold (not durable) and retry on the next call.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not check the offset gap yet");
+                        break;
+                    }
+                }
+            }
+            if let Ok(mut d) = self.deliveries.lock() {
+                d.pop_front();
+            }
+            self.expected_offset = offset + 1;
+            self.delivered = self.delivered.max(last);
+        }
+        let d = self.delivered;
         if d != self.last_delivered || d >= self.sent {
             self.last_delivered = d;
             self.last_progress = Instant::now();
@@ -199,6 +308,53 @@ impl KafkaJournal {
         Ok(d)
     }
 
+    /// Reads offsets `from..to` (records someone else wrote between two of ours). Returns why
+    /// this writer is fenced if one of them has a higher epoch.
+    fn check_gap(&mut self, from: i64, to: i64) -> Result<Option<String>, KafkaJournalError> {
+        if to < from {
+            return Ok(Some(format!(
+                "record acknowledged at offset {to}, before the expected {from}"
+            )));
+        }
+        if self.gap_reader.is_none() {
+            self.gap_reader = Some(reader_consumer(&self.brokers)?);
+        }
+        let consumer = self.gap_reader.as_ref().expect("created");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, 0, Offset::Offset(from))?;
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut at = from;
+        while at < to {
+            if Instant::now() > deadline {
+                return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut).into());
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    if m.offset() >= to {
+                        break;
+                    }
+                    at = m.offset() + 1;
+                    let epoch = m
+                        .payload()
+                        .and_then(|p| record::root(p).ok())
+                        .map_or(0, |b| b.epoch());
+                    if epoch > self.epoch {
+                        return Ok(Some(format!(
+                            "epoch {epoch} started at offset {} (this writer has epoch {})",
+                            m.offset(),
+                            self.epoch
+                        )));
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        tracing::warn!(from, to, "records of an older epoch between two of ours (ignored by readers)");
+        Ok(None)
+    }
+
     /// Waits for every pending batch (bounded by `timeout`).
     ///
     /// # Errors
@@ -211,9 +367,32 @@ impl KafkaJournal {
     }
 }
 
+fn reader_consumer(brokers: &str) -> Result<BaseConsumer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("caldera-reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.message.max.bytes", "8388608")
+        // Some brokers (tansu 0.6) hold every fetch for the full wait even when data is
+        // available; a short wait keeps catch-up fast and costs little on Apache Kafka.
+        .set("fetch.wait.max.ms", "1")
+        .create()
+}
+
 /// Reads journal batches from the topic.
 pub struct KafkaReader {
     consumer: BaseConsumer,
+    next_offset: i64,
+}
+
+/// One record read from the topic.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord {
+    /// Its offset.
+    pub offset: i64,
+    /// The `JournalBatch` bytes.
+    pub payload: Vec<u8>,
 }
 
 impl KafkaReader {
@@ -222,21 +401,47 @@ impl KafkaReader {
     /// # Errors
     /// [`KafkaJournalError`] when the brokers or the topic are missing.
     pub fn open(brokers: &str, topic: &str) -> Result<Self, KafkaJournalError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", format!("caldera-reader-{}", std::process::id()))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("fetch.message.max.bytes", "8388608")
-            // Some brokers (tansu 0.6) hold every fetch for the full wait even when data is
-            // available; a short wait keeps catch-up fast and costs little on Apache Kafka.
-            .set("fetch.wait.max.ms", "1")
-            .create()?;
+        let consumer = reader_consumer(brokers)?;
         check_topic(consumer.client(), brokers, topic, Duration::from_secs(10))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
         consumer.assign(&tpl)?;
-        Ok(Self { consumer })
+        Ok(Self {
+            consumer,
+            next_offset: 0,
+        })
+    }
+
+    /// The offset after the last record returned (0 before any).
+    #[must_use]
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// The next record, or `None` when nothing arrived for `idle`.
+    ///
+    /// # Errors
+    /// Client errors.
+    pub fn next_record(&mut self, idle: Duration) -> Result<Option<KafkaRecord>, KafkaJournalError> {
+        let deadline = Instant::now() + idle;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.consumer.poll(left) {
+                Some(Ok(m)) => {
+                    self.next_offset = m.offset() + 1;
+                    return Ok(Some(KafkaRecord {
+                        offset: m.offset(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                    }));
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(None),
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
+        }
     }
 
     /// The next batch payload, or `None` when nothing arrived for `idle`.
@@ -244,24 +449,27 @@ impl KafkaReader {
     /// # Errors
     /// Client errors.
     pub fn next(&mut self, idle: Duration) -> Result<Option<Vec<u8>>, KafkaJournalError> {
-        let deadline = Instant::now() + idle;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            match self.consumer.poll(left) {
-                Some(Ok(m)) => return Ok(Some(m.payload().unwrap_or_default().to_vec())),
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Ok(None),
-            }
-        }
+        Ok(self.next_record(idle)?.map(|r| r.payload))
     }
 }
 
+/// Applies one Kafka record to `engine` under the epoch rule ([`apply_frame`]).
+///
+/// # Errors
+/// [`RecoverError`] when the record does not decode or does not follow the engine.
+pub fn apply_record(
+    engine: &mut Engine,
+    payload: &[u8],
+    out: &mut Recovered,
+) -> Result<Applied, RecoverError> {
+    let b = record::root(payload)?;
+    let (first, last) = (b.first_seq(), b.last_seq());
+    apply_frame(engine, payload, first, last, out)
+}
+
 /// Rebuilds the engine from the whole topic (no snapshots for the Kafka journal; see ADR 0004),
-/// reading until nothing arrives for `idle`.
+/// reading until nothing arrives for `idle`. Returns the reader too, positioned after the last
+/// record, to keep following.
 ///
 /// # Errors
 /// [`KafkaJournalError`].
@@ -270,16 +478,14 @@ pub fn recover(
     topic: &str,
     config: &EngineConfig,
     idle: Duration,
-) -> Result<(Engine, Recovered), KafkaJournalError> {
+) -> Result<(Engine, Recovered, KafkaReader), KafkaJournalError> {
     let mut engine = Engine::new(config.clone()).map_err(RecoverError::from)?;
     let mut out = Recovered::default();
     let mut reader = KafkaReader::open(brokers, topic)?;
     let t = Instant::now();
-    while let Some(payload) = reader.next(idle)? {
-        let b = record::root(&payload).map_err(RecoverError::from)?;
-        let (first, last) = (b.first_seq(), b.last_seq());
-        apply_frame(&mut engine, &payload, first, last, &mut out)?;
+    while let Some(r) = reader.next_record(idle)? {
+        apply_record(&mut engine, &r.payload, &mut out)?;
     }
     out.elapsed = t.elapsed().saturating_sub(idle);
-    Ok((engine, out))
+    Ok((engine, out, reader))
 }

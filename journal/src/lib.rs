@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod kafka;
+pub mod lock;
 pub mod record;
 pub mod recover;
 pub mod segment;

@@ -18,6 +18,16 @@ pub struct DecodedBatch {
     pub last_seq: u64,
     /// Commands in execution order.
     pub commands: Vec<Command>,
+    /// Writer's wall clock at append (ns since the Unix epoch; 0 if unknown).
+    pub written_ns: u64,
+}
+
+/// The wall clock in ns since the Unix epoch (0 if the clock is before it).
+#[must_use]
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// A record that does not decode.
@@ -192,6 +202,7 @@ pub fn encode_batch<'a>(
             last_seq,
             commands: Some(commands),
             events: Some(events),
+            written_ns: wall_ns(),
         },
     );
     fbb.finish(root, None);
@@ -238,6 +249,7 @@ pub fn decode_commands(bytes: &[u8]) -> Result<DecodedBatch, RecordError> {
         epoch: b.epoch(),
         first_seq: b.first_seq(),
         last_seq: b.last_seq(),
+        written_ns: b.written_ns(),
         commands,
     })
 }

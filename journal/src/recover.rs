@@ -52,8 +52,28 @@ pub struct Recovered {
     pub events: u64,
     /// Time spent replaying.
     pub elapsed: Duration,
-    /// Last epoch seen in the journal (0 = none).
+    /// Highest epoch seen in the journal (0 = none).
     pub last_epoch: u64,
+    /// Batches skipped because a newer epoch had already started (a fenced writer's late
+    /// appends; see docs/failover.md).
+    pub stale_batches: u64,
+    /// Heartbeat and epoch-start batches seen (no commands).
+    pub heartbeats: u64,
+    /// Writer clock of the last batch seen (ns since the Unix epoch).
+    pub last_written_ns: u64,
+}
+
+/// What [`apply_frame`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Commands re-run; the engine advanced.
+    Batch,
+    /// A batch without commands: a heartbeat, or the first record of a new epoch.
+    Heartbeat,
+    /// Already in the engine (covered by the snapshot).
+    Covered,
+    /// Written by an older epoch after a newer one started: not part of the history.
+    Stale,
 }
 
 /// Rebuilds the engine from `dir`: latest valid snapshot (if its configuration matches
@@ -101,6 +121,11 @@ pub fn replay_into(
 
 /// Applies one journal batch to `engine`, checking it reproduces the batch's sequence range.
 ///
+/// The epoch rule (the same for every reader, so replay equals what a standby holds): the
+/// history is the sequence of batches in log order, skipping any batch whose epoch is lower
+/// than an epoch already seen — a fenced primary's late appends. A batch without commands only
+/// carries its epoch and clock (heartbeat, or a new primary's first record).
+///
 /// # Errors
 /// [`RecoverError`] on a decoding error or divergence.
 pub fn apply_frame(
@@ -109,11 +134,21 @@ pub fn apply_frame(
     first: u64,
     last: u64,
     out: &mut Recovered,
-) -> Result<(), RecoverError> {
-    if last <= engine.last_seq() && first <= last {
-        return Ok(()); // already applied (covered by the snapshot)
-    }
+) -> Result<Applied, RecoverError> {
     let batch = record::decode_commands(payload)?;
+    if batch.epoch < out.last_epoch {
+        out.stale_batches += 1;
+        return Ok(Applied::Stale);
+    }
+    out.last_epoch = batch.epoch;
+    out.last_written_ns = batch.written_ns;
+    if batch.commands.is_empty() {
+        out.heartbeats += 1;
+        return Ok(Applied::Heartbeat);
+    }
+    if last <= engine.last_seq() && first <= last {
+        return Ok(Applied::Covered); // already applied (covered by the snapshot)
+    }
     if first != engine.last_seq() + 1 {
         return Err(RecoverError::Diverged {
             first,
@@ -134,6 +169,5 @@ pub fn apply_frame(
     out.batches += 1;
     out.commands += batch.commands.len() as u64;
     out.events += last + 1 - first;
-    out.last_epoch = out.last_epoch.max(batch.epoch);
-    Ok(())
+    Ok(Applied::Batch)
 }

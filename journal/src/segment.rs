@@ -232,7 +232,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SegmentError> {
 pub struct SegmentLog {
     /// Exclusive `flock` on `DIR/LOCK`, held for the writer's lifetime (released by the
     /// kernel when the process dies): one writer per journal.
-    _lock: File,
+    _lock: crate::lock::WriterLock,
     dir: PathBuf,
     opts: LogOptions,
     segments: Vec<Segment>,
@@ -264,16 +264,20 @@ impl SegmentLog {
         dir: &Path,
         opts: LogOptions,
     ) -> Result<(SegmentLog, RecoveryReport), SegmentError> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| SegmentError::Locked(dir.to_path_buf()))?;
+        let lock = crate::lock::WriterLock::try_acquire(dir)?;
+        Self::open_locked(dir, opts, lock)
+    }
+
+    /// Like [`SegmentLog::open`] with the writer lock already held (a standby that waited for
+    /// it).
+    ///
+    /// # Errors
+    /// I/O errors that prevent opening the directory or the current segment.
+    pub fn open_locked(
+        dir: &Path,
+        opts: LogOptions,
+        lock: crate::lock::WriterLock,
+    ) -> Result<(SegmentLog, RecoveryReport), SegmentError> {
         let mut report = RecoveryReport::default();
         let mut segments: Vec<Segment> = Vec::new();
         let listed = list_segments(dir)?;

@@ -9460,6 +9460,7 @@ impl<'a> JournalBatch<'a> {
   pub const VT_LAST_SEQ: flatbuffers::VOffsetT = 8;
   pub const VT_COMMANDS: flatbuffers::VOffsetT = 10;
   pub const VT_EVENTS: flatbuffers::VOffsetT = 12;
+  pub const VT_WRITTEN_NS: flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -9471,6 +9472,7 @@ impl<'a> JournalBatch<'a> {
     args: &'args JournalBatchArgs<'args>
   ) -> flatbuffers::WIPOffset<JournalBatch<'bldr>> {
     let mut builder = JournalBatchBuilder::new(_fbb);
+    builder.add_written_ns(args.written_ns);
     builder.add_last_seq(args.last_seq);
     builder.add_first_seq(args.first_seq);
     builder.add_epoch(args.epoch);
@@ -9515,6 +9517,13 @@ impl<'a> JournalBatch<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<EventRecord>>>>(JournalBatch::VT_EVENTS, None)}
   }
+  #[inline]
+  pub fn written_ns(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(JournalBatch::VT_WRITTEN_NS, Some(0)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for JournalBatch<'_> {
@@ -9529,6 +9538,7 @@ impl flatbuffers::Verifiable for JournalBatch<'_> {
      .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<CommandRecord>>>>("commands", Self::VT_COMMANDS, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<EventRecord>>>>("events", Self::VT_EVENTS, false)?
+     .visit_field::<u64>("written_ns", Self::VT_WRITTEN_NS, false)?
      .finish();
     Ok(())
   }
@@ -9539,6 +9549,7 @@ pub struct JournalBatchArgs<'a> {
     pub last_seq: u64,
     pub commands: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<CommandRecord<'a>>>>>,
     pub events: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<EventRecord<'a>>>>>,
+    pub written_ns: u64,
 }
 impl<'a> Default for JournalBatchArgs<'a> {
   #[inline]
@@ -9549,6 +9560,7 @@ impl<'a> Default for JournalBatchArgs<'a> {
       last_seq: 0,
       commands: None,
       events: None,
+      written_ns: 0,
     }
   }
 }
@@ -9579,6 +9591,10 @@ impl<'a: 'b, 'b> JournalBatchBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_EVENTS, events);
   }
   #[inline]
+  pub fn add_written_ns(&mut self, written_ns: u64) {
+    self.fbb_.push_slot::<u64>(JournalBatch::VT_WRITTEN_NS, written_ns, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> JournalBatchBuilder<'a, 'b> {
     let start = _fbb.start_table();
     JournalBatchBuilder {
@@ -9601,6 +9617,7 @@ impl core::fmt::Debug for JournalBatch<'_> {
       ds.field("last_seq", &self.last_seq());
       ds.field("commands", &self.commands());
       ds.field("events", &self.events());
+      ds.field("written_ns", &self.written_ns());
       ds.finish()
   }
 }

@@ -126,6 +126,8 @@ fn main() -> Result<()> {
             brokers,
             topic,
             0,
+            0,
+            1,
             Duration::from_secs(30),
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -145,7 +147,7 @@ fn main() -> Result<()> {
         );
         let t = Instant::now();
         let idle = Duration::from_millis(1000);
-        let (engine, rec) = caldera_journal::kafka::recover(brokers, topic, &cfg.0, idle)
+        let (engine, rec, _) = caldera_journal::kafka::recover(brokers, topic, &cfg.0, idle)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let s = (t.elapsed() - idle).as_secs_f64();
         assert_eq!(engine.state_hash(), live_hash);

@@ -44,9 +44,21 @@ class Summary:
         self.last = None
         self.types = {}
         self.errors = []
+        self.epoch = 0
+        self.stale = 0
+        self.heartbeats = 0
 
     def batch(self, payload):
         b = JournalBatch.GetRootAs(payload, 0)
+        # The epoch rule (docs/failover.md): a batch from an older epoch than one already seen
+        # is a fenced primary's late append and not part of the history.
+        if b.Epoch() < self.epoch:
+            self.stale += 1
+            return
+        self.epoch = b.Epoch()
+        if b.CommandsLength() == 0:
+            self.heartbeats += 1  # heartbeat, or a new primary's first record
+            return
         self.batches += 1
         for i in range(b.EventsLength()):
             e = b.Events(i)
@@ -117,7 +129,8 @@ def main():
     else:
         p.error("--kafka or --segments")
     print(json.dumps({"batches": s.batches, "events": s.events, "first_seq": s.first, "last_seq": s.last,
-                      "types": s.types, "contiguous": not s.errors, "errors": s.errors[:10]}))
+                      "types": s.types, "contiguous": not s.errors, "errors": s.errors[:10],
+                      "epoch": s.epoch, "stale_batches": s.stale, "heartbeats": s.heartbeats}))
     return 0 if not s.errors else 1
 
 

@@ -41,6 +41,15 @@ enum Cmd {
     /// On a signal: stop reading requests, let the engine finish every command already read,
     /// deliver every report, print a JSON summary on stdout, exit 0.
     Serve(ServeArgs),
+    /// Follow the journal as a hot standby and take over when the primary is gone.
+    ///
+    /// Holds the same books as the primary by applying the journal live (file: tails the
+    /// segments; Kafka: consumes the topic). Promotes itself when the primary dies (file: the
+    /// writer lock is released) or is silent for failover.timeout_ms (a stopped primary is
+    /// killed with the file journal, fenced by a new epoch with Kafka); then binds the
+    /// endpoints and serves exactly like `serve`. With no primary running it promotes at once,
+    /// so every node of a pair can run `caldera standby`. Exit code 3: fenced.
+    Standby(ServeArgs),
     /// Rebuild the engine state from a journal (latest snapshot + replay) and print the last
     /// sequence, the state hash, a book summary and the replay rate.
     Replay(ReplayArgs),
@@ -111,13 +120,20 @@ struct ServeArgs {
     /// Write the engine's final snapshot here on exit.
     #[arg(long)]
     snapshot_on_exit: Option<PathBuf>,
+    /// Failover: a standby promotes after this long without a journal record.
+    #[arg(long)]
+    failover_timeout_ms: Option<u64>,
+    /// Failover: the primary's heartbeat period when idle.
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Cmd::Serve(a) => serve(a),
+        Cmd::Serve(a) => serve(a, false),
+        Cmd::Standby(a) => serve(a, true),
         Cmd::Replay(a) => replay(a),
         Cmd::Journal {
             cmd: JournalCmd::Dump(a),
@@ -142,16 +158,22 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn serve(a: ServeArgs) -> Result<()> {
+fn config_of(a: &ServeArgs) -> Result<Config> {
     let mut cfg = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    if let Some(v) = a.order_entry {
-        cfg.gateway.order_entry = v;
+    if let Some(v) = &a.order_entry {
+        cfg.gateway.order_entry.clone_from(v);
     }
-    if let Some(v) = a.market_data {
-        cfg.gateway.market_data = v;
+    if let Some(v) = &a.market_data {
+        cfg.gateway.market_data.clone_from(v);
+    }
+    if let Some(v) = a.failover_timeout_ms {
+        cfg.failover.timeout_ms = v;
+    }
+    if let Some(v) = a.heartbeat_ms {
+        cfg.failover.heartbeat_ms = v;
     }
     if a.engine_core.is_some() {
         cfg.threads.engine_core = a.engine_core;
@@ -172,12 +194,42 @@ fn serve(a: ServeArgs) -> Result<()> {
     if let Some(f) = a.fsync {
         cfg.journal.fsync = f;
     }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn serve(a: ServeArgs, standby: bool) -> Result<()> {
+    let cfg = config_of(&a)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown))
             .context("installing signal handlers")?;
     }
-    let summary = caldera_gateway::serve(&cfg, &shutdown)?;
+    let status = caldera_gateway::NodeStatus::default();
+    let primary = if standby {
+        match caldera_gateway::run_standby(&cfg, &shutdown, &status)? {
+            Some(p) => p,
+            None => {
+                tracing::info!("standby stopped before taking over");
+                return Ok(());
+            }
+        }
+    } else {
+        caldera_gateway::open_primary(&cfg)?
+    };
+    status.set_role(caldera_gateway::Role::Primary);
+    status.epoch.store(primary.epoch, std::sync::atomic::Ordering::Relaxed);
+    let summary = match caldera_gateway::serve_primary(&cfg, primary, &shutdown, |ep| {
+        tracing::info!(order_entry = ep, "primary: accepting orders");
+    }) {
+        Ok(s) => s,
+        Err(caldera_gateway::ServeError::Fenced(why)) => {
+            status.set_role(caldera_gateway::Role::Fenced);
+            tracing::error!(why, "fenced by a newer primary: exiting without releasing anything more");
+            std::process::exit(3);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let e = &summary.engine;
     if let Some(path) = &a.snapshot_on_exit {
         std::fs::write(path, e.engine.snapshot())
@@ -235,7 +287,9 @@ fn file_dir(j: &JournalUri) -> Result<&std::path::Path> {
 fn replay(a: ReplayArgs) -> Result<()> {
     let cfg = load_config(a.config.as_ref())?;
     let (engine, rec) = if let JournalUri::Kafka { brokers, topic } = &a.journal {
-        caldera_journal::kafka::recover(brokers, topic, &cfg.engine_config(), KAFKA_IDLE)?
+        let (e, rec, _) =
+            caldera_journal::kafka::recover(brokers, topic, &cfg.engine_config(), KAFKA_IDLE)?;
+        (e, rec)
     } else if a.no_snapshot {
         let dir = file_dir(&a.journal)?;
         anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());

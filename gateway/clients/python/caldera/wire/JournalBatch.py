@@ -98,8 +98,15 @@ class JournalBatch(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
         return o == 0
 
+    # JournalBatch
+    def WrittenNs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
 def JournalBatchStart(builder):
-    builder.StartObject(5)
+    builder.StartObject(6)
 
 def Start(builder):
     JournalBatchStart(builder)
@@ -145,6 +152,12 @@ def JournalBatchStartEventsVector(builder, numElems):
 
 def StartEventsVector(builder, numElems: int) -> int:
     return JournalBatchStartEventsVector(builder, numElems)
+
+def JournalBatchAddWrittenNs(builder, writtenNs):
+    builder.PrependUint64Slot(5, writtenNs, 0)
+
+def AddWrittenNs(builder, writtenNs):
+    JournalBatchAddWrittenNs(builder, writtenNs)
 
 def JournalBatchEnd(builder):
     return builder.EndObject()
