@@ -29,6 +29,9 @@ pub struct Primary {
     pub backend: Option<(Box<dyn JournalBackend>, Option<SnapshotStore>)>,
     /// This primary's epoch (its first record is already in the journal).
     pub epoch: u64,
+    /// A copy of `engine` for the journal stage's snapshots, if one is at hand (a standby
+    /// keeps one in step so promotion copies nothing); otherwise `engine` is cloned.
+    pub shadow: Option<Engine>,
 }
 
 /// A node's role.
@@ -129,6 +132,7 @@ pub fn open_primary(cfg: &Config) -> Result<Primary, ServeError> {
                 engine: Engine::new(engine_cfg).map_err(crate::config::ConfigFileError::from)?,
                 backend: None,
                 epoch: cfg.journal.epoch,
+                shadow: None,
             })
         }
         JournalUri::File(dir) => {
@@ -137,7 +141,8 @@ pub fn open_primary(cfg: &Config) -> Result<Primary, ServeError> {
             follower.promote(cfg, lock, Instant::now())
         }
         JournalUri::Kafka { brokers, topic } => {
-            let follower = KafkaFollower::start(cfg, &brokers, &topic, &engine_cfg)?;
+            let idle = Duration::from_millis(cfg.journal.kafka_catchup_idle_ms);
+            let follower = KafkaFollower::start(&brokers, &topic, &engine_cfg, idle)?;
             follower.promote(cfg, Instant::now())
         }
     }
@@ -165,6 +170,7 @@ pub fn run_standby(
         )),
         JournalUri::File(dir) => {
             let mut f = FileFollower::start(&dir, &engine_cfg)?;
+            f.shadow = Some((f.engine.clone(), f.rec.clone()));
             status.set_role(Role::Standby);
             tracing::info!(dir = %dir.display(), seq = f.engine.last_seq(), epoch = f.rec.last_epoch, "standby: following the file journal");
             // The writer lock: the kernel hands it over the instant the primary dies.
@@ -238,7 +244,11 @@ pub fn run_standby(
             }
         }
         JournalUri::Kafka { brokers, topic } => {
-            let mut f = KafkaFollower::start(cfg, &brokers, &topic, &engine_cfg)?;
+            let mut f = KafkaFollower::start(&brokers, &topic, &engine_cfg, Duration::ZERO)?;
+            f.shadow = Some((f.engine.clone(), f.rec.clone()));
+            // Connect the producer now: its start-up (idempotent producer id) is then not on
+            // the failover path.
+            f.writer = Some(f.connect_writer(cfg, 0)?);
             status.set_role(Role::Standby);
             tracing::info!(brokers, topic, seq = f.engine.last_seq(), epoch = f.rec.last_epoch, offset = f.reader.next_offset(), "standby: following the Kafka journal");
             loop {
@@ -291,6 +301,8 @@ fn log_status(status: &NodeStatus, engine: &Engine) {
 struct FileFollower {
     dir: PathBuf,
     engine: Engine,
+    /// Kept in step with `engine` once following (the promoted primary's snapshot shadow).
+    shadow: Option<(Engine, Recovered)>,
     rec: Recovered,
     reader: LogReader,
     last_record: Instant,
@@ -307,6 +319,7 @@ impl FileFollower {
         let mut f = Self {
             dir: dir.to_path_buf(),
             engine,
+            shadow: None,
             rec,
             reader,
             last_record: Instant::now(),
@@ -328,6 +341,9 @@ impl FileFollower {
                 &mut self.rec,
             )
             .map_err(jerr)?;
+            if let Some((shadow, rec)) = &mut self.shadow {
+                apply_frame(shadow, &fr.payload, fr.first_seq, fr.last_seq, rec).map_err(jerr)?;
+            }
             n += 1;
         }
         if n > 0 {
@@ -368,6 +384,7 @@ impl FileFollower {
             engine: self.engine,
             backend: Some((Box::new(log), Some(store))),
             epoch,
+            shadow: self.shadow.map(|(s, _)| s),
         })
     }
 }
@@ -377,21 +394,27 @@ struct KafkaFollower {
     brokers: String,
     topic: String,
     engine: Engine,
+    /// Kept in step with `engine` once following (see [`FileFollower`]).
+    shadow: Option<(Engine, Recovered)>,
     rec: Recovered,
     reader: KafkaReader,
     last_record: Instant,
     /// Offset of the record that started the current epoch.
     epoch_offset: i64,
+    /// A producer connected ahead of promotion (standby).
+    writer: Option<KafkaJournal>,
 }
 
 impl KafkaFollower {
+    /// Reads the topic until nothing arrives for `idle` (zero: just opens the reader; a
+    /// standby then catches up while following, since a live primary's heartbeats never let
+    /// the topic go idle).
     fn start(
-        cfg: &Config,
         brokers: &str,
         topic: &str,
         engine_cfg: &EngineConfig,
+        idle: Duration,
     ) -> Result<Self, ServeError> {
-        let idle = Duration::from_millis(cfg.journal.kafka_catchup_idle_ms);
         let (engine, rec, reader) =
             kafka::recover(brokers, topic, engine_cfg, idle).map_err(jerr)?;
         tracing::info!(brokers, topic, batches = rec.batches, last_seq = engine.last_seq(), epoch = rec.last_epoch, next_offset = reader.next_offset(), elapsed = ?rec.elapsed, "recovered from Kafka");
@@ -399,10 +422,12 @@ impl KafkaFollower {
             brokers: brokers.into(),
             topic: topic.into(),
             engine,
+            shadow: None,
             rec,
             reader,
             last_record: Instant::now(),
             epoch_offset: -1,
+            writer: None,
         })
     }
 
@@ -412,6 +437,9 @@ impl KafkaFollower {
         while let Some(r) = self.reader.next_record(wait).map_err(jerr)? {
             let before = self.rec.last_epoch;
             kafka::apply_record(&mut self.engine, &r.payload, &mut self.rec).map_err(jerr)?;
+            if let Some((shadow, rec)) = &mut self.shadow {
+                kafka::apply_record(shadow, &r.payload, rec).map_err(jerr)?;
+            }
             if self.rec.last_epoch != before {
                 self.epoch_offset = r.offset;
             }
@@ -431,16 +459,13 @@ impl KafkaFollower {
     /// history and is applied; anything after it is not), and returns the primary.
     fn promote(mut self, cfg: &Config, detected: Instant) -> Result<Primary, ServeError> {
         let epoch = cfg.journal.epoch.max(self.rec.last_epoch + 1);
-        let stall = Duration::from_millis(cfg.journal.kafka_stall_ms);
-        let mut journal = KafkaJournal::connect(
-            &self.brokers,
-            &self.topic,
-            self.engine.last_seq(),
-            self.reader.next_offset(),
-            epoch,
-            stall,
-        )
-        .map_err(jerr)?;
+        let mut journal = match self.writer.take() {
+            Some(mut w) => {
+                w.retarget(epoch, self.reader.next_offset(), self.engine.last_seq());
+                w
+            }
+            None => self.connect_writer(cfg, epoch)?,
+        };
         let mut fbb = FlatBufferBuilder::with_capacity(256);
         let marker = epoch_record(&mut fbb, epoch, self.engine.last_seq());
         let offset = journal
@@ -464,10 +489,28 @@ impl KafkaFollower {
         }
         journal.resume_after(offset, self.engine.last_seq());
         tracing::info!(epoch, offset, last_seq = self.engine.last_seq(), catch_up_us = detected.elapsed().as_micros() as u64, "primary: epoch started (Kafka journal)");
+        // Closing a consumer waits for its broker connections: not on the failover path.
+        let reader = self.reader;
+        let _ = std::thread::Builder::new()
+            .name("caldera-reader-close".into())
+            .spawn(move || drop(reader));
         Ok(Primary {
             engine: self.engine,
             backend: Some((Box::new(journal), None)),
             epoch,
+            shadow: self.shadow.map(|(s, _)| s),
         })
+    }
+
+    fn connect_writer(&self, cfg: &Config, epoch: u64) -> Result<KafkaJournal, ServeError> {
+        KafkaJournal::connect(
+            &self.brokers,
+            &self.topic,
+            self.engine.last_seq(),
+            self.reader.next_offset(),
+            epoch,
+            Duration::from_millis(cfg.journal.kafka_stall_ms),
+        )
+        .map_err(jerr)
     }
 }

@@ -166,6 +166,7 @@ pub fn serve_primary(
         engine,
         backend,
         epoch,
+        shadow,
     } = primary;
     let recovered_seq = engine.last_seq();
     let ctx = zmq::Context::new();
@@ -253,7 +254,8 @@ pub fn serve_primary(
             };
             let h = journal_thread::spawn(
                 backend,
-                engine.clone(),
+                // The standby kept a shadow in step (no copy on the failover path).
+                shadow.unwrap_or_else(|| engine.clone()),
                 engine_out_rx,
                 jtx,
                 Arc::clone(&shared),

@@ -5,95 +5,10 @@ mod common;
 use caldera_client::requests::{self, limit};
 use caldera_client::wire::{self, Side, TimeInForce};
 use caldera_client::{OrderClient, ServerReport};
-use common::{caldera, free_port, temp_dir, Node};
+use common::{caldera, free_port, Broker, Node};
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Broker {
-    child: Child,
-    addr: String,
-}
-
-fn tansu() -> String {
-    if let Ok(p) = std::env::var("CALDERA_TANSU") {
-        return p;
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    for c in ["tansu".to_string(), format!("{home}/.cargo/bin/tansu")] {
-        if Command::new(&c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return c;
-        }
-    }
-    panic!("tansu 0.6.0 is required for the Kafka tests: run scripts/test.sh (it installs it) or set CALDERA_TANSU");
-}
-
-impl Broker {
-    fn start(topic: &str) -> Broker {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{addr}");
-        let log = temp_dir("tansu").join("tansu.log");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = Command::new(tansu())
-            .args([
-                "topic",
-                "create",
-                topic,
-                "--broker",
-                &url,
-                "--partitions",
-                "1",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "topic create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Broker { child, addr }
-    }
-    fn uri(&self, topic: &str) -> String {
-        format!("kafka://{}/{topic}", self.addr)
-    }
-    fn signal(&self, s: rustix::process::Signal) {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
-            s,
-        )
-        .unwrap();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn kafka_toml(uri: &str) -> String {
     format!("[journal]\nuri = \"{uri}\"\nkafka_stall_ms = 500\n")

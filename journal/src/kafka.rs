@@ -183,6 +183,15 @@ impl KafkaJournal {
         self.epoch
     }
 
+    /// Re-targets a writer connected ahead of time (a standby keeps one ready so promotion
+    /// skips the producer's start-up): its epoch, the offset after the last record read and
+    /// the last sequence in the topic.
+    pub fn retarget(&mut self, epoch: u64, next_offset: i64, durable_seq: u64) {
+        self.epoch = epoch;
+        self.expected_offset = next_offset;
+        self.resume_after(next_offset - 1, durable_seq);
+    }
+
     /// Appends this writer's epoch-start record (a batch without commands) and waits for the
     /// broker to acknowledge it. Returns its offset: the caller reads the topic up to it (to
     /// pick up anything an old primary wrote before it), then calls
@@ -199,11 +208,16 @@ impl KafkaJournal {
         self.producer
             .send(rec)
             .map_err(|(e, _)| format!("producing the epoch record: {e}"))?;
-        self.producer
-            .flush(timeout)
-            .map_err(|e| format!("the epoch record was not acknowledged: {e}"))?;
-        if let Some(f) = self.failed.lock().ok().and_then(|f| f.clone()) {
-            return Err(f);
+        // Poll in 1 ms steps (flush() sleeps in coarser steps; this is the failover path).
+        let deadline = Instant::now() + timeout;
+        while self.deliveries.lock().map(|d| d.len()).unwrap_or(0) <= before {
+            if let Some(f) = self.failed.lock().ok().and_then(|f| f.clone()) {
+                return Err(f);
+            }
+            if Instant::now() > deadline {
+                return Err("the epoch record was not acknowledged in time".into());
+            }
+            self.producer.poll(Duration::from_millis(1));
         }
         let mut d = self.deliveries.lock().map_err(|_| "poisoned".to_string())?;
         let (offset, _) = d

@@ -121,6 +121,9 @@ pub mod requests {
     }
 }
 
+/// Most requests [`OrderClient::try_flush`] puts in one frame.
+pub const FRAME_REQUESTS: usize = 256;
+
 /// An order-entry session.
 pub struct OrderClient {
     socket: zmq::Socket,
@@ -141,6 +144,32 @@ impl OrderClient {
         socket.set_sndhwm(100_000)?;
         socket.set_rcvhwm(100_000)?;
         socket.connect(endpoint)?;
+        Ok(Self {
+            socket,
+            fbb: FlatBufferBuilder::with_capacity(1 << 16),
+            pending: Vec::with_capacity(1024),
+            next_seq: 1,
+            msg: zmq::Message::new(),
+        })
+    }
+
+    /// Connects one DEALER socket to every endpoint of a primary/standby pair. Only the active
+    /// primary binds its endpoints, so with `ZMQ_IMMEDIATE` requests only go to a completed
+    /// connection: the primary, and after a failover the new one (reconnect every 1–10 ms).
+    ///
+    /// # Errors
+    /// ZeroMQ errors.
+    pub fn connect_any(ctx: &zmq::Context, endpoints: &[String]) -> Result<Self, ClientError> {
+        let socket = ctx.socket(zmq::DEALER)?;
+        socket.set_linger(0)?;
+        socket.set_sndhwm(100_000)?;
+        socket.set_rcvhwm(100_000)?;
+        socket.set_immediate(true)?;
+        socket.set_reconnect_ivl(1)?;
+        socket.set_reconnect_ivl_max(10)?;
+        for e in endpoints {
+            socket.connect(e)?;
+        }
         Ok(Self {
             socket,
             fbb: FlatBufferBuilder::with_capacity(1 << 16),
@@ -187,18 +216,19 @@ impl OrderClient {
     /// # Errors
     /// ZeroMQ errors other than EAGAIN.
     pub fn try_flush(&mut self) -> Result<bool, ClientError> {
-        if self.pending.is_empty() {
-            return Ok(true);
-        }
-        let bytes = codec::encode_client_batch(&mut self.fbb, &self.pending);
-        match self.socket.send(bytes, zmq::DONTWAIT) {
-            Ok(()) => {
-                self.pending.clear();
-                Ok(true)
+        // Frames of at most FRAME_REQUESTS requests (the gateway's max_batch is larger).
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(FRAME_REQUESTS);
+            let bytes = codec::encode_client_batch(&mut self.fbb, &self.pending[..n]);
+            match self.socket.send(bytes, zmq::DONTWAIT) {
+                Ok(()) => {
+                    self.pending.drain(..n);
+                }
+                Err(zmq::Error::EAGAIN) => return Ok(false),
+                Err(e) => return Err(e.into()),
             }
-            Err(zmq::Error::EAGAIN) => Ok(false),
-            Err(e) => Err(e.into()),
         }
+        Ok(true)
     }
 
     /// Sends raw bytes as one frame (tests of malformed input).
@@ -258,6 +288,186 @@ impl OrderClient {
     #[must_use]
     pub fn next_session_seq(&self) -> u64 {
         self.next_seq
+    }
+}
+
+/// An order-entry session that survives a failover.
+///
+/// It connects to every endpoint of a primary/standby pair and remembers each new order until
+/// the gateway answers it. While orders wait unanswered it probes with a Logon every
+/// `resend_after / 8` (a new primary answers with session sequence 1, which reveals the
+/// failover at once). When the session is lost — a session sequence restart, `NotLoggedOn`
+/// (a new primary that never saw this session), or an order unanswered for `resend_after` — it
+/// opens a fresh session (new socket, Logon) and resends every unanswered order, in order.
+/// Resending is safe: the engine remembers accepted `(account, client order id)` pairs (its
+/// dedupe window, part of the replicated state), so an order the old primary already took is
+/// answered `Rejected(DuplicateClientOrderId)` naming the original order id, never executed twice.
+pub struct FailoverClient {
+    ctx: zmq::Context,
+    endpoints: Vec<String>,
+    account: u32,
+    inner: OrderClient,
+    unacked: BTreeMap<u64, (ClientRequest, std::time::Instant)>,
+    resend_after: Duration,
+    last_answer: std::time::Instant,
+    last_probe: std::time::Instant,
+    reconnects: u64,
+    resent: u64,
+}
+
+impl FailoverClient {
+    /// Connects to `endpoints` and logs on as `account`.
+    ///
+    /// # Errors
+    /// ZeroMQ errors.
+    pub fn connect(
+        ctx: &zmq::Context,
+        endpoints: &[String],
+        account: u32,
+        resend_after: Duration,
+    ) -> Result<Self, ClientError> {
+        let mut inner = OrderClient::connect_any(ctx, endpoints)?;
+        inner.push(requests::logon(account));
+        Ok(Self {
+            ctx: ctx.clone(),
+            endpoints: endpoints.to_vec(),
+            account,
+            inner,
+            unacked: BTreeMap::new(),
+            resend_after,
+            last_answer: std::time::Instant::now(),
+            last_probe: std::time::Instant::now(),
+            reconnects: 0,
+            resent: 0,
+        })
+    }
+
+    /// Queues a request; new orders are remembered until answered. Client order ids must be
+    /// unique per account.
+    pub fn push(&mut self, r: ClientRequest) {
+        if let ClientRequest::NewOrder(o) = &r {
+            self.unacked
+                .insert(o.client_order_id(), (r, std::time::Instant::now()));
+        }
+        self.inner.push(r);
+    }
+
+    /// Sends what is queued if a gateway is connected (never blocks). `Ok(false)`: kept for
+    /// later (no primary reachable right now).
+    ///
+    /// # Errors
+    /// ZeroMQ errors.
+    pub fn flush(&mut self) -> Result<bool, ClientError> {
+        self.inner.try_flush()
+    }
+
+    /// Waits up to `timeout` for reports, appending them to `out`; handles a lost session
+    /// (see the type's documentation). Returns the number of reports.
+    ///
+    /// # Errors
+    /// ZeroMQ errors or a bad frame.
+    pub fn poll(
+        &mut self,
+        out: &mut Vec<ServerReport>,
+        timeout: Duration,
+    ) -> Result<usize, ClientError> {
+        let probe = self.resend_after / 8;
+        if self
+            .unacked
+            .values()
+            .next()
+            .is_some_and(|(_, t)| t.elapsed() > probe)
+            && self.last_answer.elapsed() > probe
+            && self.last_probe.elapsed() > probe
+        {
+            self.inner.push(requests::logon(self.account));
+            self.last_probe = std::time::Instant::now();
+        }
+        self.inner.try_flush()?;
+        let before = out.len();
+        // A session sequence restart means another gateway answered: the session was lost.
+        let mut lost = false;
+        let n = match self.inner.recv(out, timeout) {
+            Ok(n) => n,
+            Err(ClientError::SequenceGap { .. }) => {
+                lost = true;
+                out.len() - before
+            }
+            Err(e) => return Err(e),
+        };
+        // Only answers to orders count as progress (a probe's LoggedOn does not: a frame of
+        // orders may have gone to a primary that died before answering it).
+        for r in &out[before..] {
+            let answered = match r {
+                ServerReport::Accepted(a) => self.unacked.remove(&a.client_order_id()),
+                ServerReport::Fill(f) => self.unacked.remove(&f.client_order_id()),
+                ServerReport::Done(d) => self.unacked.remove(&d.client_order_id()),
+                ServerReport::Rejected(x) => {
+                    if x.reason() == wire::RejectReason::NotLoggedOn
+                        || x.reason() == wire::RejectReason::NotPrimary
+                    {
+                        lost = true;
+                        None
+                    } else if x.request() == wire::RequestKind::New {
+                        self.unacked.remove(&x.client_order_id())
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            if answered.is_some() {
+                self.last_answer = std::time::Instant::now();
+            }
+        }
+        let stuck = self
+            .unacked
+            .values()
+            .next()
+            .is_some_and(|(_, t)| t.elapsed() > self.resend_after)
+            && self.last_answer.elapsed() > self.resend_after;
+        if lost || stuck {
+            self.reconnect()?;
+        }
+        Ok(n)
+    }
+
+    /// Opens a fresh session and resends every unanswered new order.
+    ///
+    /// # Errors
+    /// ZeroMQ errors.
+    pub fn reconnect(&mut self) -> Result<(), ClientError> {
+        let mut inner = OrderClient::connect_any(&self.ctx, &self.endpoints)?;
+        inner.push(requests::logon(self.account));
+        let now = std::time::Instant::now();
+        for (r, t) in self.unacked.values_mut() {
+            inner.push(*r);
+            *t = now;
+            self.resent += 1;
+        }
+        self.inner = inner;
+        self.last_answer = now;
+        self.reconnects += 1;
+        self.inner.try_flush()?;
+        Ok(())
+    }
+
+    /// New orders sent and not answered yet.
+    #[must_use]
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Sessions reopened so far.
+    #[must_use]
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// Orders resent so far.
+    #[must_use]
+    pub fn resent(&self) -> u64 {
+        self.resent
     }
 }
 

@@ -370,12 +370,18 @@ fn dump(a: DumpArgs, follow: bool) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut events = Vec::new();
+    let mut max_epoch = 0;
     loop {
         match source.next(follow)? {
             Some(payload) => {
+                let epoch = caldera_journal::record::root(&payload)?.epoch();
+                if epoch < max_epoch {
+                    // The epoch rule: a fenced primary's late append is not history.
+                    continue;
+                }
+                max_epoch = epoch;
                 events.clear();
                 caldera_journal::record::decode_events(&payload, &mut events)?;
-                let epoch = caldera_journal::record::root(&payload)?.epoch();
                 for e in events.iter().filter(|e| e.seq >= a.from) {
                     writeln!(out, "{}", event_json(epoch, e))?;
                 }
