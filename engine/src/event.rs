@@ -58,7 +58,9 @@ impl RejectReason {
             Self::ZeroQuantity => "quantity must be greater than 0",
             Self::QuantityOffLot => "quantity is not a multiple of the lot size",
             Self::QuantityOverMax => "quantity above the instrument's maximum",
-            Self::DuplicateClientOrderId => "duplicate client order id (a live order, or one accepted within the dedupe window)",
+            Self::DuplicateClientOrderId => {
+                "duplicate client order id (a live order, or one accepted within the dedupe window)"
+            }
             Self::UnknownOrder => "no such live order for this account",
             Self::PostOnlyWouldTake => "post-only order would take liquidity",
             Self::FokNotFillable => "fill-or-kill order cannot be filled completely",

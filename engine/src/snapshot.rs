@@ -254,7 +254,9 @@ impl Engine {
         }
         let recent = r.u32()?;
         if recent > dedupe_window {
-            return Err(SnapshotError::Corrupt("dedupe window longer than configured"));
+            return Err(SnapshotError::Corrupt(
+                "dedupe window longer than configured",
+            ));
         }
         for _ in 0..recent {
             let account = r.u32()?;

@@ -622,7 +622,10 @@ fn a_resent_order_that_already_traded_is_a_duplicate_not_a_second_execution() {
     assert_eq!(r.order_id, original, "the reject names the original order");
     assert!(trades(&again).is_empty());
     // Another account may use the same client order id.
-    assert_eq!(trades(&place(&mut e, limit(3, 42, Side::Buy, 100, 10))).len(), 1);
+    assert_eq!(
+        trades(&place(&mut e, limit(3, 42, Side::Buy, 100, 10))).len(),
+        1
+    );
 }
 
 #[test]
@@ -651,7 +654,10 @@ fn the_dedupe_window_forgets_the_oldest_order_and_survives_a_snapshot() {
             rejected(&place(engine, ioc(3))).map(|r| r.reason),
             Some(RejectReason::DuplicateClientOrderId)
         );
-        assert!(rejected(&place(engine, ioc(1))).is_none(), "1 was forgotten");
+        assert!(
+            rejected(&place(engine, ioc(1))).is_none(),
+            "1 was forgotten"
+        );
     }
     assert_eq!(restored.state_hash(), e.state_hash());
 }

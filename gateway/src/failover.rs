@@ -203,10 +203,9 @@ pub fn run_standby(
                         );
                         let lock = lock.map_err(jerr)?;
                         let p = f.promote(cfg, lock, detected)?;
-                        status.promotion_us.store(
-                            detected.elapsed().as_micros() as u64,
-                            Ordering::Relaxed,
-                        );
+                        status
+                            .promotion_us
+                            .store(detected.elapsed().as_micros() as u64, Ordering::Relaxed);
                         return Ok(Some(p));
                     }
                     Err(mpsc::TryRecvError::Disconnected) => {
@@ -225,10 +224,8 @@ pub fn run_standby(
                                 "standby: the primary holds the lock but is silent: killing it"
                             );
                             if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                                let _ = rustix::process::kill_process(
-                                    p,
-                                    rustix::process::Signal::KILL,
-                                );
+                                let _ =
+                                    rustix::process::kill_process(p, rustix::process::Signal::KILL);
                             }
                             killed = true;
                         }
@@ -250,7 +247,14 @@ pub fn run_standby(
             // the failover path.
             f.writer = Some(f.connect_writer(cfg, 0)?);
             status.set_role(Role::Standby);
-            tracing::info!(brokers, topic, seq = f.engine.last_seq(), epoch = f.rec.last_epoch, offset = f.reader.next_offset(), "standby: following the Kafka journal");
+            tracing::info!(
+                brokers,
+                topic,
+                seq = f.engine.last_seq(),
+                epoch = f.rec.last_epoch,
+                offset = f.reader.next_offset(),
+                "standby: following the Kafka journal"
+            );
             loop {
                 if shutdown.load(Ordering::Relaxed) {
                     return Ok(None);
@@ -359,8 +363,13 @@ impl FileFollower {
         lock: WriterLock,
         detected: Instant,
     ) -> Result<Primary, ServeError> {
-        let (mut log, report) =
-            SegmentLog::open_locked(&self.dir, log_options(cfg), lock).map_err(jerr)?;
+        // Everything the reader verified is not scanned again (promotion stays fast however
+        // long the log is); what was written after it is, and a torn tail is repaired.
+        let opts = caldera_journal::LogOptions {
+            trusted: self.reader.trusted_prefix(),
+            ..log_options(cfg)
+        };
+        let (mut log, report) = SegmentLog::open_locked(&self.dir, opts, lock).map_err(jerr)?;
         if !report.clean() {
             tracing::warn!(truncated = ?report.truncated, quarantined = ?report.quarantined, "journal damage repaired before taking over");
         }
@@ -378,7 +387,12 @@ impl FileFollower {
         log.append(last + 1, last, &epoch_record(&mut fbb, epoch, last))
             .map_err(jerr)?;
         log.sync().map_err(jerr)?;
-        tracing::info!(epoch, last_seq = last, catch_up_us = detected.elapsed().as_micros() as u64, "primary: epoch started (file journal)");
+        tracing::info!(
+            epoch,
+            last_seq = last,
+            catch_up_us = detected.elapsed().as_micros() as u64,
+            "primary: epoch started (file journal)"
+        );
         let store = SnapshotStore::new(&self.dir, 3);
         Ok(Primary {
             engine: self.engine,
@@ -488,7 +502,13 @@ impl KafkaFollower {
             )));
         }
         journal.resume_after(offset, self.engine.last_seq());
-        tracing::info!(epoch, offset, last_seq = self.engine.last_seq(), catch_up_us = detected.elapsed().as_micros() as u64, "primary: epoch started (Kafka journal)");
+        tracing::info!(
+            epoch,
+            offset,
+            last_seq = self.engine.last_seq(),
+            catch_up_us = detected.elapsed().as_micros() as u64,
+            "primary: epoch started (Kafka journal)"
+        );
         // Closing a consumer waits for its broker connections: not on the failover path.
         let reader = self.reader;
         let _ = std::thread::Builder::new()

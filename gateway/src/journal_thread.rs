@@ -281,7 +281,10 @@ fn run(
         if let Some(why) = backend.fenced() {
             // A newer primary exists. Nothing more may be released: stop here, holding
             // everything not yet forwarded (readers skip this writer's late records).
-            tracing::error!(why, "fenced: this primary stops without releasing anything more");
+            tracing::error!(
+                why,
+                "fenced: this primary stops without releasing anything more"
+            );
             stats.fenced = Some(why);
             shared.fenced.store(true, Ordering::SeqCst);
             shared.notify_gateway();

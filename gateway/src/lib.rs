@@ -16,6 +16,4 @@ pub mod wait;
 
 pub use config::{Config, WaitStrategy};
 pub use failover::{open_primary, run_standby, NodeStatus, Primary, Role};
-pub use server::{
-    serve, serve_primary, serve_with_ready, GatewayStats, ServeError, ServeSummary,
-};
+pub use server::{serve, serve_primary, serve_with_ready, GatewayStats, ServeError, ServeSummary};

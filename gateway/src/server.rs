@@ -13,9 +13,7 @@ use crate::config::{Config, JournalUri, WaitStrategy};
 use crate::engine_thread::{self, EngineReport, Output, Shared};
 use crate::journal_thread::{self, JournalStage, JournalStats};
 use crate::market_data::MarketData;
-use caldera_engine::{
-    Cancel, Command, Event, EventBody, MassCancel, NewOrder, OrderRef, Replace,
-};
+use caldera_engine::{Cancel, Command, Event, EventBody, MassCancel, NewOrder, OrderRef, Replace};
 use caldera_schema::codec::{self, ClientRequest, FrameError, RequestError, ServerReport};
 use caldera_schema::{convert, wire};
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};

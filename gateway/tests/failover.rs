@@ -229,7 +229,8 @@ fn start_load(endpoints: Vec<String>, clients: u32) -> Load {
                             }
                         }
                         ServerReport::Fill(f) => {
-                            seen.fills.push((f.trade_id(), f.order_id(), f.engine_seq()));
+                            seen.fills
+                                .push((f.trade_id(), f.order_id(), f.engine_seq()));
                         }
                         ServerReport::Rejected(x)
                             if x.reason() == wire::RejectReason::DuplicateClientOrderId =>
@@ -279,7 +280,10 @@ impl Load {
 
     fn finish(self) -> Vec<Seen> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handles.into_iter().map(|h| h.join().unwrap()).collect()
+        self.handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
     }
 }
 
@@ -339,7 +343,13 @@ fn check_against_journal(uri: &str, seen: &[Seen]) {
 
 fn replay_of(dir: &Path, journal: &str) -> String {
     let cfg = dir.join("a.toml");
-    caldera(&["replay", "--journal", journal, "--config", cfg.to_str().unwrap()])
+    caldera(&[
+        "replay",
+        "--journal",
+        journal,
+        "--config",
+        cfg.to_str().unwrap(),
+    ])
 }
 
 fn rounds(default: usize) -> usize {
@@ -380,7 +390,12 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
         primary.signal(rustix::process::Signal::KILL);
         let done = load
             .first_accept_after(&before, Duration::from_secs(60))
-            .unwrap_or_else(|| panic!("no order accepted after the kill; see {}", backup.log.display()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no order accepted after the kill; see {}",
+                    backup.log.display()
+                )
+            });
         let ms = done.duration_since(t_kill).as_secs_f64() * 1e3;
         println!("{{\"test\":\"{tag}\",\"round\":{round},\"failover_ms\":{ms:.2}}}");
         times.push(ms);
@@ -407,8 +422,7 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
     let (code, summary) = primary.wait(Duration::from_secs(60));
     assert_eq!(code, 0, "primary exit");
     let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
-    let replay: serde_json::Value =
-        serde_json::from_str(replay_of(&dir, journal).trim()).unwrap();
+    let replay: serde_json::Value = serde_json::from_str(replay_of(&dir, journal).trim()).unwrap();
     assert_eq!(replay["state_hash"], summary["state_hash"]);
     assert_eq!(replay["last_seq"], summary["last_seq"]);
     check_against_journal(journal, &seen);
@@ -447,8 +461,7 @@ fn zombie(tag: &str, journal: &str) -> i32 {
     let (code, summary) = new.wait(Duration::from_secs(60));
     assert_eq!(code, 0);
     let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
-    let replay: serde_json::Value =
-        serde_json::from_str(replay_of(&dir, journal).trim()).unwrap();
+    let replay: serde_json::Value = serde_json::from_str(replay_of(&dir, journal).trim()).unwrap();
     assert_eq!(replay["state_hash"], summary["state_hash"]);
     check_against_journal(journal, &seen);
     old_code
@@ -467,7 +480,10 @@ fn file_journal_a_stopped_primary_is_fenced_and_never_releases_a_report() {
     let uri = format!("file://{}", dir.join("journal").display());
     // File journal: the standby kills a silent lock holder before taking the lock.
     let code = zombie("file-zombie", &uri);
-    assert_eq!(code, -9, "the stopped primary is killed by the standby's fencing");
+    assert_eq!(
+        code, -9,
+        "the stopped primary is killed by the standby's fencing"
+    );
 }
 
 #[test]
@@ -482,5 +498,8 @@ fn kafka_journal_a_stopped_primary_is_fenced_by_the_new_epoch_and_exits() {
     let broker = Broker::start("caldera.zombie");
     let uri = broker.uri("caldera.zombie");
     let code = zombie("kafka-zombie", &uri);
-    assert_eq!(code, 3, "the old primary notices the newer epoch and exits (code 3)");
+    assert_eq!(
+        code, 3,
+        "the old primary notices the newer epoch and exits (code 3)"
+    );
 }

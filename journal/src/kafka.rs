@@ -10,7 +10,6 @@
 
 use crate::record;
 use crate::recover::{apply_frame, Applied, RecoverError, Recovered};
-use std::collections::VecDeque;
 use caldera_engine::{Engine, EngineConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,6 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -220,10 +220,8 @@ impl KafkaJournal {
             self.producer.poll(Duration::from_millis(1));
         }
         let mut d = self.deliveries.lock().map_err(|_| "poisoned".to_string())?;
-        let (offset, _) = d
-            .drain(before..)
-            .last()
-            .ok_or("the epoch record was not acknowledged")?;
+        let (offset, _) = *d.back().ok_or("the epoch record was not acknowledged")?;
+        d.truncate(before);
         Ok(offset)
     }
 
@@ -341,7 +339,9 @@ impl KafkaJournal {
         let mut at = from;
         while at < to {
             if Instant::now() > deadline {
-                return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut).into());
+                return Err(
+                    KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut).into(),
+                );
             }
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
@@ -365,7 +365,11 @@ impl KafkaJournal {
                 Some(Err(e)) => return Err(e.into()),
             }
         }
-        tracing::warn!(from, to, "records of an older epoch between two of ours (ignored by readers)");
+        tracing::warn!(
+            from,
+            to,
+            "records of an older epoch between two of ours (ignored by readers)"
+        );
         Ok(None)
     }
 
@@ -436,7 +440,10 @@ impl KafkaReader {
     ///
     /// # Errors
     /// Client errors.
-    pub fn next_record(&mut self, idle: Duration) -> Result<Option<KafkaRecord>, KafkaJournalError> {
+    pub fn next_record(
+        &mut self,
+        idle: Duration,
+    ) -> Result<Option<KafkaRecord>, KafkaJournalError> {
         let deadline = Instant::now() + idle;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -15,4 +15,6 @@ pub mod recover;
 pub mod segment;
 pub mod snapshots;
 
-pub use segment::{FsyncPolicy, LogOptions, LogReader, RecoveryReport, SegmentError, SegmentLog};
+pub use segment::{
+    FsyncPolicy, LogOptions, LogReader, RecoveryReport, SegmentError, SegmentLog, TrustedPrefix,
+};

@@ -73,6 +73,21 @@ pub struct LogOptions {
     pub index_every_bytes: u64,
     /// Sync policy.
     pub fsync: FsyncPolicy,
+    /// A prefix of the log already verified frame by frame by a [`LogReader`] (a standby that
+    /// followed it): opening then scans only what was written after it, so promotion does not
+    /// re-read the whole log. `None`: verify everything.
+    pub trusted: Option<TrustedPrefix>,
+}
+
+/// Where a [`LogReader`] stopped: everything before is complete and CRC-checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustedPrefix {
+    /// Base sequence of the segment the reader is in.
+    pub segment_base: u64,
+    /// Byte offset after the last frame it read in that segment.
+    pub offset: u64,
+    /// Last sequence it read.
+    pub last_seq: u64,
 }
 
 impl Default for LogOptions {
@@ -81,6 +96,7 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             index_every_bytes: 1 << 20,
             fsync: FsyncPolicy::Always,
+            trusted: None,
         }
     }
 }
@@ -149,60 +165,69 @@ fn scan(
         };
         return (0, None, Some(Stop::Corrupt(0, why.into())));
     }
-    let mut at = HEADER as usize;
     let mut prev_last = expect_first.map(|f| f.wrapping_sub(1));
+    scan_frames(bytes, 0, HEADER as usize, &mut prev_last, &mut f)
+}
+
+/// Parses frames from `bytes[at..]`; `bytes[0]` is at file offset `origin` (offsets reported
+/// to `f` and in the result are file offsets).
+fn scan_frames(
+    bytes: &[u8],
+    origin: u64,
+    mut at: usize,
+    prev_last: &mut Option<u64>,
+    f: &mut impl FnMut(u64, u64, u64, &[u8]),
+) -> (u64, Option<u64>, Option<Stop>) {
+    let pos = |at: usize| origin + at as u64;
     while at < bytes.len() {
         if bytes.len() - at < FRAME {
             return (
-                at as u64,
-                prev_last,
-                Some(Stop::Torn(at as u64, "frame header cut short".into())),
+                pos(at),
+                *prev_last,
+                Some(Stop::Torn(pos(at), "frame header cut short".into())),
             );
         }
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4"));
         if len as u32 > MAX_BATCH_BYTES {
             return (
-                at as u64,
-                prev_last,
-                Some(Stop::Corrupt(
-                    at as u64,
-                    format!("implausible length {len}"),
-                )),
+                pos(at),
+                *prev_last,
+                Some(Stop::Corrupt(pos(at), format!("implausible length {len}"))),
             );
         }
         if bytes.len() - at - FRAME < len {
             return (
-                at as u64,
-                prev_last,
-                Some(Stop::Torn(at as u64, "batch cut short".into())),
+                pos(at),
+                *prev_last,
+                Some(Stop::Torn(pos(at), "batch cut short".into())),
             );
         }
         let body = &bytes[at + 8..at + FRAME + len];
         if crc32c::crc32c(body) != crc {
             return (
-                at as u64,
-                prev_last,
-                Some(Stop::Corrupt(at as u64, "CRC mismatch".into())),
+                pos(at),
+                *prev_last,
+                Some(Stop::Corrupt(pos(at), "CRC mismatch".into())),
             );
         }
         let first = u64::from_le_bytes(body[0..8].try_into().expect("8"));
         let last = u64::from_le_bytes(body[8..16].try_into().expect("8"));
         if prev_last.is_some_and(|p| first != p.wrapping_add(1)) || last.wrapping_add(1) < first {
             return (
-                at as u64,
-                prev_last,
+                pos(at),
+                *prev_last,
                 Some(Stop::Corrupt(
-                    at as u64,
+                    pos(at),
                     format!("sequence {first}..={last} does not follow {prev_last:?}"),
                 )),
             );
         }
-        f(first, last, at as u64, &body[16..]);
-        prev_last = Some(last);
+        f(first, last, pos(at), &body[16..]);
+        *prev_last = Some(last);
         at += FRAME + len;
     }
-    (at as u64, prev_last, None)
+    (pos(at), *prev_last, None)
 }
 
 fn segment_name(base: u64) -> String {
@@ -297,7 +322,32 @@ impl SegmentLog {
                 damaged_from = Some(i);
                 break;
             }
-            let bytes = match fs::read(path) {
+            let trusted = opts
+                .trusted
+                .filter(|t| expect.is_none_or(|e| e == *base) && *base <= t.segment_base);
+            if let (Some(t), Some((next, _))) = (trusted, listed.get(i + 1)) {
+                if *base < t.segment_base && *next <= t.segment_base {
+                    // Sealed and already verified by the reader.
+                    let size = fs::metadata(path).map_err(io(path))?.len();
+                    segments.push(Segment {
+                        path: path.clone(),
+                        base: *base,
+                        last_seq: next - 1,
+                        size,
+                        index: Vec::new(),
+                    });
+                    expect = Some(*next);
+                    continue;
+                }
+            }
+            let tail_from = trusted
+                .filter(|t| t.segment_base == *base && t.offset >= HEADER)
+                .map(|t| (t.offset, t.last_seq));
+            let read = match tail_from {
+                Some((off, _)) => read_from(path, off),
+                None => fs::read(path),
+            };
+            let bytes = match read {
                 Ok(b) => b,
                 Err(e) => {
                     report
@@ -316,13 +366,21 @@ impl SegmentLog {
             };
             let mut last_indexed = 0u64;
             let mut batches = 0u64;
-            let (end, prev_last, stop) = scan(&bytes, Some(*base), |first, _last, off, _| {
+            let mut on_frame = |first: u64, _last: u64, off: u64, _: &[u8]| {
                 batches += 1;
                 if seg.index.is_empty() || off - last_indexed >= opts.index_every_bytes {
                     seg.index.push((first, off));
                     last_indexed = off;
                 }
-            });
+            };
+            let (end, prev_last, stop) = match tail_from {
+                Some((off, last)) => {
+                    let mut prev = Some(last);
+                    scan_frames(&bytes, off, 0, &mut prev, &mut on_frame)
+                }
+                None => scan(&bytes, Some(*base), on_frame),
+            };
+            let file_len = tail_from.map_or(0, |(off, _)| off) + bytes.len() as u64;
             report.batches += batches;
             if let Some(p) = prev_last {
                 seg.last_seq = p;
@@ -332,7 +390,7 @@ impl SegmentLog {
                 let (off, why) = match stop {
                     Stop::Torn(o, w) | Stop::Corrupt(o, w) => (o, w),
                 };
-                let dropped = bytes.len() as u64 - off;
+                let dropped = file_len - off;
                 if off == 0 {
                     // Nothing usable: the segment is damaged as a whole.
                     report.truncated.push((path.clone(), 0, dropped, why));
@@ -581,6 +639,14 @@ impl SegmentLog {
     }
 }
 
+fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)?;
+    Ok(v)
+}
+
 fn create_segment(dir: &Path, base: u64) -> Result<Segment, SegmentError> {
     let path = dir.join(segment_name(base));
     let mut f = OpenOptions::new()
@@ -720,5 +786,15 @@ impl LogReader {
     #[must_use]
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// What this reader has verified so far (see [`LogOptions::trusted`]).
+    #[must_use]
+    pub fn trusted_prefix(&self) -> Option<TrustedPrefix> {
+        self.current.as_ref().map(|(base, _, _)| TrustedPrefix {
+            segment_base: *base,
+            offset: self.offset,
+            last_seq: self.next_seq - 1,
+        })
     }
 }

@@ -2,6 +2,7 @@
 //! retention, and recovery (snapshot + replay) reproducing the live state hash.
 use caldera_engine::flow::{generate, FlowConfig};
 use caldera_engine::{Command, Engine, Event};
+use caldera_journal::lock::WriterLock;
 use caldera_journal::record::encode_batch;
 use caldera_journal::recover::recover;
 use caldera_journal::snapshots::SnapshotStore;
@@ -32,6 +33,7 @@ fn opts() -> LogOptions {
         segment_bytes: 16 << 10,
         index_every_bytes: 2 << 10,
         fsync: FsyncPolicy::Never,
+        trusted: None,
     }
 }
 
@@ -282,4 +284,68 @@ fn a_second_writer_on_the_same_journal_is_refused_until_the_first_is_gone() {
         .is_none());
     drop(first);
     assert!(SegmentLog::open(&dir, opts()).is_ok());
+}
+
+#[test]
+fn opening_with_a_followers_trusted_prefix_scans_only_the_rest_and_still_repairs_the_tail() {
+    // A standby read the log up to some point; the primary wrote more (across segments) and
+    // died mid-frame. Opening with the reader's prefix must find the same end as a full scan.
+    let dir = tmp("trusted");
+    let (_, written) = write_log(&dir, 30, 20);
+    let mut reader = LogReader::open(&dir, 1).unwrap();
+    while reader.next_frame().unwrap().is_some() {}
+    let prefix = reader.trusted_prefix().expect("a segment is open");
+    assert_eq!(prefix.last_seq, written[29].1);
+    drop(write_more(&dir, &written));
+    let last = segments(&dir).pop().unwrap();
+    let len = fs::metadata(&last).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&last).unwrap();
+    f.set_len(len - 5).unwrap();
+    let full_end = {
+        let copy = tmp("trusted-copy");
+        fs::create_dir_all(&copy).unwrap();
+        for p in segments(&dir) {
+            fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+        }
+        SegmentLog::open(&copy, opts()).unwrap().1.last_seq
+    };
+    let lock = WriterLock::try_acquire(&dir).unwrap();
+    let trusted = LogOptions {
+        trusted: Some(prefix),
+        ..opts()
+    };
+    let (log, rep) = SegmentLog::open_locked(&dir, trusted, lock).unwrap();
+    assert_eq!(rep.truncated.len(), 1, "the torn tail is found: {rep:?}");
+    assert_eq!(log.last_seq(), full_end);
+    assert!(log.last_seq() > prefix.last_seq);
+    assert!(segments(&dir).len() > 2);
+}
+
+/// Appends 40 more batches of 20 commands after `written`.
+fn write_more(dir: &Path, written: &[(u64, u64, Vec<Command>)]) -> SegmentLog {
+    let cfg = FlowConfig {
+        seed: 21,
+        symbols: 2,
+        accounts: 40,
+        target_orders: 100,
+        full_mix: true,
+    };
+    let cmds = generate(&cfg, (written.len() + 40) * 20);
+    let mut e = Engine::new(cfg.engine_config()).unwrap();
+    for c in &cmds[..written.len() * 20] {
+        e.process(c, &mut caldera_engine::NullSink);
+    }
+    let (mut log, _) = SegmentLog::open(dir, opts()).unwrap();
+    let mut fbb = FlatBufferBuilder::new();
+    for chunk in cmds[written.len() * 20..].chunks(20) {
+        let mut events: Vec<Event> = Vec::new();
+        let first = e.last_seq() + 1;
+        for c in chunk {
+            e.process(c, &mut events);
+        }
+        let bytes = encode_batch(&mut fbb, 1, chunk, &events, first, e.last_seq());
+        log.append(first, e.last_seq(), bytes).unwrap();
+    }
+    log.sync().unwrap();
+    log
 }

@@ -122,11 +122,14 @@ def main():
     buyer = Session(ctx, args.order_entry, 102)
     gtc, allow, limit = TimeInForce.TimeInForce.Gtc, SelfTradePrevention.SelfTradePrevention.Allow, OrderType.OrderType.Limit
     buy, sell = Side.Side.Buy, Side.Side.Sell
+    # Client order ids must be fresh per account: the engine remembers recent ones (its dedupe
+    # window) and rejects a reuse as DuplicateClientOrderId. Microseconds since the epoch.
+    cl = time.time_ns() // 1000
 
-    seller.send([("logon", (101,)), ("new", (1, args.price, 10, args.symbol, sell, limit, gtc, allow, False))])
+    seller.send([("logon", (101,)), ("new", (cl + 1, args.price, 10, args.symbol, sell, limit, gtc, allow, False))])
     seller.wait_for(lambda r: r["type"] == "LoggedOn")
     acc, _ = seller.wait_for(lambda r: r["type"] == "Accepted")
-    buyer.send([("logon", (102,)), ("new", (7, args.price, 4, args.symbol, buy, limit, gtc, allow, False))])
+    buyer.send([("logon", (102,)), ("new", (cl + 7, args.price, 4, args.symbol, buy, limit, gtc, allow, False))])
     fill, _ = buyer.wait_for(lambda r: r["type"] == "Fill")
     assert fill["qty"] == 4 and fill["price"] == args.price, fill
     maker_fill, _ = seller.wait_for(lambda r: r["type"] == "Fill")
@@ -135,7 +138,7 @@ def main():
     done, _ = seller.wait_for(lambda r: r["type"] == "Done")
     assert done["reason"] == "Cancelled" and done["leaves"] == 6, done
     # A bad request gets a typed reject.
-    seller.send([("new", (2, 0, 10, args.symbol, sell, limit, gtc, allow, False))])
+    seller.send([("new", (cl + 2, 0, 10, args.symbol, sell, limit, gtc, allow, False))])
     rej, _ = seller.wait_for(lambda r: r["type"] == "Rejected")
     assert rej["reason"] == "ZeroPrice", rej
     print(json.dumps({"ok": True}), flush=True)

@@ -218,14 +218,19 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
         caldera_gateway::open_primary(&cfg)?
     };
     status.set_role(caldera_gateway::Role::Primary);
-    status.epoch.store(primary.epoch, std::sync::atomic::Ordering::Relaxed);
+    status
+        .epoch
+        .store(primary.epoch, std::sync::atomic::Ordering::Relaxed);
     let summary = match caldera_gateway::serve_primary(&cfg, primary, &shutdown, |ep| {
         tracing::info!(order_entry = ep, "primary: accepting orders");
     }) {
         Ok(s) => s,
         Err(caldera_gateway::ServeError::Fenced(why)) => {
             status.set_role(caldera_gateway::Role::Fenced);
-            tracing::error!(why, "fenced by a newer primary: exiting without releasing anything more");
+            tracing::error!(
+                why,
+                "fenced by a newer primary: exiting without releasing anything more"
+            );
             std::process::exit(3);
         }
         Err(e) => return Err(e.into()),

@@ -261,4 +261,3 @@ impl Drop for Broker {
         let _ = self.child.wait();
     }
 }
-
