@@ -288,6 +288,14 @@ impl Default for FailoverSection {
     }
 }
 
+/// Metrics and health HTTP listener.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `HOST:PORT` for `/metrics`, `/healthz`, `/readyz` (empty = off).
+    pub listen: String,
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -304,6 +312,8 @@ pub struct Config {
     pub journal: JournalSection,
     /// Hot standby and failover.
     pub failover: FailoverSection,
+    /// Metrics and health endpoints.
+    pub metrics: MetricsSection,
 }
 
 impl Default for Config {
@@ -324,6 +334,7 @@ impl Default for Config {
             threads: ThreadsSection::default(),
             journal: JournalSection::default(),
             failover: FailoverSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Shared {
     pub engine_seq: AtomicU64,
     /// Last sequence the journal made durable and forwarded to the gateway.
     pub forwarded_seq: AtomicU64,
+    /// Commands whose events the journal made durable and forwarded.
+    pub commands_forwarded: AtomicU64,
     /// A journal thread sits between the engine and the gateway.
     pub journal_enabled: AtomicBool,
     /// The journal thread is (about to be) parked.
@@ -71,6 +73,7 @@ impl Shared {
             commands_processed: AtomicU64::new(0),
             engine_seq: AtomicU64::new(0),
             forwarded_seq: AtomicU64::new(0),
+            commands_forwarded: AtomicU64::new(0),
             journal_enabled: AtomicBool::new(false),
             journal_sleeping: AtomicBool::new(false),
             journal_failed: AtomicBool::new(false),

@@ -115,6 +115,8 @@ pub struct JournalStage {
     /// Append a heartbeat batch (no commands) after this long without an append, so standbys
     /// can tell a live, idle primary from a dead or stopped one.
     pub heartbeat: Duration,
+    /// Where append latency and counts are reported.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// What the journal stage did.
@@ -234,8 +236,15 @@ fn run(
                     events.last().map_or(0, |e| e.seq),
                 );
                 let bytes = encode_batch(&mut fbb, stage.epoch, &commands, &events, first, last);
-                match backend.append(first, last, bytes) {
+                let t = Instant::now();
+                let appended = backend.append(first, last, bytes);
+                stage.metrics.journal_append.observe(t.elapsed());
+                match appended {
                     Ok(_) => {
+                        stage
+                            .metrics
+                            .journal_appends
+                            .fetch_add(1, Ordering::Relaxed);
                         stats.batches += 1;
                         stats.events += events.len() as u64;
                         stats.bytes += bytes.len() as u64;
@@ -310,7 +319,11 @@ fn run(
         };
         while pending.front().is_some_and(|p| p.last <= durable) {
             let p = pending.pop_front().expect("front");
+            let mut forwarded_commands = 0u64;
             for it in &items[p.start.max(forward_from)..p.end] {
+                if let Output::Command(_) = it {
+                    forwarded_commands += 1;
+                }
                 if let Output::Event(_) = it {
                     let mut item = *it;
                     loop {
@@ -326,6 +339,9 @@ fn run(
                 }
             }
             forward_from = p.end;
+            shared
+                .commands_forwarded
+                .fetch_add(forwarded_commands, Ordering::Release);
             stats.durable_seq = p.last;
             shared.forwarded_seq.store(p.last, Ordering::Release);
             shared.notify_gateway();
@@ -361,7 +377,13 @@ fn run(
                 appended_seq,
             );
             match backend.append(appended_seq + 1, appended_seq, bytes) {
-                Ok(_) => stats.heartbeats += 1,
+                Ok(_) => {
+                    stats.heartbeats += 1;
+                    stage
+                        .metrics
+                        .journal_appends
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) => tracing::warn!(error = %e, "heartbeat append failed"),
             }
             last_append = Instant::now();

@@ -11,9 +11,14 @@ pub mod engine_thread;
 pub mod failover;
 pub mod journal_thread;
 pub mod market_data;
+pub mod metrics;
 pub mod server;
 pub mod wait;
 
 pub use config::{Config, WaitStrategy};
 pub use failover::{open_primary, run_standby, NodeStatus, Primary, Role};
-pub use server::{serve, serve_primary, serve_with_ready, GatewayStats, ServeError, ServeSummary};
+pub use metrics::Metrics;
+pub use server::{
+    serve, serve_primary, serve_primary_with, serve_with_ready, GatewayStats, ServeError,
+    ServeSummary,
+};

@@ -13,6 +13,7 @@ use crate::config::{Config, JournalUri, WaitStrategy};
 use crate::engine_thread::{self, EngineReport, Output, Shared};
 use crate::journal_thread::{self, JournalStage, JournalStats};
 use crate::market_data::MarketData;
+use crate::metrics::Metrics;
 use caldera_engine::{Cancel, Command, Event, EventBody, MassCancel, NewOrder, OrderRef, Replace};
 use caldera_schema::codec::{self, ClientRequest, FrameError, RequestError, ServerReport};
 use caldera_schema::{convert, wire};
@@ -124,6 +125,10 @@ struct Gateway<'a> {
     stopping: bool,
     ident_msg: zmq::Message,
     payload_msg: zmq::Message,
+    metrics: Arc<Metrics>,
+    /// (commands pushed when a frame was read, when): latency samples awaiting durability.
+    samples: VecDeque<(u64, Instant)>,
+    last_publish: Instant,
 }
 
 /// Binds the sockets, starts the engine thread, and runs the gateway until `shutdown` is set;
@@ -159,6 +164,20 @@ pub fn serve_primary(
     primary: crate::failover::Primary,
     shutdown: &AtomicBool,
     ready: impl FnOnce(&str),
+) -> Result<ServeSummary, ServeError> {
+    serve_primary_with(cfg, primary, shutdown, ready, &Arc::new(Metrics::default()))
+}
+
+/// Like [`serve_primary`], reporting into `metrics` (served by [`crate::metrics::serve_http`]).
+///
+/// # Errors
+/// As [`serve_primary`].
+pub fn serve_primary_with(
+    cfg: &Config,
+    primary: crate::failover::Primary,
+    shutdown: &AtomicBool,
+    ready: impl FnOnce(&str),
+    metrics: &Arc<Metrics>,
 ) -> Result<ServeSummary, ServeError> {
     let crate::failover::Primary {
         engine,
@@ -237,6 +256,7 @@ pub fn serve_primary(
             let stage = JournalStage {
                 epoch,
                 heartbeat: Duration::from_millis(cfg.failover.heartbeat_ms),
+                metrics: Arc::clone(metrics),
                 snapshots,
                 snapshot_every_events: cfg.journal.snapshot_every_events,
                 retention: journal_thread::Retention {
@@ -303,9 +323,17 @@ pub fn serve_primary(
         stopping: false,
         ident_msg: zmq::Message::new(),
         payload_msg: zmq::Message::new(),
+        metrics: Arc::clone(metrics),
+        samples: VecDeque::with_capacity(4096),
+        last_publish: Instant::now(),
     };
+    metrics
+        .ring_capacity
+        .store(cfg.threads.ring_capacity as u64, Ordering::Relaxed);
+    metrics.serving.store(true, Ordering::Relaxed);
     ready(&bound);
     gw.run(shutdown, wait);
+    metrics.serving.store(false, Ordering::Relaxed);
     if shared.fenced.load(Ordering::SeqCst) {
         // Release nothing more; the process exits without joining the pipeline threads.
         return Err(ServeError::Fenced(format!(
@@ -360,7 +388,11 @@ impl Gateway<'_> {
                 work += self.read_requests();
             }
             work += self.drain_events(8192);
+            self.observe_latency();
             self.flush_sessions();
+            if self.last_publish.elapsed() >= Duration::from_millis(5) {
+                self.publish();
+            }
             self.md.flush(&self.publisher);
             if !snapshot_every.is_zero() && Instant::now() >= next_snapshot {
                 self.md.snapshot(&self.publisher);
@@ -422,6 +454,61 @@ impl Gateway<'_> {
             self.shared.gateway_sleeping.store(false, Ordering::SeqCst);
             idle = 0;
         }
+    }
+
+    /// Completes latency samples whose commands are now durable (forwarded by the journal, or
+    /// processed by the engine without one).
+    fn observe_latency(&mut self) {
+        if self.samples.is_empty() {
+            return;
+        }
+        let done = if self.shared.journal_enabled.load(Ordering::Relaxed) {
+            self.shared.commands_forwarded.load(Ordering::Acquire)
+        } else {
+            self.shared.commands_processed.load(Ordering::Acquire)
+        };
+        while let Some(&(target, t)) = self.samples.front() {
+            if target > done {
+                break;
+            }
+            self.metrics.request_to_durable.observe(t.elapsed());
+            self.samples.pop_front();
+        }
+    }
+
+    /// Copies the gateway's counters and gauges into the shared metrics.
+    fn publish(&mut self) {
+        let m = &self.metrics;
+        let s = &self.stats;
+        let st = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        st(&m.frames_in, s.frames_in);
+        st(&m.requests, s.requests);
+        st(&m.commands, s.commands);
+        st(&m.events, s.events);
+        st(&m.reports, s.reports);
+        st(&m.undeliverable, s.undeliverable);
+        st(&m.ring_full_pauses, s.ring_full_pauses);
+        st(&m.sessions, self.sessions.len() as u64);
+        st(
+            &m.inbound_ring_used,
+            (self.cfg.threads.ring_capacity - self.in_tx.slots()) as u64,
+        );
+        st(&m.outbound_ring_used, self.out_rx.slots() as u64);
+        st(
+            &m.engine_seq,
+            self.shared.engine_seq.load(Ordering::Relaxed),
+        );
+        let durable = if self.shared.journal_enabled.load(Ordering::Relaxed) {
+            self.shared.forwarded_seq.load(Ordering::Relaxed)
+        } else {
+            self.shared.engine_seq.load(Ordering::Relaxed)
+        };
+        st(&m.durable_seq, durable);
+        m.journal_unavailable.store(
+            self.shared.journal_failed.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.last_publish = Instant::now();
     }
 
     fn ring_has_room(&self) -> bool {
@@ -541,6 +628,9 @@ impl Gateway<'_> {
         }
         if self.pushed != before {
             self.shared.wake_engine();
+            if self.samples.len() < self.samples.capacity() {
+                self.samples.push_back((self.pushed, Instant::now()));
+            }
         }
     }
 
@@ -653,6 +743,7 @@ impl Gateway<'_> {
         oid: u64,
     ) {
         self.stats.gateway_rejects += 1;
+        self.metrics.reject(reason);
         let r = wire::Rejected::new(
             oid,
             cl,
@@ -716,6 +807,7 @@ impl Gateway<'_> {
                 self.report_to_account(a.account, ServerReport::Accepted(r));
             }
             EventBody::Rejected(r) => {
+                self.metrics.reject(convert::reject_reason(r.reason));
                 let w = wire::Rejected::new(
                     r.order_id,
                     r.client_order_id,

@@ -153,6 +153,9 @@ struct Common {
     /// Exit 1 if p99 latency is above this (e.g. 1ms).
     #[arg(long, value_parser = parse_duration)]
     expect_p99: Option<Duration>,
+    /// Check the arguments, print them as JSON and exit (deployment manifests are tested this way).
+    #[arg(long)]
+    check: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -344,8 +347,27 @@ fn check_expectations(c: &Common, r: &RunResult) -> Result<()> {
     Ok(())
 }
 
+fn check(c: &Common) -> bool {
+    if c.check {
+        println!(
+            "{{\"ok\":true,\"endpoints\":{:?},\"connections\":{},\"duration_s\":{}}}",
+            c.endpoints,
+            c.connections,
+            c.duration.as_secs_f64()
+        );
+    }
+    c.check
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Closed { common, .. } | Cmd::Open { common, .. } | Cmd::Sweep { common, .. } =
+        &cli.cmd
+    {
+        if check(common) {
+            return Ok(());
+        }
+    }
     match cli.cmd {
         Cmd::Closed { common, window } => {
             let show = common.progress || std::io::stderr().is_terminal();

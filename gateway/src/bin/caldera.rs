@@ -126,6 +126,12 @@ struct ServeArgs {
     /// Failover: the primary's heartbeat period when idle.
     #[arg(long)]
     heartbeat_ms: Option<u64>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
+    /// Check the arguments and the configuration, print the effective configuration, exit.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> Result<()> {
@@ -175,6 +181,9 @@ fn config_of(a: &ServeArgs) -> Result<Config> {
     if let Some(v) = a.heartbeat_ms {
         cfg.failover.heartbeat_ms = v;
     }
+    if let Some(v) = &a.metrics {
+        cfg.metrics.listen.clone_from(v);
+    }
     if a.engine_core.is_some() {
         cfg.threads.engine_core = a.engine_core;
     }
@@ -200,14 +209,33 @@ fn config_of(a: &ServeArgs) -> Result<Config> {
 
 fn serve(a: ServeArgs, standby: bool) -> Result<()> {
     let cfg = config_of(&a)?;
+    if a.check {
+        println!(
+            "{{\"ok\":true,\"role\":\"{}\",\"order_entry\":\"{}\",\"market_data\":\"{}\",\"journal\":\"{}\",\"metrics\":\"{}\",\"instruments\":{},\"failover_timeout_ms\":{}}}",
+            if standby { "standby" } else { "primary" },
+            cfg.gateway.order_entry,
+            cfg.gateway.market_data,
+            cfg.journal.uri,
+            cfg.metrics.listen,
+            cfg.instruments.len(),
+            cfg.failover.timeout_ms
+        );
+        return Ok(());
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown))
             .context("installing signal handlers")?;
     }
-    let status = caldera_gateway::NodeStatus::default();
+    let metrics = Arc::new(caldera_gateway::Metrics::default());
+    let status = &metrics.node;
+    if !cfg.metrics.listen.is_empty() {
+        let bound = caldera_gateway::metrics::serve_http(&cfg.metrics.listen, Arc::clone(&metrics))
+            .with_context(|| format!("binding the metrics listener {}", cfg.metrics.listen))?;
+        tracing::info!(%bound, "metrics: /metrics /healthz /readyz");
+    }
     let primary = if standby {
-        match caldera_gateway::run_standby(&cfg, &shutdown, &status)? {
+        match caldera_gateway::run_standby(&cfg, &shutdown, status)? {
             Some(p) => p,
             None => {
                 tracing::info!("standby stopped before taking over");
@@ -221,9 +249,13 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
     status
         .epoch
         .store(primary.epoch, std::sync::atomic::Ordering::Relaxed);
-    let summary = match caldera_gateway::serve_primary(&cfg, primary, &shutdown, |ep| {
-        tracing::info!(order_entry = ep, "primary: accepting orders");
-    }) {
+    let summary = match caldera_gateway::serve_primary_with(
+        &cfg,
+        primary,
+        &shutdown,
+        |ep| tracing::info!(order_entry = ep, "primary: accepting orders"),
+        &metrics,
+    ) {
         Ok(s) => s,
         Err(caldera_gateway::ServeError::Fenced(why)) => {
             status.set_role(caldera_gateway::Role::Fenced);
