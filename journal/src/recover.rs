@@ -84,13 +84,16 @@ pub enum Applied {
 pub fn recover(dir: &Path, config: &EngineConfig) -> Result<(Engine, Recovered), RecoverError> {
     let store = SnapshotStore::new(dir, 3);
     let (mut engine, snapshot_seq) = match store.latest() {
-        Some((seq, bytes)) => {
-            let e = Engine::restore(&bytes)?;
-            if e.config() != config {
-                return Err(RecoverError::ConfigMismatch);
+        Some((seq, bytes)) => match Engine::restore(&bytes) {
+            Ok(e) if e.config() != config => return Err(RecoverError::ConfigMismatch),
+            Ok(e) => (e, seq),
+            // An older format or a damaged body: the log still holds the history unless
+            // retention removed it (then replay reports the gap).
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "snapshot unusable; replaying the whole journal");
+                (Engine::new(config.clone())?, 0)
             }
-            (e, seq)
-        }
+        },
         None => (Engine::new(config.clone())?, 0),
     };
     let mut out = Recovered {

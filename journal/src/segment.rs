@@ -680,6 +680,9 @@ pub struct LogReader {
     offset: u64,
     next_seq: u64,
     pending: Vec<u8>,
+    /// When listing the directory last found no later segment (a follower at the end of the
+    /// log lists at most every 2 ms instead of on every poll).
+    no_later_since: Option<Instant>,
 }
 
 impl LogReader {
@@ -694,6 +697,7 @@ impl LogReader {
             offset: HEADER,
             next_seq: from_seq.max(1),
             pending: Vec::new(),
+            no_later_since: None,
         })
     }
 
@@ -745,6 +749,7 @@ impl LogReader {
                     // first == next_seq (including a heartbeat batch without events), or the
                     // requested start lies inside this batch.
                     self.next_seq = self.next_seq.max(last.wrapping_add(1));
+                    self.no_later_since = None;
                     return Ok(Some(Frame {
                         first_seq: first,
                         last_seq: last,
@@ -753,6 +758,12 @@ impl LogReader {
                 }
             }
             // End of this segment for now: move on if a later segment exists.
+            if self
+                .no_later_since
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(2))
+            {
+                return Ok(None);
+            }
             let later = list_segments(&self.dir)?
                 .into_iter()
                 .find(|(b, _)| *b > self.current.as_ref().expect("open").0);
@@ -760,7 +771,10 @@ impl LogReader {
                 Some((b, _)) if b <= self.next_seq => {
                     self.current = None;
                 }
-                _ => return Ok(None),
+                _ => {
+                    self.no_later_since = Some(Instant::now());
+                    return Ok(None);
+                }
             }
         }
     }
