@@ -236,7 +236,10 @@ pub fn run_standby(
                     log_status(status, &f.engine);
                 }
                 if applied == 0 {
-                    std::thread::sleep(Duration::from_micros(200));
+                    // Poll fast while batches flow, slower when the primary is idle (only
+                    // heartbeats): the lock thread detects a crash either way.
+                    let idle = f.last_record.elapsed() > Duration::from_millis(20);
+                    std::thread::sleep(Duration::from_micros(if idle { 1000 } else { 200 }));
                 }
             }
         }
