@@ -148,8 +148,43 @@ pub fn open_primary(cfg: &Config) -> Result<Primary, ServeError> {
     }
 }
 
+/// How a standby ended.
+pub enum StandbyExit {
+    /// The primary was gone: serve with this.
+    Promoted(Primary),
+    /// Stopped by `shutdown` while following.
+    Stopped(StandbySummary),
+}
+
+/// A stopped standby's state (to compare with the primary's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandbySummary {
+    /// Last event sequence applied.
+    pub applied_seq: u64,
+    /// The engine's state hash.
+    pub state_hash: u64,
+    /// Epoch followed.
+    pub epoch: u64,
+    /// Batches applied.
+    pub batches: u64,
+    /// Batches skipped under the epoch rule.
+    pub stale_batches: u64,
+}
+
+impl StandbySummary {
+    fn of(engine: &Engine, rec: &Recovered) -> Self {
+        Self {
+            applied_seq: engine.last_seq(),
+            state_hash: engine.state_hash(),
+            epoch: rec.last_epoch,
+            batches: rec.batches,
+            stale_batches: rec.stale_batches,
+        }
+    }
+}
+
 /// Follows the journal as a hot standby until the primary is gone, then returns the promoted
-/// [`Primary`]; `None` when `shutdown` is set first.
+/// [`Primary`]; [`StandbyExit::Stopped`] when `shutdown` is set first.
 ///
 /// # Errors
 /// [`ServeError`] when the journal cannot be read or written.
@@ -157,7 +192,7 @@ pub fn run_standby(
     cfg: &Config,
     shutdown: &AtomicBool,
     status: &NodeStatus,
-) -> Result<Option<Primary>, ServeError> {
+) -> Result<StandbyExit, ServeError> {
     cfg.validate()?;
     status.set_role(Role::Starting);
     let engine_cfg = cfg.engine_config();
@@ -184,7 +219,8 @@ pub fn run_standby(
             let mut killed = false;
             loop {
                 if shutdown.load(Ordering::Relaxed) {
-                    return Ok(None);
+                    f.poll()?;
+                    return Ok(StandbyExit::Stopped(StandbySummary::of(&f.engine, &f.rec)));
                 }
                 let applied = f.poll()?;
                 status.follow(&f.engine, &f.rec, f.last_record.elapsed());
@@ -206,7 +242,7 @@ pub fn run_standby(
                         status
                             .promotion_us
                             .store(detected.elapsed().as_micros() as u64, Ordering::Relaxed);
-                        return Ok(Some(p));
+                        return Ok(StandbyExit::Promoted(p));
                     }
                     Err(mpsc::TryRecvError::Disconnected) => {
                         return Err(ServeError::Journal("the lock waiter stopped".into()));
@@ -260,7 +296,8 @@ pub fn run_standby(
             );
             loop {
                 if shutdown.load(Ordering::Relaxed) {
-                    return Ok(None);
+                    f.poll(Duration::from_millis(50))?;
+                    return Ok(StandbyExit::Stopped(StandbySummary::of(&f.engine, &f.rec)));
                 }
                 let applied = f.poll(Duration::from_millis(2))?;
                 status.follow(&f.engine, &f.rec, f.last_record.elapsed());
@@ -280,7 +317,7 @@ pub fn run_standby(
                     status
                         .promotion_us
                         .store(detected.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    return Ok(Some(p));
+                    return Ok(StandbyExit::Promoted(p));
                 }
                 if Instant::now() >= next_status {
                     next_status = Instant::now() + status_every;

@@ -16,7 +16,9 @@ pub mod server;
 pub mod wait;
 
 pub use config::{Config, WaitStrategy};
-pub use failover::{open_primary, run_standby, NodeStatus, Primary, Role};
+pub use failover::{
+    open_primary, run_standby, NodeStatus, Primary, Role, StandbyExit, StandbySummary,
+};
 pub use metrics::Metrics;
 pub use server::{
     serve, serve_primary, serve_primary_with, serve_with_ready, GatewayStats, ServeError,

@@ -414,14 +414,22 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
     let seen = load.finish();
     let resent: u64 = seen.iter().map(|s| s.duplicates).sum();
     let reconnects: u64 = seen.iter().map(|s| s.reconnects).sum();
-    // Stop the standby first (otherwise it takes over when the primary exits).
+    // Stop the standby first (otherwise it takes over when the primary exits). Nothing trades
+    // any more: the standby holds exactly the primary's books.
     backup.signal(rustix::process::Signal::TERM);
-    let (code, _) = backup.wait(Duration::from_secs(60));
+    let (code, standby_summary) = backup.wait(Duration::from_secs(60));
     assert_eq!(code, 0, "standby exit");
+    let standby_summary: serde_json::Value = serde_json::from_str(&standby_summary).unwrap();
     primary.signal(rustix::process::Signal::TERM);
     let (code, summary) = primary.wait(Duration::from_secs(60));
     assert_eq!(code, 0, "primary exit");
     let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(standby_summary["role"], "standby");
+    assert_eq!(standby_summary["last_seq"], summary["last_seq"]);
+    assert_eq!(
+        standby_summary["state_hash"], summary["state_hash"],
+        "the standby's books equal the primary's"
+    );
     let replay: serde_json::Value = serde_json::from_str(replay_of(&dir, journal).trim()).unwrap();
     assert_eq!(replay["state_hash"], summary["state_hash"]);
     assert_eq!(replay["last_seq"], summary["last_seq"]);

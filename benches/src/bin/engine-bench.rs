@@ -31,6 +31,11 @@ struct Args {
     /// Emit a JSON line with the results as well.
     #[arg(long)]
     json: bool,
+    /// The engine's dedupe window (accepted client order ids remembered after they are done).
+    /// 0 (default) compares pure matching with the peers, which have no such window; the
+    /// server's default is 262144.
+    #[arg(long, default_value_t = 0)]
+    dedupe_window: u32,
 }
 
 struct Row {
@@ -107,7 +112,8 @@ fn main() -> Result<()> {
         }
     }
     let pct = |n: usize| 100.0 * n as f64 / cmds.len() as f64;
-    let engine_cfg = cfg.engine_config();
+    let mut engine_cfg = cfg.engine_config();
+    engine_cfg.dedupe_window = args.dedupe_window;
     let mut probe = CalderaBook::new(engine_cfg.clone());
     for c in &cmds {
         probe.apply(c);

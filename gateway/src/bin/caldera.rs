@@ -236,8 +236,12 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
     }
     let primary = if standby {
         match caldera_gateway::run_standby(&cfg, &shutdown, status)? {
-            Some(p) => p,
-            None => {
+            caldera_gateway::StandbyExit::Promoted(p) => p,
+            caldera_gateway::StandbyExit::Stopped(s) => {
+                println!(
+                    "{{\"role\":\"standby\",\"last_seq\":{},\"state_hash\":\"{:016x}\",\"epoch\":{},\"batches\":{},\"stale_batches\":{}}}",
+                    s.applied_seq, s.state_hash, s.epoch, s.batches, s.stale_batches
+                );
                 tracing::info!("standby stopped before taking over");
                 return Ok(());
             }
