@@ -151,7 +151,7 @@ pub fn open_primary(cfg: &Config) -> Result<Primary, ServeError> {
 /// How a standby ended.
 pub enum StandbyExit {
     /// The primary was gone: serve with this.
-    Promoted(Primary),
+    Promoted(Box<Primary>),
     /// Stopped by `shutdown` while following.
     Stopped(StandbySummary),
 }
@@ -242,7 +242,7 @@ pub fn run_standby(
                         status
                             .promotion_us
                             .store(detected.elapsed().as_micros() as u64, Ordering::Relaxed);
-                        return Ok(StandbyExit::Promoted(p));
+                        return Ok(StandbyExit::Promoted(Box::new(p)));
                     }
                     Err(mpsc::TryRecvError::Disconnected) => {
                         return Err(ServeError::Journal("the lock waiter stopped".into()));
@@ -317,7 +317,7 @@ pub fn run_standby(
                     status
                         .promotion_us
                         .store(detected.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    return Ok(StandbyExit::Promoted(p));
+                    return Ok(StandbyExit::Promoted(Box::new(p)));
                 }
                 if Instant::now() >= next_status {
                     next_status = Instant::now() + status_every;

@@ -236,7 +236,7 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
     }
     let primary = if standby {
         match caldera_gateway::run_standby(&cfg, &shutdown, status)? {
-            caldera_gateway::StandbyExit::Promoted(p) => p,
+            caldera_gateway::StandbyExit::Promoted(p) => *p,
             caldera_gateway::StandbyExit::Stopped(s) => {
                 println!(
                     "{{\"role\":\"standby\",\"last_seq\":{},\"state_hash\":\"{:016x}\",\"epoch\":{},\"batches\":{},\"stale_batches\":{}}}",
