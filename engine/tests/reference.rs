@@ -35,6 +35,9 @@ struct Reference {
     next_id: u64,
     next_trade: u64,
     out: Vec<Event>,
+    /// The dedupe window: the last `window` accepted (account, client id) → order id.
+    window: usize,
+    recent: VecDeque<((AccountId, ClientOrderId), OrderId)>,
 }
 
 enum End {
@@ -55,6 +58,8 @@ impl Reference {
             next_id: 0,
             next_trade: 0,
             out: vec![],
+            window: cfg.dedupe_window as usize,
+            recent: VecDeque::new(),
         }
     }
     fn emit(&mut self, body: EventBody) {
@@ -344,6 +349,17 @@ impl Reference {
                         RejectReason::UnknownSymbol,
                     );
                 };
+                let key = (o.account, o.client_order_id);
+                if let Some(&(_, original)) = self.recent.iter().find(|(k, _)| *k == key) {
+                    return self.reject(
+                        o.account,
+                        o.client_order_id,
+                        original,
+                        o.symbol,
+                        RequestKind::New,
+                        RejectReason::DuplicateClientOrderId,
+                    );
+                }
                 if let Err(r) = self.check_new(b, &o) {
                     return self.reject(
                         o.account,
@@ -356,6 +372,12 @@ impl Reference {
                 }
                 self.next_id += 1;
                 let id = self.next_id;
+                if self.window > 0 {
+                    if self.recent.len() == self.window {
+                        self.recent.pop_front();
+                    }
+                    self.recent.push_back((key, id));
+                }
                 self.emit(EventBody::Accepted(Accepted {
                     order_id: id,
                     account: o.account,
@@ -691,8 +713,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 400, max_shrink_iters: 5000, ..ProptestConfig::default() })]
 
     #[test]
-    fn engine_equals_reference_and_invariants_hold(cmds in prop::collection::vec(command(), 1..160)) {
-        let cfg = config();
+    fn engine_equals_reference_and_invariants_hold(cmds in prop::collection::vec(command(), 1..160), window in prop_oneof![2 => Just(0u32), 3 => 1u32..8]) {
+        // Client ids 1..8 per account: windows below and above that exercise eviction.
+        let cfg = EngineConfig { dedupe_window: window, ..config() };
         let mut engine = Engine::new(cfg.clone()).unwrap();
         let mut reference = Reference::new(&cfg);
         let mut cons = Conservation::default();
@@ -729,8 +752,8 @@ proptest! {
     }
 
     #[test]
-    fn snapshot_restore_is_exact_at_any_point(cmds in prop::collection::vec(command(), 1..120), split in 0usize..120) {
-        let cfg = config();
+    fn snapshot_restore_is_exact_at_any_point(cmds in prop::collection::vec(command(), 1..120), split in 0usize..120, window in 0u32..8) {
+        let cfg = EngineConfig { dedupe_window: window, ..config() };
         let split = split.min(cmds.len());
         let mut live = Engine::new(cfg.clone()).unwrap();
         let mut sink = NullSink;
