@@ -275,6 +275,12 @@ pub struct FailoverSection {
     pub kill_silent_primary: bool,
     /// How often the standby logs its status (role, applied sequence, lag, state hash).
     pub status_every_ms: u64,
+    /// Order-entry endpoints of the other nodes. A standby keeps a ZeroMQ connection to
+    /// whichever of them is bound (the primary); when that connection drops — the primary's
+    /// process died and the kernel reset it — the standby takes over at once instead of
+    /// waiting for `timeout_ms` (Kafka journal; the new epoch fences a primary that is in fact
+    /// alive).
+    pub peers: Vec<String>,
 }
 
 impl Default for FailoverSection {
@@ -284,6 +290,7 @@ impl Default for FailoverSection {
             timeout_ms: 500,
             kill_silent_primary: true,
             status_every_ms: 5000,
+            peers: Vec::new(),
         }
     }
 }

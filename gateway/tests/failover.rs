@@ -70,14 +70,15 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `caldera standby` (it promotes itself when no primary is running).
-fn standby(dir: &Path, name: &str, journal: &str, order_entry: &str) -> Proc {
+/// Starts `caldera standby` (it promotes itself when no primary is running), watching `peer`
+/// (the other node's order-entry endpoint).
+fn standby(dir: &Path, name: &str, journal: &str, order_entry: &str, peer: &str) -> Proc {
     let md = format!("tcp://127.0.0.1:{}", free_port());
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "[engine]\nmax_orders = 65536\n[gateway]\norder_entry = \"{order_entry}\"\nmarket_data = \"{md}\"\nmd_snapshot_interval_ms = 0\n[threads]\nwait = \"park\"\n[journal]\nuri = \"{journal}\"\nkafka_catchup_idle_ms = 500\n[failover]\nheartbeat_ms = 50\ntimeout_ms = {TIMEOUT_MS}\nstatus_every_ms = 1000\n"
+            "[engine]\nmax_orders = 65536\n[gateway]\norder_entry = \"{order_entry}\"\nmarket_data = \"{md}\"\nmd_snapshot_interval_ms = 0\n[threads]\nwait = \"park\"\n[journal]\nuri = \"{journal}\"\nkafka_catchup_idle_ms = 500\n[failover]\nheartbeat_ms = 50\ntimeout_ms = {TIMEOUT_MS}\nstatus_every_ms = 1000\npeers = [\"{peer}\"]\n"
         ),
     )
     .unwrap();
@@ -373,13 +374,13 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
         format!("tcp://127.0.0.1:{}", free_port()),
         format!("tcp://127.0.0.1:{}", free_port()),
     ];
-    let mut primary = standby(&dir, "a", journal, &eps[0]);
+    let mut primary = standby(&dir, "a", journal, &eps[0], &eps[1]);
     assert!(
         answering(&eps[0], Duration::from_secs(60)),
         "the first node did not become primary; see {}",
         primary.log.display()
     );
-    let mut backup = standby(&dir, "b", journal, &eps[1]);
+    let mut backup = standby(&dir, "b", journal, &eps[1], &eps[0]);
     wait_log(&backup, "standby: following", Duration::from_secs(60));
     let load = start_load(eps.to_vec(), 4);
     let mut times = Vec::new();
@@ -404,8 +405,12 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
         assert!(answering(&backup.order_entry, Duration::from_secs(10)));
         // The killed node comes back as the standby of the new primary.
         let name = if round % 2 == 0 { "a" } else { "b" };
-        let ep = if round % 2 == 0 { &eps[0] } else { &eps[1] };
-        let rejoined = standby(&dir, name, journal, ep);
+        let (ep, peer) = if round % 2 == 0 {
+            (&eps[0], &eps[1])
+        } else {
+            (&eps[1], &eps[0])
+        };
+        let rejoined = standby(&dir, name, journal, ep, peer);
         wait_log(&rejoined, "standby: following", Duration::from_secs(60));
         primary = backup;
         backup = rejoined;
@@ -449,9 +454,9 @@ fn zombie(tag: &str, journal: &str) -> i32 {
         format!("tcp://127.0.0.1:{}", free_port()),
         format!("tcp://127.0.0.1:{}", free_port()),
     ];
-    let old = standby(&dir, "a", journal, &eps[0]);
+    let old = standby(&dir, "a", journal, &eps[0], &eps[1]);
     assert!(answering(&eps[0], Duration::from_secs(60)));
-    let new = standby(&dir, "b", journal, &eps[1]);
+    let new = standby(&dir, "b", journal, &eps[1], &eps[0]);
     wait_log(&new, "standby: following", Duration::from_secs(60));
     let load = start_load(eps.to_vec(), 4);
     std::thread::sleep(Duration::from_millis(1500));

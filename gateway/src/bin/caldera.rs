@@ -126,6 +126,10 @@ struct ServeArgs {
     /// Failover: the primary's heartbeat period when idle.
     #[arg(long)]
     heartbeat_ms: Option<u64>,
+    /// Failover: another node's order-entry endpoint to watch (repeat for several); a dropped
+    /// connection to the primary triggers takeover at once.
+    #[arg(long = "peer", value_name = "ENDPOINT")]
+    peers: Vec<String>,
     /// Serve /metrics (Prometheus), /healthz and /readyz on HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     metrics: Option<String>,
@@ -183,6 +187,9 @@ fn config_of(a: &ServeArgs) -> Result<Config> {
     }
     if let Some(v) = &a.metrics {
         cfg.metrics.listen.clone_from(v);
+    }
+    if !a.peers.is_empty() {
+        cfg.failover.peers.clone_from(&a.peers);
     }
     if a.engine_core.is_some() {
         cfg.threads.engine_core = a.engine_core;
