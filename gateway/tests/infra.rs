@@ -109,6 +109,14 @@ fn kubernetes_manifests_parse_and_pass_exactly_the_arguments_the_binary_accepts(
     let v = check(env!("CARGO_BIN_EXE_caldera"), &args, &[(&cfg_arg, &cfg)]);
     assert_eq!(v["role"], "standby");
     assert!(v["journal"].as_str().unwrap().starts_with("kafka://"));
+    // The peers are the pods' order-entry endpoints through the headless Service.
+    let svc = sts["spec"]["serviceName"].as_str().unwrap();
+    for (i, peer) in v["peers"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            peer.as_str().unwrap(),
+            format!("tcp://caldera-{i}.{svc}.caldera.svc:7001")
+        );
+    }
     // Probes hit the port --metrics listens on.
     let metrics_port: u64 = v["metrics"]
         .as_str()
@@ -172,6 +180,8 @@ fn compose_prometheus_and_grafana_files_parse_and_agree_with_the_binaries() {
             &[("/etc/caldera/caldera.toml", &container_cfg)],
         );
         assert_eq!(v["role"], "standby", "{node}");
+        let other = if node == "caldera-a" { "caldera-b" } else { "caldera-a" };
+        assert_eq!(v["peers"][0], format!("tcp://{other}:7001"), "{node}");
         assert_eq!(v["metrics"], "0.0.0.0:9464");
         assert_eq!(v["journal"], "kafka://kafka:9092/caldera.events");
     }

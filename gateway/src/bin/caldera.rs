@@ -218,14 +218,15 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
     let cfg = config_of(&a)?;
     if a.check {
         println!(
-            "{{\"ok\":true,\"role\":\"{}\",\"order_entry\":\"{}\",\"market_data\":\"{}\",\"journal\":\"{}\",\"metrics\":\"{}\",\"instruments\":{},\"failover_timeout_ms\":{}}}",
+            "{{\"ok\":true,\"role\":\"{}\",\"order_entry\":\"{}\",\"market_data\":\"{}\",\"journal\":\"{}\",\"metrics\":\"{}\",\"instruments\":{},\"failover_timeout_ms\":{},\"peers\":{:?}}}",
             if standby { "standby" } else { "primary" },
             cfg.gateway.order_entry,
             cfg.gateway.market_data,
             cfg.journal.uri,
             cfg.metrics.listen,
             cfg.instruments.len(),
-            cfg.failover.timeout_ms
+            cfg.failover.timeout_ms,
+            cfg.failover.peers
         );
         return Ok(());
     }
