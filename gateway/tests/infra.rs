@@ -180,7 +180,11 @@ fn compose_prometheus_and_grafana_files_parse_and_agree_with_the_binaries() {
             &[("/etc/caldera/caldera.toml", &container_cfg)],
         );
         assert_eq!(v["role"], "standby", "{node}");
-        let other = if node == "caldera-a" { "caldera-b" } else { "caldera-a" };
+        let other = if node == "caldera-a" {
+            "caldera-b"
+        } else {
+            "caldera-a"
+        };
         assert_eq!(v["peers"][0], format!("tcp://{other}:7001"), "{node}");
         assert_eq!(v["metrics"], "0.0.0.0:9464");
         assert_eq!(v["journal"], "kafka://kafka:9092/caldera.events");
