@@ -140,6 +140,7 @@ struct Seen {
     /// Resent orders answered as duplicates (the old primary had taken them).
     duplicates: u64,
     sent: u64,
+    cancels: u64,
     unanswered: usize,
     reconnects: u64,
 }
@@ -182,6 +183,7 @@ fn start_load(endpoints: Vec<String>, clients: u32) -> Load {
                 wire::Side::Sell
             };
             let mut drain_deadline = None;
+            let mut cancelled = false;
             loop {
                 let stopping = stop.load(Ordering::Relaxed);
                 if stopping {
@@ -189,7 +191,14 @@ fn start_load(endpoints: Vec<String>, clients: u32) -> Load {
                     if c.unacked() == 0 || Instant::now() > d {
                         break;
                     }
+                } else if c.unacked() < 16 && cl > 4 && cl % 5 == 0 && !cancelled {
+                    // Now and then cancel an earlier order by client id (resent like orders
+                    // when a session is lost; answered by Done or UnknownOrder).
+                    c.push(requests::cancel_client(cl - 3));
+                    seen.cancels += 1;
+                    cancelled = true;
                 } else if c.unacked() < 16 {
+                    cancelled = false;
                     cl += 1;
                     // Crossing prices around 1000 so that accounts trade with each other;
                     // IOC every third order so books stay small.
@@ -419,6 +428,7 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
     let seen = load.finish();
     let resent: u64 = seen.iter().map(|s| s.duplicates).sum();
     let reconnects: u64 = seen.iter().map(|s| s.reconnects).sum();
+    let cancels: u64 = seen.iter().map(|s| s.cancels).sum();
     // Stop the standby first (otherwise it takes over when the primary exits). Nothing trades
     // any more: the standby holds exactly the primary's books.
     backup.signal(rustix::process::Signal::TERM);
@@ -441,7 +451,7 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
     check_against_journal(journal, &seen);
     let mut t = times.clone();
     println!(
-        "{{\"test\":\"{tag}\",\"rounds\":{rounds},\"failover_ms_p50\":{:.2},\"failover_ms_max\":{:.2},\"duplicates_answered\":{resent},\"reconnects\":{reconnects}}}",
+        "{{\"test\":\"{tag}\",\"rounds\":{rounds},\"failover_ms_p50\":{:.2},\"failover_ms_max\":{:.2},\"duplicates_answered\":{resent},\"reconnects\":{reconnects},\"cancels\":{cancels}}}",
         pct(&mut t, 0.5),
         pct(&mut t, 1.0)
     );

@@ -293,21 +293,37 @@ impl OrderClient {
 
 /// An order-entry session that survives a failover.
 ///
-/// It connects to every endpoint of a primary/standby pair and remembers each new order until
-/// the gateway answers it. While orders wait unanswered it probes with a Logon every
-/// `resend_after / 8` (a new primary answers with session sequence 1, which reveals the
-/// failover at once). When the session is lost — a session sequence restart, `NotLoggedOn`
-/// (a new primary that never saw this session), or an order unanswered for `resend_after` — it
-/// opens a fresh session (new socket, Logon) and resends every unanswered order, in order.
-/// Resending is safe: the engine remembers accepted `(account, client order id)` pairs (its
-/// dedupe window, part of the replicated state), so an order the old primary already took is
-/// answered `Rejected(DuplicateClientOrderId)` naming the original order id, never executed twice.
+/// It connects to every endpoint of a primary/standby pair and remembers each new order,
+/// cancel and mass cancel until the gateway answers it. While requests wait unanswered it
+/// probes with a Logon every `resend_after / 8` (a new primary answers with session sequence 1,
+/// which reveals the failover at once). When the session is lost — a session sequence restart,
+/// `NotLoggedOn` (a new primary that never saw this session), or a request unanswered for
+/// `resend_after` — it opens a fresh session (new socket, Logon) and resends every unanswered
+/// request, in the order they were first sent.
+///
+/// Resending is safe:
+/// - new orders: the engine remembers accepted `(account, client order id)` pairs (its dedupe
+///   window, part of the replicated state), so an order the old primary already took is
+///   answered `Rejected(DuplicateClientOrderId)` naming the original order id, never executed
+///   twice;
+/// - cancels and mass cancels are idempotent (a second cancel of a done order is
+///   `UnknownOrder`).
+///
+/// Replaces are sent but never resent: `qty` is the new open quantity, so replaying one after
+/// fills could reopen filled quantity. [`FailoverClient::unconfirmed_replaces`] lists those
+/// without an answer when a session was lost; the application decides.
 pub struct FailoverClient {
     ctx: zmq::Context,
     endpoints: Vec<String>,
     account: u32,
     inner: OrderClient,
+    /// Unanswered requests by send order.
     unacked: BTreeMap<u64, (ClientRequest, std::time::Instant)>,
+    /// What answers each unanswered request → its send order.
+    waiting: HashMap<Answer, u64>,
+    sent_seq: u64,
+    replaces: BTreeMap<u64, ClientRequest>,
+    unconfirmed_replaces: Vec<ClientRequest>,
     resend_after: Duration,
     last_answer: std::time::Instant,
     last_probe: std::time::Instant,
@@ -334,6 +350,10 @@ impl FailoverClient {
             account,
             inner,
             unacked: BTreeMap::new(),
+            waiting: HashMap::new(),
+            sent_seq: 0,
+            replaces: BTreeMap::new(),
+            unconfirmed_replaces: Vec::new(),
             resend_after,
             last_answer: std::time::Instant::now(),
             last_probe: std::time::Instant::now(),
@@ -342,14 +362,33 @@ impl FailoverClient {
         })
     }
 
-    /// Queues a request; new orders are remembered until answered. Client order ids must be
-    /// unique per account.
+    /// Queues a request; new orders, cancels and mass cancels are remembered until answered
+    /// (replaces: see the type's documentation). Client order ids must be unique per account.
     pub fn push(&mut self, r: ClientRequest) {
-        if let ClientRequest::NewOrder(o) = &r {
-            self.unacked
-                .insert(o.client_order_id(), (r, std::time::Instant::now()));
+        self.sent_seq += 1;
+        match answer_of(&r) {
+            Some(a) => {
+                // The same answer settles an identical earlier request too.
+                if let Some(old) = self.waiting.insert(a, self.sent_seq) {
+                    self.unacked.remove(&old);
+                }
+                self.unacked
+                    .insert(self.sent_seq, (r, std::time::Instant::now()));
+            }
+            None => {
+                if let ClientRequest::Replace(_) = r {
+                    self.replaces.insert(self.sent_seq, r);
+                }
+            }
         }
         self.inner.push(r);
+    }
+
+    fn answered(&mut self, a: Answer) -> bool {
+        match self.waiting.remove(&a) {
+            Some(seq) => self.unacked.remove(&seq).is_some(),
+            None => false,
+        }
     }
 
     /// Sends what is queued if a gateway is connected (never blocks). `Ok(false)`: kept for
@@ -398,25 +437,62 @@ impl FailoverClient {
         // Only answers to orders count as progress (a probe's LoggedOn does not: a frame of
         // orders may have gone to a primary that died before answering it).
         for r in &out[before..] {
-            let answered = match r {
-                ServerReport::Accepted(a) => self.unacked.remove(&a.client_order_id()),
-                ServerReport::Fill(f) => self.unacked.remove(&f.client_order_id()),
-                ServerReport::Done(d) => self.unacked.remove(&d.client_order_id()),
+            let mut progress = false;
+            match r {
+                ServerReport::Accepted(a) => {
+                    progress |= self.answered(Answer::New(a.client_order_id()));
+                }
+                ServerReport::Fill(f) => {
+                    progress |= self.answered(Answer::New(f.client_order_id()));
+                }
+                ServerReport::Done(d) => {
+                    // A done order answers its own placement and any cancel of it.
+                    progress |= self.answered(Answer::New(d.client_order_id()));
+                    progress |= self.answered(Answer::CancelId(d.order_id()));
+                    progress |= self.answered(Answer::CancelClient(d.client_order_id()));
+                }
+                ServerReport::Replaced(x) => {
+                    self.replaces
+                        .retain(|_, r| !replace_targets(r, x.order_id(), x.client_order_id()));
+                }
+                ServerReport::MassCancelled(_) => {
+                    // Answered in order: the oldest unanswered mass cancel.
+                    let oldest = self
+                        .waiting
+                        .iter()
+                        .filter(|(a, _)| matches!(a, Answer::Mass(_)))
+                        .min_by_key(|(_, s)| **s)
+                        .map(|(a, _)| *a);
+                    if let Some(a) = oldest {
+                        progress |= self.answered(a);
+                    }
+                }
                 ServerReport::Rejected(x) => {
                     if x.reason() == wire::RejectReason::NotLoggedOn
                         || x.reason() == wire::RejectReason::NotPrimary
                     {
                         lost = true;
-                        None
-                    } else if x.request() == wire::RequestKind::New {
-                        self.unacked.remove(&x.client_order_id())
                     } else {
-                        None
+                        match x.request() {
+                            wire::RequestKind::New => {
+                                progress |= self.answered(Answer::New(x.client_order_id()));
+                            }
+                            wire::RequestKind::Cancel => {
+                                progress |= self.answered(Answer::CancelId(x.order_id()));
+                                progress |=
+                                    self.answered(Answer::CancelClient(x.client_order_id()));
+                            }
+                            wire::RequestKind::Replace => {
+                                let (id, cl) = (x.order_id(), x.client_order_id());
+                                self.replaces.retain(|_, r| !replace_targets(r, id, cl));
+                            }
+                            _ => {}
+                        }
                     }
                 }
-                _ => None,
-            };
-            if answered.is_some() {
+                _ => {}
+            }
+            if progress {
                 self.last_answer = std::time::Instant::now();
             }
         }
@@ -432,13 +508,16 @@ impl FailoverClient {
         Ok(n)
     }
 
-    /// Opens a fresh session and resends every unanswered new order.
+    /// Opens a fresh session and resends every unanswered new order, cancel and mass cancel.
     ///
     /// # Errors
     /// ZeroMQ errors.
     pub fn reconnect(&mut self) -> Result<(), ClientError> {
         let mut inner = OrderClient::connect_any(&self.ctx, &self.endpoints)?;
         inner.push(requests::logon(self.account));
+        let lost_replaces = std::mem::take(&mut self.replaces);
+        self.unconfirmed_replaces
+            .extend(lost_replaces.into_values());
         let now = std::time::Instant::now();
         for (r, t) in self.unacked.values_mut() {
             inner.push(*r);
@@ -452,10 +531,15 @@ impl FailoverClient {
         Ok(())
     }
 
-    /// New orders sent and not answered yet.
+    /// Requests (new orders, cancels, mass cancels) sent and not answered yet.
     #[must_use]
     pub fn unacked(&self) -> usize {
         self.unacked.len()
+    }
+
+    /// Replaces that had no answer when a session was lost (not resent; drains the list).
+    pub fn unconfirmed_replaces(&mut self) -> Vec<ClientRequest> {
+        std::mem::take(&mut self.unconfirmed_replaces)
     }
 
     /// Sessions reopened so far.
@@ -468,6 +552,40 @@ impl FailoverClient {
     #[must_use]
     pub fn resent(&self) -> u64 {
         self.resent
+    }
+}
+
+/// What answers a request: the report that settles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Answer {
+    New(u64),
+    CancelId(u64),
+    CancelClient(u64),
+    Mass(u64),
+}
+
+fn answer_of(r: &ClientRequest) -> Option<Answer> {
+    static MASS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    match r {
+        ClientRequest::NewOrder(o) => Some(Answer::New(o.client_order_id())),
+        ClientRequest::Cancel(c) if c.by_client_order_id() => {
+            Some(Answer::CancelClient(c.client_order_id()))
+        }
+        ClientRequest::Cancel(c) => Some(Answer::CancelId(c.order_id())),
+        ClientRequest::MassCancel(_) => Some(Answer::Mass(
+            MASS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )),
+        _ => None,
+    }
+}
+
+fn replace_targets(r: &ClientRequest, order_id: u64, client_order_id: u64) -> bool {
+    match r {
+        ClientRequest::Replace(x) if x.by_client_order_id() => {
+            x.client_order_id() == client_order_id
+        }
+        ClientRequest::Replace(x) => x.order_id() == order_id,
+        _ => false,
     }
 }
 
