@@ -7,7 +7,7 @@ use caldera_client::{ClientRequest, MarketDataClient, OrderClient, ServerReport}
 use caldera_engine::Engine;
 use common::{drain, Node};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Per client: what each of its orders went through.
 #[derive(Default, Debug)]
@@ -471,6 +471,21 @@ fn sigterm_under_load_loses_no_acknowledged_order_and_exits_zero() {
             while c.try_recv(&mut reports[i]).unwrap() > 0 {}
         }
         if round == 200 {
+            // Under load for real: every client has had orders accepted (on a busy machine the
+            // first 200 rounds can all be queued before the connections are even up).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            for (i, c) in clients.iter_mut().enumerate() {
+                while !reports[i]
+                    .iter()
+                    .any(|r| matches!(r, ServerReport::Accepted(_)))
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no order accepted before SIGTERM"
+                    );
+                    c.recv(&mut reports[i], Duration::from_millis(50)).unwrap();
+                }
+            }
             node.signal(rustix::process::Signal::TERM);
             signalled = true;
         }

@@ -196,11 +196,16 @@ fn open_loop_holds_its_rate_and_a_stall_shows_up_as_latency() {
     ]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    let rate = j["requests_per_s"].as_f64().unwrap();
+    // The schedule is kept whatever the machine's speed: every planned request is sent (late
+    // ones are sent at once and their lateness counts as latency) and answered. (A rate
+    // window would make this a timing test, flaky on a busy 2-core box.)
+    let sent = j["sent"].as_u64().unwrap();
     assert!(
-        (4000.0..=5500.0).contains(&rate),
-        "achieved {rate}/s for a 5000/s target"
+        (9_800..=10_100).contains(&sent),
+        "sent {sent} requests for 5000/s over 2 s"
     );
+    // ("answered" counts answers inside the measured window only; late ones still arrive.)
+    assert_eq!(j["unanswered"].as_u64(), Some(0), "every request answered");
 
     // Stop the server for 300 ms in the middle of an open-loop run: requests planned during the
     // stall are answered late, and that lateness is measured from their planned send time.
