@@ -85,7 +85,12 @@ impl NodeStatus {
         self.role.store(r as u8, Ordering::Relaxed);
     }
 
-    fn follow(&self, engine: &Engine, rec: &Recovered, silence: Duration) {
+    /// Publishes a standby's progress after a poll that applied `applied` batches.
+    fn follow(&self, engine: &Engine, rec: &Recovered, applied: usize, silence: Duration) {
+        if applied > 0 && rec.last_written_ns > 0 {
+            let lag = wall_ns().saturating_sub(rec.last_written_ns) / 1_000_000;
+            self.lag_ms.store(lag, Ordering::Relaxed);
+        }
         self.epoch.store(rec.last_epoch, Ordering::Relaxed);
         self.applied_seq.store(engine.last_seq(), Ordering::Relaxed);
         self.batches_applied.store(rec.batches, Ordering::Relaxed);
@@ -223,13 +228,7 @@ pub fn run_standby(
                     return Ok(StandbyExit::Stopped(StandbySummary::of(&f.engine, &f.rec)));
                 }
                 let applied = f.poll()?;
-                status.follow(&f.engine, &f.rec, f.last_record.elapsed());
-                if f.rec.last_written_ns > 0 && applied > 0 {
-                    status.lag_ms.store(
-                        wall_ns().saturating_sub(f.rec.last_written_ns) / 1_000_000,
-                        Ordering::Relaxed,
-                    );
-                }
+                status.follow(&f.engine, &f.rec, applied, f.last_record.elapsed());
                 match lock_rx.try_recv() {
                     Ok(lock) => {
                         let detected = Instant::now();
@@ -301,13 +300,7 @@ pub fn run_standby(
                     return Ok(StandbyExit::Stopped(StandbySummary::of(&f.engine, &f.rec)));
                 }
                 let applied = f.poll(Duration::from_millis(2))?;
-                status.follow(&f.engine, &f.rec, f.last_record.elapsed());
-                if f.rec.last_written_ns > 0 && applied > 0 {
-                    status.lag_ms.store(
-                        wall_ns().saturating_sub(f.rec.last_written_ns) / 1_000_000,
-                        Ordering::Relaxed,
-                    );
-                }
+                status.follow(&f.engine, &f.rec, applied, f.last_record.elapsed());
                 let dropped = peers.as_mut().is_some_and(PeerWatch::lost);
                 if dropped || f.last_record.elapsed() > timeout {
                     let detected = Instant::now();
@@ -417,12 +410,9 @@ struct FileFollower {
 impl FileFollower {
     fn start(dir: &Path, engine_cfg: &EngineConfig) -> Result<Self, ServeError> {
         std::fs::create_dir_all(dir)?;
-        let (engine, rec) = caldera_journal::recover::recover(dir, engine_cfg).map_err(jerr)?;
-        // Re-read the batch holding the last sequence and anything after it (heartbeats): the
-        // snapshot does not record the epoch.
-        let from = engine.last_seq().max(1);
-        let reader = LogReader::open(dir, from).map_err(jerr)?;
-        let mut f = Self {
+        let (engine, rec, reader) =
+            caldera_journal::recover::recover_following(dir, engine_cfg).map_err(jerr)?;
+        let f = Self {
             dir: dir.to_path_buf(),
             engine,
             shadow: None,
@@ -430,7 +420,6 @@ impl FileFollower {
             reader,
             last_record: Instant::now(),
         };
-        f.poll()?;
         tracing::info!(dir = %dir.display(), snapshot_seq = f.rec.snapshot_seq, batches = f.rec.batches, last_seq = f.engine.last_seq(), epoch = f.rec.last_epoch, elapsed = ?f.rec.elapsed, "recovered from the journal");
         Ok(f)
     }

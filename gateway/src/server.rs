@@ -388,15 +388,17 @@ impl Gateway<'_> {
                 work += self.read_requests();
             }
             work += self.drain_events(8192);
-            self.observe_latency();
+            // One clock read per iteration serves latency samples, metrics and snapshots.
+            let now = Instant::now();
+            self.observe_latency(now);
             self.flush_sessions();
-            if self.last_publish.elapsed() >= Duration::from_millis(5) {
-                self.publish();
+            if now.duration_since(self.last_publish) >= Duration::from_millis(5) {
+                self.publish(now);
             }
             self.md.flush(&self.publisher);
-            if !snapshot_every.is_zero() && Instant::now() >= next_snapshot {
+            if !snapshot_every.is_zero() && now >= next_snapshot {
                 self.md.snapshot(&self.publisher);
-                next_snapshot = Instant::now() + snapshot_every;
+                next_snapshot = now + snapshot_every;
             }
             if shutdown.load(Ordering::Relaxed) && !self.stopping {
                 self.stopping = true;
@@ -458,7 +460,7 @@ impl Gateway<'_> {
 
     /// Completes latency samples whose commands are now durable (forwarded by the journal, or
     /// processed by the engine without one).
-    fn observe_latency(&mut self) {
+    fn observe_latency(&mut self, now: Instant) {
         if self.samples.is_empty() {
             return;
         }
@@ -471,13 +473,15 @@ impl Gateway<'_> {
             if target > done {
                 break;
             }
-            self.metrics.request_to_durable.observe(t.elapsed());
+            self.metrics
+                .request_to_durable
+                .observe(now.saturating_duration_since(t));
             self.samples.pop_front();
         }
     }
 
     /// Copies the gateway's counters and gauges into the shared metrics.
-    fn publish(&mut self) {
+    fn publish(&mut self, now: Instant) {
         let m = &self.metrics;
         let s = &self.stats;
         let st = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
@@ -508,7 +512,7 @@ impl Gateway<'_> {
             self.shared.journal_failed.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        self.last_publish = Instant::now();
+        self.last_publish = now;
     }
 
     fn ring_has_room(&self) -> bool {

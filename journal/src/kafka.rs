@@ -9,7 +9,7 @@
 //! tansu alike).
 
 use crate::record;
-use crate::recover::{apply_frame, Applied, RecoverError, Recovered};
+use crate::recover::{apply_batch, Applied, RecoverError, Recovered};
 use caldera_engine::{Engine, EngineConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -188,7 +188,6 @@ impl KafkaJournal {
     /// the last sequence in the topic.
     pub fn retarget(&mut self, epoch: u64, next_offset: i64, durable_seq: u64) {
         self.epoch = epoch;
-        self.expected_offset = next_offset;
         self.resume_after(next_offset - 1, durable_seq);
     }
 
@@ -483,9 +482,10 @@ pub fn apply_record(
     payload: &[u8],
     out: &mut Recovered,
 ) -> Result<Applied, RecoverError> {
-    let b = record::root(payload)?;
-    let (first, last) = (b.first_seq(), b.last_seq());
-    apply_frame(engine, payload, first, last, out)
+    // Decoded (and verified) once; the record carries its own sequence range.
+    let b = record::decode_commands(payload)?;
+    let (first, last) = (b.first_seq, b.last_seq);
+    apply_batch(engine, &b, first, last, out)
 }
 
 /// Rebuilds the engine from the whole topic (no snapshots for the Kafka journal; see ADR 0004),

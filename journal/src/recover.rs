@@ -82,6 +82,18 @@ pub enum Applied {
 /// # Errors
 /// [`RecoverError`].
 pub fn recover(dir: &Path, config: &EngineConfig) -> Result<(Engine, Recovered), RecoverError> {
+    recover_following(dir, config).map(|(e, r, _)| (e, r))
+}
+
+/// Like [`recover`], also returning the reader positioned at the end of the log, to keep
+/// following it (a standby).
+///
+/// # Errors
+/// [`RecoverError`].
+pub fn recover_following(
+    dir: &Path,
+    config: &EngineConfig,
+) -> Result<(Engine, Recovered, LogReader), RecoverError> {
     let store = SnapshotStore::new(dir, 3);
     let (mut engine, snapshot_seq) = match store.latest() {
         Some((seq, bytes)) => match Engine::restore(&bytes) {
@@ -100,8 +112,8 @@ pub fn recover(dir: &Path, config: &EngineConfig) -> Result<(Engine, Recovered),
         snapshot_seq,
         ..Recovered::default()
     };
-    replay_into(&mut engine, dir, &mut out)?;
-    Ok((engine, out))
+    let reader = replay_reader(&mut engine, dir, &mut out)?;
+    Ok((engine, out, reader))
 }
 
 /// Replays every batch after the engine's last sequence from the log in `dir`.
@@ -113,13 +125,23 @@ pub fn replay_into(
     dir: &Path,
     out: &mut Recovered,
 ) -> Result<(), RecoverError> {
+    replay_reader(engine, dir, out).map(|_| ())
+}
+
+fn replay_reader(
+    engine: &mut Engine,
+    dir: &Path,
+    out: &mut Recovered,
+) -> Result<LogReader, RecoverError> {
     let t = Instant::now();
-    let mut reader = LogReader::open(dir, engine.last_seq() + 1)?;
+    // From the batch holding the engine's last sequence (covered, but it and any heartbeats
+    // after it carry the epoch a snapshot does not record).
+    let mut reader = LogReader::open(dir, engine.last_seq().max(1))?;
     while let Some(f) = reader.next_frame()? {
         apply_frame(engine, &f.payload, f.first_seq, f.last_seq, out)?;
     }
     out.elapsed += t.elapsed();
-    Ok(())
+    Ok(reader)
 }
 
 /// Applies one journal batch to `engine`, checking it reproduces the batch's sequence range.
@@ -138,7 +160,20 @@ pub fn apply_frame(
     last: u64,
     out: &mut Recovered,
 ) -> Result<Applied, RecoverError> {
-    let batch = record::decode_commands(payload)?;
+    apply_batch(engine, &record::decode_commands(payload)?, first, last, out)
+}
+
+/// [`apply_frame`] for a batch already decoded (Kafka records carry their range inside).
+///
+/// # Errors
+/// [`RecoverError::Diverged`].
+pub fn apply_batch(
+    engine: &mut Engine,
+    batch: &record::DecodedBatch,
+    first: u64,
+    last: u64,
+    out: &mut Recovered,
+) -> Result<Applied, RecoverError> {
     if batch.epoch < out.last_epoch {
         out.stale_batches += 1;
         return Ok(Applied::Stale);

@@ -121,7 +121,7 @@ pub mod requests {
     }
 }
 
-/// Most requests [`OrderClient::try_flush`] puts in one frame.
+/// Most requests [`OrderClient::flush`] and [`OrderClient::try_flush`] put in one frame.
 pub const FRAME_REQUESTS: usize = 256;
 
 /// An order-entry session.
@@ -139,18 +139,27 @@ impl OrderClient {
     /// # Errors
     /// ZeroMQ errors.
     pub fn connect(ctx: &zmq::Context, endpoint: &str) -> Result<Self, ClientError> {
-        let socket = ctx.socket(zmq::DEALER)?;
+        let socket = Self::dealer(ctx)?;
         socket.set_linger(1000)?;
+        socket.connect(endpoint)?;
+        Ok(Self::on(socket))
+    }
+
+    fn dealer(ctx: &zmq::Context) -> Result<zmq::Socket, ClientError> {
+        let socket = ctx.socket(zmq::DEALER)?;
         socket.set_sndhwm(100_000)?;
         socket.set_rcvhwm(100_000)?;
-        socket.connect(endpoint)?;
-        Ok(Self {
+        Ok(socket)
+    }
+
+    fn on(socket: zmq::Socket) -> Self {
+        Self {
             socket,
             fbb: FlatBufferBuilder::with_capacity(1 << 16),
             pending: Vec::with_capacity(1024),
             next_seq: 1,
             msg: zmq::Message::new(),
-        })
+        }
     }
 
     /// Connects one DEALER socket to every endpoint of a primary/standby pair. Only the active
@@ -160,23 +169,15 @@ impl OrderClient {
     /// # Errors
     /// ZeroMQ errors.
     pub fn connect_any(ctx: &zmq::Context, endpoints: &[String]) -> Result<Self, ClientError> {
-        let socket = ctx.socket(zmq::DEALER)?;
+        let socket = Self::dealer(ctx)?;
         socket.set_linger(0)?;
-        socket.set_sndhwm(100_000)?;
-        socket.set_rcvhwm(100_000)?;
         socket.set_immediate(true)?;
         socket.set_reconnect_ivl(1)?;
         socket.set_reconnect_ivl_max(10)?;
         for e in endpoints {
             socket.connect(e)?;
         }
-        Ok(Self {
-            socket,
-            fbb: FlatBufferBuilder::with_capacity(1 << 16),
-            pending: Vec::with_capacity(1024),
-            next_seq: 1,
-            msg: zmq::Message::new(),
-        })
+        Ok(Self::on(socket))
     }
 
     /// The socket (to poll it together with others).
@@ -196,18 +197,13 @@ impl OrderClient {
         self.pending.len()
     }
 
-    /// Sends every queued request as one frame (blocks while the socket is at its high-water mark).
+    /// Sends every queued request, [`FRAME_REQUESTS`] per frame (blocks while the socket is at
+    /// its high-water mark).
     ///
     /// # Errors
     /// ZeroMQ errors.
     pub fn flush(&mut self) -> Result<(), ClientError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let bytes = codec::encode_client_batch(&mut self.fbb, &self.pending);
-        self.socket.send(bytes, 0)?;
-        self.pending.clear();
-        Ok(())
+        self.send_pending(0).map(|_| ())
     }
 
     /// Like [`OrderClient::flush`] but never blocks: `Ok(false)` (requests kept) when the socket
@@ -216,11 +212,16 @@ impl OrderClient {
     /// # Errors
     /// ZeroMQ errors other than EAGAIN.
     pub fn try_flush(&mut self) -> Result<bool, ClientError> {
-        // Frames of at most FRAME_REQUESTS requests (the gateway's max_batch is larger).
+        self.send_pending(zmq::DONTWAIT)
+    }
+
+    /// Sends the queue in frames of at most [`FRAME_REQUESTS`] (the gateway's `max_batch` is
+    /// larger); `Ok(false)` when a non-blocking send found the socket full.
+    fn send_pending(&mut self, flags: i32) -> Result<bool, ClientError> {
         while !self.pending.is_empty() {
             let n = self.pending.len().min(FRAME_REQUESTS);
             let bytes = codec::encode_client_batch(&mut self.fbb, &self.pending[..n]);
-            match self.socket.send(bytes, zmq::DONTWAIT) {
+            match self.socket.send(bytes, flags) {
                 Ok(()) => {
                     self.pending.drain(..n);
                 }
@@ -366,7 +367,7 @@ impl FailoverClient {
     /// (replaces: see the type's documentation). Client order ids must be unique per account.
     pub fn push(&mut self, r: ClientRequest) {
         self.sent_seq += 1;
-        match answer_of(&r) {
+        match answer_of(&r, self.sent_seq) {
             Some(a) => {
                 // The same answer settles an identical earlier request too.
                 if let Some(old) = self.waiting.insert(a, self.sent_seq) {
@@ -564,17 +565,15 @@ enum Answer {
     Mass(u64),
 }
 
-fn answer_of(r: &ClientRequest) -> Option<Answer> {
-    static MASS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// `seq` (the request's send order) keys a mass cancel: they are answered in order.
+fn answer_of(r: &ClientRequest, seq: u64) -> Option<Answer> {
     match r {
         ClientRequest::NewOrder(o) => Some(Answer::New(o.client_order_id())),
         ClientRequest::Cancel(c) if c.by_client_order_id() => {
             Some(Answer::CancelClient(c.client_order_id()))
         }
         ClientRequest::Cancel(c) => Some(Answer::CancelId(c.order_id())),
-        ClientRequest::MassCancel(_) => Some(Answer::Mass(
-            MASS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        )),
+        ClientRequest::MassCancel(_) => Some(Answer::Mass(seq)),
         _ => None,
     }
 }
