@@ -1,7 +1,7 @@
 //! Criterion: the exchange-core-like flow through Caldera's engine and through `lobster`,
 //! in one group so the two are measured in the same run.
 use caldera_benches::{Book, CalderaBook, LobsterBook};
-use caldera_engine::flow::{generate, FlowConfig};
+use caldera_testkit::flow::{generate, FlowConfig};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn flow(c: &mut Criterion) {

@@ -1,8 +1,8 @@
 //! The peer adapter must do the same work as the engine on the benchmark flow, or the ratio
 //! means nothing: compare top of book after every command.
 use caldera_benches::{Book, CalderaBook, LobsterBook};
-use caldera_engine::flow::{generate, FlowConfig};
 use caldera_engine::Side;
+use caldera_testkit::flow::{generate, FlowConfig};
 
 #[test]
 fn lobster_and_caldera_agree_on_top_of_book_for_the_flow() {

@@ -38,7 +38,6 @@ mod config;
 mod engine;
 mod event;
 mod fixed_map;
-pub mod flow;
 mod snapshot;
 mod types;
 

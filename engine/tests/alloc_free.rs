@@ -1,8 +1,8 @@
 //! The hot path allocates nothing: a counting global allocator wraps the system allocator and
 //! counts every allocation made while 1M+ pre-generated mixed commands (trades, cancels,
 //! replaces, rejects, market/FOK/post-only, self-trade prevention, mass cancels, halts) run.
-use caldera_engine::flow::{generate, FlowConfig};
 use caldera_engine::{Engine, Event, EventBody, EventSink};
+use caldera_testkit::flow::{generate, FlowConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

@@ -1,7 +1,7 @@
 //! Replay and snapshot equality by state hash, determinism of the event stream, and robustness
 //! of `restore` against damaged bytes.
-use caldera_engine::flow::{generate, FlowConfig};
 use caldera_engine::{Engine, Event, EventSink, NullSink, SnapshotError};
+use caldera_testkit::flow::{generate, FlowConfig};
 use proptest::prelude::*;
 
 /// Hashes an event stream through its `Debug` form (stable for a given build of this crate).

@@ -440,8 +440,8 @@ fn event_of(e: &wire::EventRecord<'_>) -> Result<Event, RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use caldera_engine::flow::{generate, FlowConfig};
     use caldera_engine::Engine;
+    use caldera_testkit::flow::{generate, FlowConfig};
 
     #[test]
     fn batches_round_trip_commands_and_events_exactly() {

@@ -1,12 +1,12 @@
 //! The embedded segment log on a real directory: round trip, damage detection and recovery,
 //! retention, and recovery (snapshot + replay) reproducing the live state hash.
-use caldera_engine::flow::{generate, FlowConfig};
 use caldera_engine::{Command, Engine, Event};
 use caldera_journal::lock::WriterLock;
 use caldera_journal::record::encode_batch;
 use caldera_journal::recover::recover;
 use caldera_journal::snapshots::SnapshotStore;
 use caldera_journal::{FsyncPolicy, LogOptions, LogReader, SegmentLog};
+use caldera_testkit::flow::{generate, FlowConfig};
 use flatbuffers::FlatBufferBuilder;
 use std::fs;
 use std::path::{Path, PathBuf};

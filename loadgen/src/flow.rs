@@ -6,7 +6,7 @@
 use caldera_client::requests;
 use caldera_client::wire::{self, Side, TimeInForce};
 use caldera_client::ClientRequest;
-use caldera_engine::flow::Rng;
+use caldera_testkit::flow::Rng;
 
 /// What a request is, for latency accounting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use caldera_benches::{Book, CalderaBook, LobsterBook};
-use caldera_engine::flow::{generate, FlowConfig};
+use caldera_testkit::flow::{generate, FlowConfig};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use std::hint::black_box;

@@ -6,10 +6,10 @@
 //! timed); encoding the FlatBuffers batches is timed, as it is part of journaling.
 
 use anyhow::Result;
-use caldera_engine::flow::{generate, FlowConfig};
 use caldera_engine::{Command, Engine, Event};
 use caldera_journal::record::encode_batch;
 use caldera_journal::{FsyncPolicy, LogOptions, SegmentLog};
+use caldera_testkit::flow::{generate, FlowConfig};
 use clap::Parser;
 use flatbuffers::FlatBufferBuilder;
 use std::time::{Duration, Instant};

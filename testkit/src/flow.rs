@@ -6,8 +6,8 @@
 //! the same seed gives the same commands. Generation allocates; replaying the generated commands
 //! through a fresh engine does not.
 
-use crate::{Cancel, MassCancel};
-use crate::{
+use caldera_engine::{Cancel, MassCancel};
+use caldera_engine::{
     Command, Engine, EngineConfig, EventBody, InstrumentSpec, NewOrder, OrderId, OrderRef,
     OrderType, Replace, SelfTradePrevention, Side, SymbolId, TimeInForce,
 };
