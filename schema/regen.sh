@@ -13,13 +13,13 @@ trap 'rm -rf "$tmp"' EXIT
 "$flatc" --python -o "$tmp/python" fbs/caldera.fbs
 if [ "${1:-}" = "--check" ]; then
   diff -ru "$tmp/rust/caldera_generated.rs" src/caldera_generated.rs >/dev/null \
-    && diff -ru "$tmp/python/caldera" ../gateway/clients/python/caldera >/dev/null \
+    && diff -ru "$tmp/python/caldera" ../clients/python/caldera >/dev/null \
     || { echo "schema drift: run schema/regen.sh and commit the result" >&2; diff -ru "$tmp/rust/caldera_generated.rs" src/caldera_generated.rs | head -40; exit 1; }
   echo "schema: generated code matches fbs/caldera.fbs"
 else
   cp "$tmp/rust/caldera_generated.rs" src/caldera_generated.rs
-  rm -rf ../gateway/clients/python/caldera
-  mkdir -p ../gateway/clients/python
-  cp -r "$tmp/python/caldera" ../gateway/clients/python/caldera
+  rm -rf ../clients/python/caldera
+  mkdir -p ../clients/python
+  cp -r "$tmp/python/caldera" ../clients/python/caldera
   echo "schema: regenerated"
 fi

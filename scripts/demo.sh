@@ -17,7 +17,7 @@ FSYNC=${FSYNC:-always}
 out=target/demo
 mkdir -p "$out"
 
-cargo build --release --locked -p caldera-gateway -p caldera-loadgen
+cargo build --release --locked -p caldera-node -p caldera-loadgen
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 oe="tcp://127.0.0.1:$(port)"
 md="tcp://127.0.0.1:$(port)"

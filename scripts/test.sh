@@ -25,7 +25,7 @@ fi
 py="$root/target/pyenv"
 if [ ! -x "$py/bin/python" ] || ! "$py/bin/python" -c "import zmq, flatbuffers, confluent_kafka" 2>/dev/null; then
   python3 -m venv "$py"
-  "$py/bin/pip" install -q --disable-pip-version-check -r gateway/clients/python/requirements.txt
+  "$py/bin/pip" install -q --disable-pip-version-check -r clients/python/requirements.txt
 fi
 export CALDERA_PYTHON="$py/bin/python"
 
@@ -44,3 +44,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
 cargo test --workspace --locked
+
+echo "== clean tree"
+# Tests and runs write only under target/ or a temporary directory: anything else is a stray
+# file that must not be committed.
+if [ -n "$(git status --porcelain --untracked-files=all)" ]; then
+  echo "the tests left files in the work tree:" >&2
+  git status --porcelain --untracked-files=all >&2
+  exit 1
+fi
+echo "work tree clean"

@@ -1,26 +1,25 @@
-//! Caldera's gateway: ZeroMQ order entry (ROUTER) and market data (PUB), two lock-free SPSC
-//! rings, and the core-pinned, allocation-free engine thread. `caldera serve` runs [`serve`].
+//! Caldera's wire side: ZeroMQ order entry (ROUTER) and market data (PUB).
 //!
-//! The wire protocol is specified in `docs/protocol.md`.
+//! The [`Gateway`] agent reads client frames, verifies and validates them, and pushes engine
+//! commands into the inbound ring; it routes the durable events it is handed back to the
+//! sessions they concern as execution reports, and publishes market data. It knows nothing of
+//! the engine thread or the journal beyond the rings and the shared pipeline state. The wire
+//! protocol is specified in `docs/protocol.md`.
+//!
+//! - [`gateway`]: the agent, its sockets and the back-pressure rules.
+//! - `session` (private): sessions, logon, per-session report sequence and backlog.
+//! - [`market_data`]: per-symbol market data and periodic L2 snapshots.
+//! - [`config`]: the `[gateway]` configuration section.
+//! - [`counters`]: what the gateway counts, for metrics and the exit summary.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod alloc_count;
 pub mod config;
-pub mod engine_thread;
-pub mod failover;
-pub mod journal_thread;
+pub mod counters;
+pub mod gateway;
 pub mod market_data;
-pub mod metrics;
-pub mod server;
-pub mod wait;
+mod session;
 
-pub use config::{Config, WaitStrategy};
-pub use failover::{
-    open_primary, run_standby, NodeStatus, Primary, Role, StandbyExit, StandbySummary,
-};
-pub use metrics::Metrics;
-pub use server::{
-    serve, serve_primary, serve_primary_with, serve_with_ready, GatewayStats, ServeError,
-    ServeSummary,
-};
+pub use config::GatewayConfig;
+pub use counters::{GatewayCounters, GatewayStats};
+pub use gateway::{Gateway, GatewayRings, SocketError};

@@ -8,9 +8,10 @@
 //! readers poll until idle and replay by sequence numbers (works on Apache Kafka, Redpanda and
 //! tansu alike).
 
-use crate::record;
 use crate::recover::{apply_batch, Applied, RecoverError, Recovered};
+use crate::writer::{JournalError, JournalWriter};
 use caldera_engine::{Engine, EngineConfig};
+use caldera_schema::record;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -198,28 +199,35 @@ impl KafkaJournal {
     ///
     /// # Errors
     /// When the broker does not acknowledge within `timeout`.
-    pub fn start_epoch(&mut self, record: &[u8], timeout: Duration) -> Result<i64, String> {
+    pub fn start_epoch(&mut self, record: &[u8], timeout: Duration) -> Result<i64, JournalError> {
         let before = self.deliveries.lock().map(|d| d.len()).unwrap_or(0);
         let rec = BaseRecord::with_opaque_to(&self.topic, 0usize)
             .partition(0)
             .key(KEY)
             .payload(record);
-        self.producer
-            .send(rec)
-            .map_err(|(e, _)| format!("producing the epoch record: {e}"))?;
+        self.producer.send(rec).map_err(|(e, _)| {
+            JournalError::Unavailable(format!("producing the epoch record: {e}"))
+        })?;
         // Poll in 1 ms steps (flush() sleeps in coarser steps; this is the failover path).
         let deadline = Instant::now() + timeout;
         while self.deliveries.lock().map(|d| d.len()).unwrap_or(0) <= before {
             if let Some(f) = self.failed.lock().ok().and_then(|f| f.clone()) {
-                return Err(f);
+                return Err(JournalError::Fatal(f));
             }
             if Instant::now() > deadline {
-                return Err("the epoch record was not acknowledged in time".into());
+                return Err(JournalError::Unavailable(
+                    "the epoch record was not acknowledged in time".into(),
+                ));
             }
             self.producer.poll(Duration::from_millis(1));
         }
-        let mut d = self.deliveries.lock().map_err(|_| "poisoned".to_string())?;
-        let (offset, _) = *d.back().ok_or("the epoch record was not acknowledged")?;
+        let mut d = self
+            .deliveries
+            .lock()
+            .map_err(|_| JournalError::Fatal("delivery state poisoned".into()))?;
+        let (offset, _) = *d.back().ok_or_else(|| {
+            JournalError::Unavailable("the epoch record was not acknowledged".into())
+        })?;
         d.truncate(before);
         Ok(offset)
     }
@@ -244,9 +252,9 @@ impl KafkaJournal {
     ///
     /// # Errors
     /// A description of a client error (a full local queue is waited out, not an error).
-    pub fn append(&mut self, _first: u64, last: u64, bytes: &[u8]) -> Result<u64, String> {
+    pub fn append(&mut self, _first: u64, last: u64, bytes: &[u8]) -> Result<u64, JournalError> {
         if let Some(f) = &self.fenced {
-            return Err(f.clone());
+            return Err(JournalError::Fenced(f.clone()));
         }
         let mut rec = BaseRecord::with_opaque_to(&self.topic, last as usize)
             .partition(0)
@@ -259,7 +267,11 @@ impl KafkaJournal {
                     rec = back;
                     self.producer.poll(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(format!("producing to Kafka: {e}")),
+                Err((e, _)) => {
+                    return Err(JournalError::Unavailable(format!(
+                        "producing to Kafka: {e}"
+                    )))
+                }
             }
         }
         self.sent = self.sent.max(last);
@@ -272,13 +284,13 @@ impl KafkaJournal {
     /// # Errors
     /// A delivery failure, fencing, or no acknowledgement for `stall_after` while batches are
     /// pending.
-    pub fn durable(&mut self) -> Result<u64, String> {
+    pub fn durable(&mut self) -> Result<u64, JournalError> {
         if let Some(f) = &self.fenced {
-            return Err(f.clone());
+            return Err(JournalError::Fenced(f.clone()));
         }
         self.producer.poll(Duration::ZERO);
         if let Some(f) = self.failed.lock().ok().and_then(|f| f.clone()) {
-            return Err(f);
+            return Err(JournalError::Fatal(f));
         }
         loop {
             let next = self.deliveries.lock().ok().and_then(|d| d.front().copied());
@@ -289,7 +301,7 @@ impl KafkaJournal {
                     Ok(Some(why)) => {
                         tracing::error!(why, "fenced by a newer primary");
                         self.fenced = Some(why.clone());
-                        return Err(why);
+                        return Err(JournalError::Fenced(why));
                     }
                     // Could not read the gap yet: hold (not durable) and retry on the next call.
                     Err(e) => {
@@ -309,12 +321,12 @@ impl KafkaJournal {
             self.last_delivered = d;
             self.last_progress = Instant::now();
         } else if self.last_progress.elapsed() > self.stall_after {
-            return Err(format!(
+            return Err(JournalError::Unavailable(format!(
                 "Kafka has not acknowledged sequences {}..={} for {:?}",
                 d + 1,
                 self.sent,
                 self.last_progress.elapsed()
-            ));
+            )));
         }
         Ok(d)
     }
@@ -376,11 +388,26 @@ impl KafkaJournal {
     ///
     /// # Errors
     /// When not everything was acknowledged in time.
-    pub fn close(&mut self, timeout: Duration) -> Result<(), String> {
+    pub fn close(&mut self, timeout: Duration) -> Result<(), JournalError> {
         self.producer
             .flush(timeout)
-            .map_err(|e| format!("flushing Kafka producer: {e}"))?;
+            .map_err(|e| JournalError::Unavailable(format!("flushing Kafka producer: {e}")))?;
         self.durable().map(|_| ())
+    }
+}
+
+impl JournalWriter for KafkaJournal {
+    fn append(&mut self, first: u64, last: u64, bytes: &[u8]) -> Result<u64, JournalError> {
+        KafkaJournal::append(self, first, last, bytes)
+    }
+    fn durable(&mut self) -> Result<u64, JournalError> {
+        KafkaJournal::durable(self)
+    }
+    fn tick(&mut self) -> Result<(), JournalError> {
+        KafkaJournal::durable(self).map(|_| ())
+    }
+    fn close(&mut self) -> Result<(), JournalError> {
+        KafkaJournal::close(self, Duration::from_secs(30))
     }
 }
 

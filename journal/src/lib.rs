@@ -2,19 +2,24 @@
 //!
 //! - [`segment`]: the embedded segment log (default): CRC-checked frames, segments named by
 //!   base sequence, recovery that truncates a torn or corrupt tail, fsync policy, retention.
-//! - [`record`]: the `JournalBatch` FlatBuffers encoding (schema in `schema/fbs/caldera.fbs`).
 //! - [`snapshots`]: engine snapshot files tagged with their last sequence.
 //! - [`recover`]: start-up recovery = latest snapshot + replay of the journal after it.
+//! - [`lock`]: the file journal's single-writer lock.
+//! - [`writer`]: the [`JournalWriter`] seam the node's journal stage appends to, and the typed
+//!   [`JournalError`] (retry, stop, or fenced).
+//! - `kafka` (feature `kafka`): the Kafka journal (writer, reader, recovery).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod lock;
-pub mod record;
 pub mod recover;
 pub mod segment;
 pub mod snapshots;
+pub mod writer;
 
 pub use segment::{
     FsyncPolicy, LogOptions, LogReader, RecoveryReport, SegmentError, SegmentLog, TrustedPrefix,
 };
+pub use writer::{JournalError, JournalWriter, Retention};

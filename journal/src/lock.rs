@@ -4,11 +4,26 @@
 //! (SIGSTOP) holder keeps the lock, so a standby that sees no heartbeat fences it by killing the
 //! holder, found through `/proc/locks` (see docs/failover.md).
 
-use crate::segment::SegmentError;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// Why the writer lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error("journal {0} is in use by another process (its LOCK file is held)")]
+    Held(PathBuf),
+    /// I/O on the lock file or its directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
 
 /// A held writer lock on a journal directory.
 #[derive(Debug)]
@@ -17,8 +32,8 @@ pub struct WriterLock {
     path: PathBuf,
 }
 
-fn open_lock_file(dir: &Path) -> Result<(File, PathBuf), SegmentError> {
-    std::fs::create_dir_all(dir).map_err(|source| SegmentError::Io {
+fn open_lock_file(dir: &Path) -> Result<(File, PathBuf), LockError> {
+    std::fs::create_dir_all(dir).map_err(|source| LockError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
@@ -29,7 +44,7 @@ fn open_lock_file(dir: &Path) -> Result<(File, PathBuf), SegmentError> {
         .read(true)
         .write(true)
         .open(&path)
-        .map_err(|source| SegmentError::Io {
+        .map_err(|source| LockError::Io {
             path: path.clone(),
             source,
         })?;
@@ -40,11 +55,11 @@ impl WriterLock {
     /// Takes the lock if it is free.
     ///
     /// # Errors
-    /// [`SegmentError::Locked`] when another process holds it; I/O errors.
-    pub fn try_acquire(dir: &Path) -> Result<WriterLock, SegmentError> {
+    /// [`LockError::Held`] when another process holds it; I/O errors.
+    pub fn try_acquire(dir: &Path) -> Result<WriterLock, LockError> {
         let (file, path) = open_lock_file(dir)?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| SegmentError::Locked(dir.to_path_buf()))?;
+            .map_err(|_| LockError::Held(dir.to_path_buf()))?;
         Ok(Self::held(file, path))
     }
 
@@ -52,10 +67,10 @@ impl WriterLock {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn acquire_blocking(dir: &Path) -> Result<WriterLock, SegmentError> {
+    pub fn acquire_blocking(dir: &Path) -> Result<WriterLock, LockError> {
         let (file, path) = open_lock_file(dir)?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-            SegmentError::Io {
+            LockError::Io {
                 path: path.clone(),
                 source: e.into(),
             }

@@ -1,10 +1,10 @@
 //! Rebuilding engine state: the latest snapshot, then every journal batch after it re-run
 //! through the engine (commands are journaled; see ADR 0001).
 
-use crate::record::{self, RecordError};
 use crate::segment::{LogReader, SegmentError};
 use crate::snapshots::SnapshotStore;
 use caldera_engine::{Engine, EngineConfig, NullSink, SnapshotError};
+use caldera_schema::record::{self, RecordError};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -49,9 +49,9 @@ pub enum SegmentError {
         /// Offered last sequence.
         last: u64,
     },
-    /// Another process holds the journal's writer lock.
-    #[error("journal {0} is in use by another process (its LOCK file is held)")]
-    Locked(PathBuf),
+    /// The journal's writer lock could not be taken (another process holds it).
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// A batch is larger than [`MAX_BATCH_BYTES`].
     #[error("batch of {0} bytes is too large")]
     TooLarge(usize),

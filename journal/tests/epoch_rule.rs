@@ -1,8 +1,8 @@
 //! The epoch rule every reader applies: a batch from an older epoch than one already seen (a
 //! fenced primary's late append) is not history; batches without commands carry only the epoch.
 use caldera_engine::{Command, Engine, Event};
-use caldera_journal::record::encode_batch;
 use caldera_journal::recover::{apply_frame, Applied, Recovered};
+use caldera_schema::record::encode_batch;
 use caldera_testkit::flow::{generate, FlowConfig};
 use flatbuffers::FlatBufferBuilder;
 

@@ -2,10 +2,10 @@
 //! retention, and recovery (snapshot + replay) reproducing the live state hash.
 use caldera_engine::{Command, Engine, Event};
 use caldera_journal::lock::WriterLock;
-use caldera_journal::record::encode_batch;
 use caldera_journal::recover::recover;
 use caldera_journal::snapshots::SnapshotStore;
 use caldera_journal::{FsyncPolicy, LogOptions, LogReader, SegmentLog};
+use caldera_schema::record::encode_batch;
 use caldera_testkit::flow::{generate, FlowConfig};
 use flatbuffers::FlatBufferBuilder;
 use std::fs;
@@ -281,7 +281,10 @@ fn a_second_writer_on_the_same_journal_is_refused_until_the_first_is_gone() {
     let (first, _) = SegmentLog::open(&dir, opts()).unwrap();
     let err = SegmentLog::open(&dir, opts()).unwrap_err();
     assert!(
-        matches!(err, caldera_journal::SegmentError::Locked(_)),
+        matches!(
+            err,
+            caldera_journal::SegmentError::Lock(caldera_journal::lock::LockError::Held(_))
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("in use by another process"));

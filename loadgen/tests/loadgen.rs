@@ -1,102 +1,11 @@
 //! The real loadgen binary against the real `caldera` binary on 127.0.0.1.
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use caldera_testkit::harness::{free_port, Node};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn caldera_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_caldera-loadgen")).with_file_name("caldera");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo test --workspace` (it builds the caldera binary)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    endpoint: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start() -> Server {
-        let endpoint = format!("tcp://127.0.0.1:{}", free_port());
-        let md = format!("tcp://127.0.0.1:{}", free_port());
-        // Each server gets its own journal (tests run in parallel).
-        let journal = std::env::temp_dir().join(format!(
-            "caldera-loadgen-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        let child = Command::new(caldera_bin())
-            .args([
-                "serve",
-                "--wait",
-                "park",
-                "--order-entry",
-                &endpoint,
-                "--market-data",
-                &md,
-            ])
-            .arg("--journal")
-            .arg(format!("file://{}", journal.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(journal.with_extension("log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        let s = Server {
-            child,
-            endpoint,
-            log: journal.with_extension("log"),
-        };
-        s.wait_ready();
-        s
-    }
-
-    /// Waits until the server answers a heartbeat (start-up allocates the engine and replays
-    /// the journal first; slow in a debug build on a busy machine).
-    fn wait_ready(&self) {
-        let ctx = zmq::Context::new();
-        let mut c = caldera_client::OrderClient::connect(&ctx, &self.endpoint).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut out = Vec::new();
-        while Instant::now() < deadline {
-            c.push(caldera_client::requests::heartbeat(1));
-            c.flush().unwrap();
-            if c.recv(&mut out, Duration::from_millis(200)).unwrap() > 0 {
-                return;
-            }
-        }
-        panic!(
-            "caldera serve did not answer within 60 s; see {}",
-            self.log.display()
-        );
-    }
-    fn signal(&self, s: rustix::process::Signal) {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
-            s,
-        )
-        .unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `caldera serve` for the loadgen to drive (its own journal: tests run in parallel).
+fn server() -> Node {
+    Node::start("loadgen", "")
 }
 
 fn loadgen(args: &[&str]) -> (i32, String, String) {
@@ -113,7 +22,7 @@ fn loadgen(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn closed_loop_reports_json_and_expectations_fail_the_exit_code() {
-    let s = Server::start();
+    let s = server();
     let dir = std::env::temp_dir().join(format!("caldera-loadgen-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let plot = dir.join("lat.svg");
@@ -121,7 +30,7 @@ fn closed_loop_reports_json_and_expectations_fail_the_exit_code() {
     let (code, out, err) = loadgen(&[
         "closed",
         "--endpoint",
-        &s.endpoint,
+        &s.order_entry,
         "--duration",
         "2s",
         "--connections",
@@ -157,7 +66,7 @@ fn closed_loop_reports_json_and_expectations_fail_the_exit_code() {
     let (code, _, err) = loadgen(&[
         "closed",
         "--endpoint",
-        &s.endpoint,
+        &s.order_entry,
         "--duration",
         "1s",
         "--expect-rps",
@@ -168,7 +77,7 @@ fn closed_loop_reports_json_and_expectations_fail_the_exit_code() {
     let (code, _, err) = loadgen(&[
         "closed",
         "--endpoint",
-        &s.endpoint,
+        &s.order_entry,
         "--duration",
         "1s",
         "--expect-p99",
@@ -180,12 +89,12 @@ fn closed_loop_reports_json_and_expectations_fail_the_exit_code() {
 
 #[test]
 fn open_loop_holds_its_rate_and_a_stall_shows_up_as_latency() {
-    let s = Server::start();
+    let s = server();
     // Holds the target rate.
     let (code, out, err) = loadgen(&[
         "open",
         "--endpoint",
-        &s.endpoint,
+        &s.order_entry,
         "--rate",
         "5000",
         "--duration",
@@ -213,7 +122,7 @@ fn open_loop_holds_its_rate_and_a_stall_shows_up_as_latency() {
         .args([
             "open",
             "--endpoint",
-            &s.endpoint,
+            &s.order_entry,
             "--rate",
             "2000",
             "--duration",

@@ -29,3 +29,5 @@ pub use caldera_generated::caldera::wire;
 
 pub mod codec;
 pub mod convert;
+pub mod map;
+pub mod record;

@@ -7,8 +7,8 @@
 
 use anyhow::Result;
 use caldera_engine::{Command, Engine, Event};
-use caldera_journal::record::encode_batch;
 use caldera_journal::{FsyncPolicy, LogOptions, SegmentLog};
+use caldera_schema::record::encode_batch;
 use caldera_testkit::flow::{generate, FlowConfig};
 use clap::Parser;
 use flatbuffers::FlatBufferBuilder;

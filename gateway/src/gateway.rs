@@ -1,0 +1,577 @@
+//! The gateway agent: ZeroMQ ROUTER order entry → validation → inbound SPSC ring; outbound SPSC
+//! ring → per-session execution reports and market data.
+//!
+//! Back-pressure is explicit and loses nothing (ADR 0003):
+//! - inbound ring full: the gateway stops reading the ROUTER socket (requests wait in libzmq's
+//!   queue, then in TCP, then the client's DEALER send blocks or fails with EAGAIN);
+//! - a session that does not read its reports: its report frames are kept in a per-session
+//!   backlog (ROUTER_MANDATORY, so libzmq never drops them); once the backlog reaches
+//!   `max_session_backlog` frames its new order-entry requests are rejected with `Busy`;
+//! - outbound ring full: the engine thread waits for room (never drops an event).
+
+use crate::config::GatewayConfig;
+use crate::counters::{GatewayCounters, GatewayStats};
+use crate::market_data::MarketData;
+use crate::session::Sessions;
+use caldera_engine::{Command, EventBody, SymbolId};
+use caldera_pipeline::{Agent, Output, Shared};
+use caldera_schema::codec::{self, ClientRequest, FrameError, RequestError, ServerReport};
+use caldera_schema::map::{self, MapError};
+use caldera_schema::{convert, wire};
+use flatbuffers::VerifierOptions;
+use rtrb::{Consumer, Producer};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A socket could not be created, configured or bound.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {endpoint}: {source}")]
+pub struct SocketError {
+    /// What failed.
+    pub what: &'static str,
+    /// Endpoint.
+    pub endpoint: String,
+    /// Cause.
+    #[source]
+    pub source: zmq::Error,
+}
+
+/// The pipeline ends the gateway works with.
+pub struct GatewayRings {
+    /// Commands to the engine.
+    pub commands: Producer<Command>,
+    /// Durable events (from the journal, or from the engine without one).
+    pub events: Consumer<Output>,
+    /// Slots per ring.
+    pub capacity: usize,
+}
+
+/// The wire side of a primary: sessions, routing, reports, back-pressure, market data.
+pub struct Gateway<'a> {
+    cfg: GatewayConfig,
+    router: zmq::Socket,
+    publisher: zmq::Socket,
+    order_entry: String,
+    market_data: String,
+    rings: GatewayRings,
+    shared: Arc<Shared>,
+    counters: Arc<GatewayCounters>,
+    shutdown: &'a AtomicBool,
+    sessions: Sessions,
+    md: MarketData,
+    verifier: VerifierOptions,
+    stats: GatewayStats,
+    pushed: u64,
+    stopping: bool,
+    stop_deadline: Option<Instant>,
+    finished: bool,
+    ident_msg: zmq::Message,
+    payload_msg: zmq::Message,
+    /// (commands pushed when a frame was read, when): latency samples awaiting durability.
+    samples: VecDeque<(u64, Instant)>,
+    last_publish: Instant,
+    next_md_snapshot: Option<Instant>,
+}
+
+fn socket_error(what: &'static str, endpoint: &str) -> impl FnOnce(zmq::Error) -> SocketError {
+    let endpoint = endpoint.to_string();
+    move |source| SocketError {
+        what,
+        endpoint,
+        source,
+    }
+}
+
+fn bind_order_entry(ctx: &zmq::Context, g: &GatewayConfig) -> Result<zmq::Socket, SocketError> {
+    let ep = &g.order_entry;
+    let router = ctx
+        .socket(zmq::ROUTER)
+        .map_err(socket_error("creating order-entry socket", ep))?;
+    router
+        .set_router_mandatory(true)
+        .map_err(socket_error("configuring", ep))?;
+    router
+        .set_sndhwm(g.sndhwm)
+        .map_err(socket_error("configuring", ep))?;
+    router
+        .set_rcvhwm(g.rcvhwm)
+        .map_err(socket_error("configuring", ep))?;
+    router
+        .set_maxmsgsize(g.max_message_bytes)
+        .map_err(socket_error("configuring", ep))?;
+    router
+        .set_linger(i32::try_from(g.shutdown_linger_ms).unwrap_or(i32::MAX))
+        .map_err(socket_error("configuring", ep))?;
+    router
+        .bind(ep)
+        .map_err(socket_error("binding order entry to", ep))?;
+    Ok(router)
+}
+
+fn bind_market_data(ctx: &zmq::Context, g: &GatewayConfig) -> Result<zmq::Socket, SocketError> {
+    let ep = &g.market_data;
+    let publisher = ctx
+        .socket(zmq::PUB)
+        .map_err(socket_error("creating market-data socket", ep))?;
+    publisher
+        .set_sndhwm(g.md_sndhwm)
+        .map_err(socket_error("configuring", ep))?;
+    publisher
+        .set_linger(1000)
+        .map_err(socket_error("configuring", ep))?;
+    publisher
+        .bind(ep)
+        .map_err(socket_error("binding market data to", ep))?;
+    Ok(publisher)
+}
+
+fn last_endpoint(s: &zmq::Socket, configured: &str) -> String {
+    s.get_last_endpoint()
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| configured.to_string())
+}
+
+impl<'a> Gateway<'a> {
+    /// Binds the order-entry and market-data sockets.
+    ///
+    /// # Errors
+    /// [`SocketError`] when a socket cannot be created, configured or bound.
+    pub fn bind(
+        ctx: &zmq::Context,
+        cfg: &GatewayConfig,
+        symbols: impl IntoIterator<Item = SymbolId>,
+        rings: GatewayRings,
+        shared: Arc<Shared>,
+        counters: Arc<GatewayCounters>,
+        shutdown: &'a AtomicBool,
+    ) -> Result<Self, SocketError> {
+        let router = bind_order_entry(ctx, cfg)?;
+        let publisher = bind_market_data(ctx, cfg)?;
+        let order_entry = last_endpoint(&router, &cfg.order_entry);
+        let market_data = last_endpoint(&publisher, &cfg.market_data);
+        let snapshot_every = Duration::from_millis(cfg.md_snapshot_interval_ms);
+        Ok(Self {
+            verifier: codec::verifier_options(cfg.max_batch),
+            cfg: cfg.clone(),
+            router,
+            publisher,
+            order_entry,
+            market_data,
+            rings,
+            shared,
+            counters,
+            shutdown,
+            sessions: Sessions::new(),
+            md: MarketData::new(symbols),
+            stats: GatewayStats::default(),
+            pushed: 0,
+            stopping: false,
+            stop_deadline: None,
+            finished: false,
+            ident_msg: zmq::Message::new(),
+            payload_msg: zmq::Message::new(),
+            samples: VecDeque::with_capacity(4096),
+            last_publish: Instant::now(),
+            next_md_snapshot: (!snapshot_every.is_zero()).then(|| Instant::now() + snapshot_every),
+        })
+    }
+
+    /// The bound order-entry endpoint (resolved when the configuration used port 0).
+    #[must_use]
+    pub fn order_entry(&self) -> &str {
+        &self.order_entry
+    }
+
+    /// The bound market-data endpoint.
+    #[must_use]
+    pub fn market_data(&self) -> &str {
+        &self.market_data
+    }
+
+    /// The counters of this run.
+    #[must_use]
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
+    }
+
+    /// Market-data messages published.
+    #[must_use]
+    pub fn md_published(&self) -> u64 {
+        self.md.published
+    }
+
+    /// The engine has consumed every command and stopped: route what is left, deliver every
+    /// report (keeping a slow reader's backlog for up to `shutdown_linger_ms`), publish the
+    /// last market data.
+    pub fn finish(&mut self) {
+        self.route_events(usize::MAX);
+        self.sessions.flush(&self.router, &mut self.stats);
+        self.md.flush(&self.publisher);
+        if self.cfg.md_snapshot_interval_ms != 0 {
+            self.md.snapshot(&self.publisher);
+        }
+        let linger = Instant::now() + Duration::from_millis(self.cfg.shutdown_linger_ms);
+        while self.sessions.has_backlog() && Instant::now() < linger {
+            self.sessions.flush(&self.router, &mut self.stats);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.publish(Instant::now());
+        self.counters
+            .published
+            .serving
+            .store(false, Ordering::Relaxed);
+    }
+
+    /// Marks the gateway as serving (the endpoints are bound).
+    pub fn start_serving(&self) {
+        self.counters
+            .published
+            .serving
+            .store(true, Ordering::Relaxed);
+    }
+
+    fn ring_has_room(&self) -> bool {
+        self.rings.commands.slots() >= self.cfg.max_batch
+    }
+
+    /// Reads and handles up to 256 frames. Returns the number handled.
+    fn read_requests(&mut self) -> usize {
+        if self.stopping {
+            return 0;
+        }
+        let mut n = 0;
+        while n < 256 {
+            if !self.ring_has_room() {
+                self.stats.ring_full_pauses += 1;
+                break;
+            }
+            let mut ident = std::mem::replace(&mut self.ident_msg, zmq::Message::new());
+            if self.router.recv(&mut ident, zmq::DONTWAIT).is_err() {
+                self.ident_msg = ident;
+                break;
+            }
+            let mut payload = std::mem::replace(&mut self.payload_msg, zmq::Message::new());
+            let mut extra = false;
+            if self.router.get_rcvmore().unwrap_or(false) {
+                let _ = self.router.recv(&mut payload, 0);
+                while self.router.get_rcvmore().unwrap_or(false) {
+                    let mut junk = zmq::Message::new();
+                    let _ = self.router.recv(&mut junk, 0);
+                    extra = true;
+                }
+            } else {
+                payload = zmq::Message::new();
+            }
+            n += 1;
+            self.stats.frames_in += 1;
+            let sid = self.sessions.session_for(&ident);
+            if extra {
+                self.gateway_reject(
+                    sid,
+                    0,
+                    wire::RequestKind::Frame,
+                    wire::RejectReason::UnexpectedFrames,
+                    0,
+                    0,
+                );
+            } else {
+                self.handle_frame(sid, &payload);
+            }
+            self.ident_msg = ident;
+            self.payload_msg = payload;
+        }
+        n
+    }
+
+    fn handle_frame(&mut self, sid: usize, payload: &[u8]) {
+        if payload.len() > self.cfg.max_frame_bytes {
+            return self.frame_reject(sid, wire::RejectReason::FrameTooLarge);
+        }
+        let before = self.pushed;
+        let verifier = std::mem::take(&mut self.verifier);
+        let max_batch = self.cfg.max_batch;
+        let result = codec::decode_client_batch(payload, &verifier, max_batch, |i, req| {
+            self.handle_request(sid, i, req);
+        });
+        self.verifier = verifier;
+        match result {
+            Ok(_) => {}
+            Err(FrameError::Malformed(_)) => {
+                self.frame_reject(sid, wire::RejectReason::MalformedMessage);
+            }
+            Err(FrameError::TooMany(_)) => {
+                self.frame_reject(sid, wire::RejectReason::BatchTooLarge);
+            }
+        }
+        if self.pushed != before {
+            self.shared.engine_parker.wake();
+            if self.samples.len() < self.samples.capacity() {
+                self.samples.push_back((self.pushed, Instant::now()));
+            }
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        sid: usize,
+        index: usize,
+        req: Result<ClientRequest, RequestError>,
+    ) {
+        self.stats.requests += 1;
+        let req = match req {
+            Ok(r) => r,
+            Err(RequestError::UnknownType) => {
+                return self.request_reject(sid, index, wire::RejectReason::UnknownMessageType);
+            }
+            Err(RequestError::Ambiguous) => {
+                return self.request_reject(sid, index, wire::RejectReason::AmbiguousRequest);
+            }
+        };
+        let (kind, cl, oid) = match &req {
+            ClientRequest::Logon(l) => return self.sessions.logon(sid, l.account()),
+            ClientRequest::Heartbeat(h) => {
+                return self.sessions.report(
+                    sid,
+                    ServerReport::HeartbeatAck(wire::HeartbeatAck::new(h.client_time_ns())),
+                );
+            }
+            ClientRequest::NewOrder(o) => (wire::RequestKind::New, o.client_order_id(), 0),
+            ClientRequest::Cancel(c) => {
+                (wire::RequestKind::Cancel, c.client_order_id(), c.order_id())
+            }
+            ClientRequest::Replace(r) => (
+                wire::RequestKind::Replace,
+                r.client_order_id(),
+                r.order_id(),
+            ),
+            ClientRequest::MassCancel(_) => (wire::RequestKind::MassCancel, 0, 0),
+        };
+        let reject = |me: &mut Self, reason| me.gateway_reject(sid, index, kind, reason, cl, oid);
+        let Some(account) = self.sessions.account(sid) else {
+            return reject(self, wire::RejectReason::NotLoggedOn);
+        };
+        if self.sessions.backlog_len(sid) >= self.cfg.max_session_backlog {
+            return reject(self, wire::RejectReason::Busy);
+        }
+        if self.shared.journal.failed.load(Ordering::Relaxed) {
+            return reject(self, wire::RejectReason::JournalUnavailable);
+        }
+        let cmd = match map::command(account, &req) {
+            Ok(cmd) => cmd,
+            Err(MapError::InvalidEnumValue | MapError::NotACommand) => {
+                return reject(self, wire::RejectReason::InvalidEnumValue);
+            }
+        };
+        // Room for a whole batch was checked before the frame was read.
+        if self.rings.commands.push(cmd).is_ok() {
+            self.pushed += 1;
+            self.stats.commands += 1;
+        } else {
+            reject(self, wire::RejectReason::Busy);
+        }
+    }
+
+    fn frame_reject(&mut self, sid: usize, reason: wire::RejectReason) {
+        self.gateway_reject(sid, 0, wire::RequestKind::Frame, reason, 0, 0);
+    }
+
+    fn request_reject(&mut self, sid: usize, index: usize, reason: wire::RejectReason) {
+        self.gateway_reject(sid, index, wire::RequestKind::Frame, reason, 0, 0);
+    }
+
+    fn gateway_reject(
+        &mut self,
+        sid: usize,
+        index: usize,
+        request: wire::RequestKind,
+        reason: wire::RejectReason,
+        cl: u64,
+        oid: u64,
+    ) {
+        self.stats.gateway_rejects += 1;
+        self.counters.reject(reason);
+        let r = wire::Rejected::new(
+            oid,
+            cl,
+            0,
+            0,
+            u32::try_from(index).unwrap_or(u32::MAX),
+            reason,
+            request,
+        );
+        self.sessions.report(sid, ServerReport::Rejected(r));
+    }
+
+    /// Routes up to `max` engine events. Returns the number of ring items taken.
+    fn route_events(&mut self, max: usize) -> usize {
+        let mut n = 0;
+        let mut events = 0;
+        while n < max {
+            let Ok(item) = self.rings.events.pop() else {
+                break;
+            };
+            n += 1;
+            if let Output::Event(ev) = item {
+                events += 1;
+                self.md.saw(ev.seq);
+                if let EventBody::Rejected(r) = &ev.body {
+                    self.counters.reject(convert::reject_reason(r.reason));
+                }
+                let (sessions, stats) = (&mut self.sessions, &mut self.stats);
+                map::reports(&ev, |account, report| {
+                    if !sessions.report_to_account(account, report) {
+                        stats.undeliverable += 1;
+                    }
+                });
+                match &ev.body {
+                    EventBody::Trade(t) => self.md.trade(ev.seq, t),
+                    EventBody::BookDelta(d) => self.md.delta(ev.seq, d),
+                    EventBody::InstrumentStatus(s) => self.md.status(ev.seq, s),
+                    _ => {}
+                }
+            }
+        }
+        self.stats.events += events;
+        n
+    }
+
+    /// Completes latency samples whose commands are now durable (forwarded by the journal, or
+    /// processed by the engine without one).
+    fn observe_latency(&mut self, now: Instant) {
+        if self.samples.is_empty() {
+            return;
+        }
+        let done = self.shared.releasable_commands();
+        while let Some(&(target, t)) = self.samples.front() {
+            if target > done {
+                break;
+            }
+            self.counters
+                .request_to_durable
+                .observe(now.saturating_duration_since(t));
+            self.samples.pop_front();
+        }
+    }
+
+    /// Copies the gateway's counters and gauges into the shared counters (every 5 ms).
+    fn publish(&mut self, now: Instant) {
+        let m = &self.counters.published;
+        let s = &self.stats;
+        let st = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        st(&m.frames_in, s.frames_in);
+        st(&m.requests, s.requests);
+        st(&m.commands, s.commands);
+        st(&m.events, s.events);
+        st(&m.reports, s.reports);
+        st(&m.undeliverable, s.undeliverable);
+        st(&m.ring_full_pauses, s.ring_full_pauses);
+        st(&m.sessions, self.sessions.len() as u64);
+        st(
+            &m.inbound_ring_used,
+            (self.rings.capacity - self.rings.commands.slots()) as u64,
+        );
+        st(&m.outbound_ring_used, self.rings.events.slots() as u64);
+        st(
+            &m.engine_seq,
+            self.shared.engine.seq.load(Ordering::Relaxed),
+        );
+        st(&m.durable_seq, self.shared.releasable_seq());
+        m.journal_unavailable.store(
+            self.shared.journal.failed.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.last_publish = now;
+    }
+
+    /// Publishes market data: the changes since the last round, and a full snapshot when due.
+    fn publish_market_data(&mut self, now: Instant) {
+        self.md.flush(&self.publisher);
+        if let Some(due) = self.next_md_snapshot {
+            if now >= due {
+                self.md.snapshot(&self.publisher);
+                self.next_md_snapshot =
+                    Some(now + Duration::from_millis(self.cfg.md_snapshot_interval_ms));
+            }
+        }
+    }
+
+    /// Shutdown: after the signal, stop reading; done once the engine has finished every
+    /// command read, the journal has released its events (or the linger ran out), and every
+    /// report is delivered (or the linger ran out).
+    fn check_shutdown(&mut self, now: Instant) {
+        if self.shared.journal.fenced.load(Ordering::Relaxed) {
+            self.finished = true;
+            return;
+        }
+        if self.shutdown.load(Ordering::Relaxed) && !self.stopping {
+            self.stopping = true;
+            self.stop_deadline = Some(now + Duration::from_millis(self.cfg.shutdown_linger_ms));
+            tracing::info!("shutdown requested: no new requests; draining");
+        }
+        if !self.stopping {
+            return;
+        }
+        let lingered = self.stop_deadline.is_some_and(|d| now > d);
+        let engine_done = self.shared.engine.commands.load(Ordering::Acquire) == self.pushed;
+        let engine_seq = self.shared.engine.seq.load(Ordering::Acquire);
+        let journal_done = !self.shared.journal_enabled()
+            || self.shared.journal.forwarded_seq.load(Ordering::Acquire) >= engine_seq
+            || lingered;
+        if engine_done
+            && journal_done
+            && self.rings.events.is_empty()
+            && (!self.sessions.has_backlog() || lingered)
+        {
+            self.finished = true;
+        }
+    }
+}
+
+impl Agent for Gateway<'_> {
+    fn do_work(&mut self) -> usize {
+        let mut work = self.read_requests();
+        work += self.route_events(8192);
+        // One clock read per round serves latency samples, metrics, snapshots and shutdown.
+        let now = Instant::now();
+        self.observe_latency(now);
+        self.sessions.flush(&self.router, &mut self.stats);
+        if now.duration_since(self.last_publish) >= Duration::from_millis(5) {
+            self.publish(now);
+        }
+        self.publish_market_data(now);
+        self.check_shutdown(now);
+        work
+    }
+
+    /// Sleeps in `zmq_poll` until a request arrives, the journal or engine signals events, or a
+    /// short timeout (1 ms while draining or retrying a backlog, else 50 ms).
+    fn sleep(&mut self) {
+        let waker = &self.shared.gateway_waker;
+        waker.announce_sleep();
+        if self.rings.events.is_empty() {
+            let timeout = if self.sessions.has_backlog() || self.stopping {
+                1
+            } else {
+                50
+            };
+            let read = if self.stopping || !self.ring_has_room() {
+                zmq::PollEvents::empty()
+            } else {
+                zmq::POLLIN
+            };
+            let mut items = [
+                self.router.as_poll_item(read),
+                zmq::PollItem::from_fd(waker.fd(), zmq::POLLIN),
+            ];
+            let _ = zmq::poll(&mut items, timeout);
+        }
+        waker.awake();
+    }
+
+    fn done(&self) -> bool {
+        self.finished
+    }
+}

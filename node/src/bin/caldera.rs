@@ -1,0 +1,425 @@
+//! `caldera`: the exchange node.
+//!
+//! `caldera serve` runs the ZeroMQ gateway and the matching engine; `caldera standby` follows
+//! the journal and takes over; `caldera replay` and `caldera journal` read a journal.
+
+use anyhow::{Context, Result};
+use caldera_node::config::{FsyncSetting, JournalUri, WaitStrategy};
+use caldera_node::summary::{BookLine, CheckLine, EventLine, ReplayLine, ServeLine};
+use caldera_node::{Config, NodeError, Primary, PrimaryNode, Role, StandbyExit};
+use caldera_pipeline::alloc_count::CountingAlloc;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[global_allocator]
+static GLOBAL: CountingAlloc<mimalloc::MiMalloc> = CountingAlloc(mimalloc::MiMalloc);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "caldera",
+    version,
+    about = "Caldera exchange node: ZeroMQ gateway + matching engine"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve order entry (ZeroMQ ROUTER) and market data (ZeroMQ PUB) until SIGINT/SIGTERM.
+    ///
+    /// On a signal: stop reading requests, let the engine finish every command already read,
+    /// deliver every report, print a JSON summary on stdout, exit 0.
+    Serve(ServeArgs),
+    /// Follow the journal as a hot standby and take over when the primary is gone.
+    ///
+    /// Holds the same books as the primary by applying the journal live (file: tails the
+    /// segments; Kafka: consumes the topic). Promotes itself when the primary dies (file: the
+    /// writer lock is released) or is silent for failover.timeout_ms (a stopped primary is
+    /// killed with the file journal, fenced by a new epoch with Kafka); then binds the
+    /// endpoints and serves exactly like `serve`. With no primary running it promotes at once,
+    /// so every node of a pair can run `caldera standby`. Exit code 3: fenced.
+    Standby(ServeArgs),
+    /// Rebuild the engine state from a journal (latest snapshot + replay) and print the last
+    /// sequence, the state hash, a book summary and the replay rate.
+    Replay(ReplayArgs),
+    /// Read a journal's events as JSON lines.
+    Journal {
+        #[command(subcommand)]
+        cmd: JournalCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalCmd {
+    /// Print every event from --from to the current end.
+    Dump(DumpArgs),
+    /// Print events from --from, then follow new ones until interrupted.
+    Tail(DumpArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// Journal: file://DIR (kafka://HOST:PORT/TOPIC with the Kafka journal).
+    #[arg(long)]
+    journal: JournalUri,
+    /// Engine configuration (must match the one that wrote the journal).
+    #[arg(short, long, env = "CALDERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Ignore snapshots: replay the whole journal.
+    #[arg(long)]
+    no_snapshot: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct DumpArgs {
+    /// Journal: file://DIR.
+    #[arg(long)]
+    journal: JournalUri,
+    /// First event sequence to print.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// TOML configuration (see docs/configuration.md); flags below override it.
+    #[arg(short, long, env = "CALDERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Order-entry endpoint (ROUTER), e.g. tcp://127.0.0.1:7001.
+    #[arg(long)]
+    order_entry: Option<String>,
+    /// Market-data endpoint (PUB), e.g. tcp://127.0.0.1:7002.
+    #[arg(long)]
+    market_data: Option<String>,
+    /// Core for the engine thread.
+    #[arg(long)]
+    engine_core: Option<usize>,
+    /// Core for the gateway thread.
+    #[arg(long)]
+    gateway_core: Option<usize>,
+    /// How idle threads wait: spin, spin-yield, park or auto.
+    #[arg(long)]
+    wait: Option<WaitStrategy>,
+    /// Journal: file://DIR (default file://caldera-journal), kafka://HOST:PORT/TOPIC, or none.
+    #[arg(long)]
+    journal: Option<JournalUri>,
+    /// File-journal fsync policy.
+    #[arg(long, value_enum)]
+    fsync: Option<FsyncSetting>,
+    /// Write the engine's final snapshot here on exit.
+    #[arg(long)]
+    snapshot_on_exit: Option<PathBuf>,
+    /// Failover: a standby promotes after this long without a journal record.
+    #[arg(long)]
+    failover_timeout_ms: Option<u64>,
+    /// Failover: the primary's heartbeat period when idle.
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// Failover: another node's order-entry endpoint to watch (repeat for several); a dropped
+    /// connection to the primary triggers takeover at once.
+    #[arg(long = "peer", value_name = "ENDPOINT")]
+    peers: Vec<String>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
+    /// Check the arguments and the configuration, print the effective configuration, exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Cmd::Serve(a) => serve(a, false),
+        Cmd::Standby(a) => serve(a, true),
+        Cmd::Replay(a) => replay(a),
+        Cmd::Journal {
+            cmd: JournalCmd::Dump(a),
+        } => dump(a, false),
+        Cmd::Journal {
+            cmd: JournalCmd::Tail(a),
+        } => dump(a, true),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn config_of(a: &ServeArgs) -> Result<Config> {
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(v) = &a.order_entry {
+        cfg.gateway.order_entry.clone_from(v);
+    }
+    if let Some(v) = &a.market_data {
+        cfg.gateway.market_data.clone_from(v);
+    }
+    if let Some(v) = a.failover_timeout_ms {
+        cfg.failover.timeout_ms = v;
+    }
+    if let Some(v) = a.heartbeat_ms {
+        cfg.failover.heartbeat_ms = v;
+    }
+    if let Some(v) = &a.metrics {
+        cfg.metrics.listen.clone_from(v);
+    }
+    if !a.peers.is_empty() {
+        cfg.failover.peers.clone_from(&a.peers);
+    }
+    if a.engine_core.is_some() {
+        cfg.threads.engine_core = a.engine_core;
+    }
+    if a.gateway_core.is_some() {
+        cfg.threads.gateway_core = a.gateway_core;
+    }
+    if let Some(w) = a.wait {
+        cfg.threads.wait = w;
+    }
+    if let Some(j) = &a.journal {
+        cfg.journal.uri = match j {
+            JournalUri::None => "none".into(),
+            JournalUri::File(p) => format!("file://{}", p.display()),
+            JournalUri::Kafka { brokers, topic } => format!("kafka://{brokers}/{topic}"),
+        };
+    }
+    if let Some(f) = a.fsync {
+        cfg.journal.fsync = f;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn serve(a: ServeArgs, standby: bool) -> Result<()> {
+    let cfg = config_of(&a)?;
+    if a.check {
+        let line = CheckLine {
+            ok: true,
+            role: if standby { "standby" } else { "primary" },
+            order_entry: &cfg.gateway.order_entry,
+            market_data: &cfg.gateway.market_data,
+            journal: &cfg.journal.uri,
+            metrics: &cfg.metrics.listen,
+            instruments: cfg.instruments.len(),
+            failover_timeout_ms: cfg.failover.timeout_ms,
+            peers: &cfg.failover.peers,
+        };
+        println!("{}", serde_json::to_string(&line)?);
+        return Ok(());
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&shutdown))
+            .context("installing signal handlers")?;
+    }
+    let metrics = Arc::new(caldera_node::Metrics::default());
+    let status = &metrics.node;
+    if !cfg.metrics.listen.is_empty() {
+        let bound = caldera_node::metrics::serve_http(&cfg.metrics.listen, Arc::clone(&metrics))
+            .with_context(|| format!("binding the metrics listener {}", cfg.metrics.listen))?;
+        tracing::info!(%bound, "metrics: /metrics /healthz /readyz");
+    }
+    let primary = if standby {
+        match caldera_node::run_standby(&cfg, &shutdown, status)? {
+            StandbyExit::Promoted(p) => *p,
+            StandbyExit::Stopped(s) => {
+                let mut line = serde_json::to_value(s)?;
+                line["role"] = "standby".into();
+                println!("{line}");
+                tracing::info!("standby stopped before taking over");
+                return Ok(());
+            }
+        }
+    } else {
+        Primary::open(&cfg)?
+    };
+    status.set_role(Role::Primary);
+    status.epoch.store(primary.epoch, Ordering::Relaxed);
+    let served = PrimaryNode::new(&cfg)
+        .metrics(Arc::clone(&metrics))
+        .on_ready(|ep| tracing::info!(order_entry = ep, "primary: accepting orders"))
+        .serve(primary, &shutdown);
+    let summary = match served {
+        Ok(s) => s,
+        Err(NodeError::Fenced(why)) => {
+            status.set_role(Role::Fenced);
+            tracing::error!(
+                why,
+                "fenced by a newer primary: exiting without releasing anything more"
+            );
+            std::process::exit(3);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let e = &summary.engine;
+    if let Some(path) = &a.snapshot_on_exit {
+        std::fs::write(path, e.engine.snapshot())
+            .with_context(|| format!("writing snapshot {}", path.display()))?;
+    }
+    println!("{}", serde_json::to_string(&ServeLine::of(&summary))?);
+    tracing::info!(
+        commands = e.commands,
+        last_seq = e.engine.last_seq(),
+        engine_allocations = e.allocations,
+        "stopped"
+    );
+    Ok(())
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+fn file_dir(j: &JournalUri) -> Result<&std::path::Path> {
+    match j {
+        JournalUri::File(d) => Ok(d),
+        JournalUri::Kafka { .. } => {
+            anyhow::bail!("this command reads a file journal here (file://DIR)")
+        }
+        JournalUri::None => anyhow::bail!("--journal none has nothing to read"),
+    }
+}
+
+fn replay(a: ReplayArgs) -> Result<()> {
+    let cfg = load_config(a.config.as_ref())?;
+    let (engine, rec) = match &a.journal {
+        #[cfg(feature = "kafka")]
+        JournalUri::Kafka { brokers, topic } => {
+            let (e, rec, _) =
+                caldera_journal::kafka::recover(brokers, topic, &cfg.engine_config(), KAFKA_IDLE)?;
+            (e, rec)
+        }
+        other => {
+            let dir = file_dir(other)?;
+            anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());
+            if a.no_snapshot {
+                let mut e = caldera_engine::Engine::new(cfg.engine_config())?;
+                let mut rec = caldera_journal::recover::Recovered::default();
+                caldera_journal::recover::replay_into(&mut e, dir, &mut rec)?;
+                (e, rec)
+            } else {
+                caldera_journal::recover::recover(dir, &cfg.engine_config())?
+            }
+        }
+    };
+    let secs = rec.elapsed.as_secs_f64().max(1e-9);
+    let line = ReplayLine {
+        last_seq: engine.last_seq(),
+        state_hash: engine.state_hash(),
+        live_orders: engine.live_orders(),
+        snapshot_seq: rec.snapshot_seq,
+        batches: rec.batches,
+        commands: rec.commands,
+        events: rec.events,
+        seconds: (secs * 1000.0).round() / 1000.0,
+        events_per_s: (rec.events as f64 / secs).round(),
+        books: cfg
+            .instruments
+            .iter()
+            .map(|i| BookLine::of(&engine, i.id))
+            .collect(),
+    };
+    println!("{}", serde_json::to_string(&line)?);
+    Ok(())
+}
+
+enum Source {
+    File(caldera_journal::LogReader),
+    #[cfg(feature = "kafka")]
+    Kafka(caldera_journal::kafka::KafkaReader),
+}
+
+impl Source {
+    fn next(&mut self, follow: bool) -> Result<Option<Vec<u8>>> {
+        Ok(match self {
+            Source::File(r) => r.next_frame()?.map(|f| f.payload),
+            #[cfg(feature = "kafka")]
+            Source::Kafka(r) => r.next(if follow {
+                std::time::Duration::from_millis(100)
+            } else {
+                KAFKA_IDLE
+            })?,
+        })
+    }
+}
+
+fn dump(a: DumpArgs, follow: bool) -> Result<()> {
+    use std::io::Write as _;
+    let mut source = match &a.journal {
+        #[cfg(feature = "kafka")]
+        JournalUri::Kafka { brokers, topic } => {
+            Source::Kafka(caldera_journal::kafka::KafkaReader::open(brokers, topic)?)
+        }
+        other => {
+            let dir = file_dir(other)?;
+            anyhow::ensure!(dir.is_dir(), "no journal at {}", dir.display());
+            Source::File(caldera_journal::LogReader::open(dir, a.from)?)
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut events = Vec::new();
+    let mut max_epoch = 0;
+    loop {
+        match source.next(follow)? {
+            Some(payload) => {
+                let epoch = caldera_schema::record::root(&payload)?.epoch();
+                if epoch < max_epoch {
+                    // The epoch rule: a fenced primary's late append is not history.
+                    continue;
+                }
+                max_epoch = epoch;
+                events.clear();
+                caldera_schema::record::decode_events(&payload, &mut events)?;
+                for e in events.iter().filter(|e| e.seq >= a.from) {
+                    serde_json::to_writer(&mut out, &EventLine::of(epoch, e))?;
+                    writeln!(out)?;
+                }
+            }
+            None if follow && !stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                out.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            None => break,
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Idle time after which Kafka reads stop (the broker's high watermark is not trusted).
+#[cfg(feature = "kafka")]
+const KAFKA_IDLE: std::time::Duration = std::time::Duration::from_millis(1500);

@@ -1,0 +1,385 @@
+//! The node's configuration: a TOML file, every field optional, plus command-line overrides.
+//! The reference of every key is docs/configuration.md.
+
+use caldera_engine::{EngineConfig, InstrumentSpec};
+pub use caldera_gateway::GatewayConfig;
+pub use caldera_pipeline::WaitStrategy;
+use serde::Deserialize;
+use std::path::Path;
+
+/// One instrument (mirrors [`InstrumentSpec`]).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Instrument {
+    /// Instrument id.
+    pub id: u32,
+    /// Price increment.
+    pub tick_size: u64,
+    /// Quantity increment.
+    pub lot_size: u64,
+    /// Lowest price (inclusive).
+    pub min_price: u64,
+    /// Highest price (inclusive).
+    pub max_price: u64,
+    /// Largest order quantity.
+    pub max_qty: u64,
+}
+
+/// Engine capacities.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// Resting orders, all instruments.
+    pub max_orders: u32,
+    /// Accounts that may rest orders.
+    pub max_accounts: u32,
+    /// Seed of the engine's hash tables (must match on replicas).
+    pub hash_seed: u64,
+    /// Accepted orders remembered by (account, client order id) after they are done, so a
+    /// client's resend after a failover is rejected as a duplicate (0 = live orders only).
+    pub dedupe_window: u32,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self {
+            max_orders: 1 << 20,
+            max_accounts: 1 << 16,
+            hash_seed: 0xca1d_e7a5,
+            dedupe_window: 1 << 18,
+        }
+    }
+}
+
+/// Threads, cores and rings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThreadsSection {
+    /// Core for the engine thread (`None` = auto: the last core when there are 4+ cores).
+    pub engine_core: Option<usize>,
+    /// Core for the gateway thread (`None` = not pinned).
+    pub gateway_core: Option<usize>,
+    /// How idle threads wait.
+    pub wait: WaitStrategy,
+    /// Slots in each SPSC ring (commands in, events out).
+    pub ring_capacity: usize,
+}
+
+impl Default for ThreadsSection {
+    fn default() -> Self {
+        Self {
+            engine_core: None,
+            gateway_core: None,
+            wait: WaitStrategy::Auto,
+            ring_capacity: 1 << 16,
+        }
+    }
+}
+
+/// fsync setting of the file journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsyncSetting {
+    /// After every batch, before its reports are released (survives power loss).
+    Always,
+    /// Every `fsync_interval_ms`; reports released after the write (survives a process crash).
+    Interval,
+    /// Never forced (survives a process crash only).
+    Never,
+}
+
+/// Why a `kafka://` journal cannot be used by a build without the `kafka` feature.
+pub const NO_KAFKA: &str =
+    "this build has no Kafka support (rebuild with the `kafka` feature, the default)";
+
+/// Where the engine's commands and events are journaled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalUri {
+    /// No journal (state is lost when the process stops).
+    None,
+    /// The embedded segment log in a directory.
+    File(std::path::PathBuf),
+    /// A Kafka topic (partition 0) on these bootstrap brokers.
+    Kafka {
+        /// `host:port[,host:port…]`.
+        brokers: String,
+        /// Topic.
+        topic: String,
+    },
+}
+
+impl std::str::FromStr for JournalUri {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(JournalUri::None);
+        }
+        if let Some(p) = s.strip_prefix("file://") {
+            if p.is_empty() {
+                return Err("file:// needs a directory, e.g. file://./journal".into());
+            }
+            return Ok(JournalUri::File(p.into()));
+        }
+        if let Some(rest) = s.strip_prefix("kafka://") {
+            let (brokers, topic) = rest
+                .split_once('/')
+                .ok_or("kafka URI must be kafka://HOST:PORT/TOPIC")?;
+            if brokers.is_empty() || topic.is_empty() {
+                return Err("kafka URI must be kafka://HOST:PORT/TOPIC".into());
+            }
+            return Ok(JournalUri::Kafka {
+                brokers: brokers.into(),
+                topic: topic.into(),
+            });
+        }
+        Err(format!(
+            "unknown journal URI {s:?}: use file://DIR, kafka://HOST:PORT/TOPIC or none"
+        ))
+    }
+}
+
+/// Journal settings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSection {
+    /// `file://DIR` (default `file://caldera-journal`), `kafka://HOST:PORT/TOPIC`, or `none`.
+    pub uri: String,
+    /// File journal fsync policy.
+    pub fsync: FsyncSetting,
+    /// Period for `fsync = "interval"`.
+    pub fsync_interval_ms: u64,
+    /// Roll segments at this size.
+    pub segment_bytes: u64,
+    /// Snapshot every this many events (0 = only at shutdown).
+    pub snapshot_every_events: u64,
+    /// Delete old segments (already covered by a snapshot) beyond this total size.
+    pub retention_bytes: Option<u64>,
+    /// Delete old segments (already covered by a snapshot) older than this.
+    pub retention_age_s: Option<u64>,
+    /// Lowest writer epoch. A primary writes with the highest epoch found in the journal + 1
+    /// (at least this), stamped on every batch.
+    pub epoch: u64,
+    /// Kafka: start-up catch-up stops after this long without a new record.
+    pub kafka_catchup_idle_ms: u64,
+    /// Kafka: no acknowledgement for this long while batches are pending = journal unavailable
+    /// (new requests rejected with `JournalUnavailable`; pending ones held and retried).
+    pub kafka_stall_ms: u64,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        Self {
+            uri: "file://caldera-journal".into(),
+            fsync: FsyncSetting::Always,
+            fsync_interval_ms: 10,
+            segment_bytes: 64 << 20,
+            snapshot_every_events: 5_000_000,
+            retention_bytes: None,
+            retention_age_s: None,
+            epoch: 1,
+            kafka_catchup_idle_ms: 1000,
+            kafka_stall_ms: 1000,
+        }
+    }
+}
+
+impl JournalSection {
+    /// The parsed URI.
+    ///
+    /// # Errors
+    /// An invalid URI.
+    pub fn parsed(&self) -> Result<JournalUri, ConfigFileError> {
+        self.uri.parse().map_err(ConfigFileError::Invalid)
+    }
+}
+
+/// Hot standby and failover.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailoverSection {
+    /// The primary appends a heartbeat batch after this long without a journal append.
+    pub heartbeat_ms: u64,
+    /// A standby promotes itself after this long without any journal record (a stopped or
+    /// partitioned primary). With the file journal a crashed primary is detected at once
+    /// through the writer lock, whatever this is.
+    pub timeout_ms: u64,
+    /// File journal: when the primary is silent for `timeout_ms` but still holds the writer
+    /// lock (stopped, not dead), kill it (SIGKILL; same host) so the lock is released. Without
+    /// this the standby waits for the lock.
+    pub kill_silent_primary: bool,
+    /// How often the standby logs its status (role, applied sequence, lag, state hash).
+    pub status_every_ms: u64,
+    /// Order-entry endpoints of the other nodes. A standby keeps a ZeroMQ connection to
+    /// whichever of them is bound (the primary); when that connection drops — the primary's
+    /// process died and the kernel reset it — the standby takes over at once instead of
+    /// waiting for `timeout_ms` (Kafka journal; the new epoch fences a primary that is in fact
+    /// alive).
+    pub peers: Vec<String>,
+}
+
+impl Default for FailoverSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 50,
+            timeout_ms: 500,
+            kill_silent_primary: true,
+            status_every_ms: 5000,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// Metrics and health HTTP listener.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `HOST:PORT` for `/metrics`, `/healthz`, `/readyz` (empty = off).
+    pub listen: String,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Engine capacities.
+    pub engine: EngineSection,
+    /// Instruments (default: ids 1..=8, tick 1, lot 1, prices 1..=200000, max qty 1000000).
+    pub instruments: Vec<Instrument>,
+    /// Gateway sockets and limits.
+    pub gateway: GatewayConfig,
+    /// Threads.
+    pub threads: ThreadsSection,
+    /// Journal.
+    pub journal: JournalSection,
+    /// Hot standby and failover.
+    pub failover: FailoverSection,
+    /// Metrics and health endpoints.
+    pub metrics: MetricsSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            engine: EngineSection::default(),
+            instruments: (1..=8)
+                .map(|id| Instrument {
+                    id,
+                    tick_size: 1,
+                    lot_size: 1,
+                    min_price: 1,
+                    max_price: 200_000,
+                    max_qty: 1_000_000,
+                })
+                .collect(),
+            gateway: GatewayConfig::default(),
+            threads: ThreadsSection::default(),
+            journal: JournalSection::default(),
+            failover: FailoverSection::default(),
+            metrics: MetricsSection::default(),
+        }
+    }
+}
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// Reading the file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Cause.
+        source: toml::de::Error,
+    },
+    /// The engine rejected the configuration.
+    #[error("invalid engine configuration: {0}")]
+    Engine(#[from] caldera_engine::ConfigError),
+    /// Another invalid value.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// I/O, TOML syntax or unknown keys.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigFileError::Parse { path: p, source })
+    }
+
+    /// The engine's configuration.
+    #[must_use]
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_orders: self.engine.max_orders,
+            max_accounts: self.engine.max_accounts,
+            hash_seed: self.engine.hash_seed,
+            dedupe_window: self.engine.dedupe_window,
+            instruments: self
+                .instruments
+                .iter()
+                .map(|i| InstrumentSpec {
+                    id: i.id,
+                    tick_size: i.tick_size,
+                    lot_size: i.lot_size,
+                    min_price: i.min_price,
+                    max_price: i.max_price,
+                    max_qty: i.max_qty,
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks everything that can be checked before start-up.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), ConfigFileError> {
+        self.engine_config().validate()?;
+        self.gateway.validate().map_err(ConfigFileError::Invalid)?;
+        self.journal.parsed()?;
+        if self.threads.ring_capacity < 16 {
+            return Err(ConfigFileError::Invalid(
+                "threads.ring_capacity must be >= 16".into(),
+            ));
+        }
+        let f = &self.failover;
+        if f.heartbeat_ms == 0 || f.timeout_ms <= f.heartbeat_ms {
+            return Err(ConfigFileError::Invalid(
+                "failover: heartbeat_ms must be > 0 and timeout_ms > heartbeat_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_unknown_keys_are_errors() {
+        let text = include_str!("../../infra/caldera.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.instruments.len(), 2);
+        assert!(toml::from_str::<Config>("[gateway]\nnope = 1\n").is_err());
+        assert_eq!(Config::default().engine_config().instruments.len(), 8);
+        assert_eq!(WaitStrategy::Auto.resolve(2), WaitStrategy::SpinYield);
+        assert_eq!(WaitStrategy::Auto.resolve(8), WaitStrategy::Spin);
+    }
+}

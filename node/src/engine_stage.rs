@@ -1,0 +1,187 @@
+//! The engine stage: pops commands from the inbound SPSC ring, runs the engine, pushes the
+//! events (then the command) to the outbound SPSC ring. Pinned to a core when configured;
+//! allocation-free after start-up.
+
+use caldera_engine::{Command, Engine, Event, EventSink};
+use caldera_pipeline::alloc_count::thread_allocations;
+use caldera_pipeline::{Agent, Idle, Output, Shared, WaitStrategy};
+use rtrb::{Consumer, Producer};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the engine thread hands back when it stops.
+#[derive(Debug)]
+pub struct EngineReport {
+    /// The engine, with its final state.
+    pub engine: Engine,
+    /// Commands processed.
+    pub commands: u64,
+    /// Allocations made by the engine thread after start-up (expected: 0).
+    pub allocations: u64,
+    /// Core the thread was pinned to, if pinning succeeded.
+    pub pinned_core: Option<usize>,
+}
+
+/// Pushes events into the outbound ring, waiting (never dropping) when it is full.
+struct RingSink {
+    tx: Producer<Output>,
+    shared: Arc<Shared>,
+    idle: Idle,
+}
+
+impl RingSink {
+    #[inline]
+    fn push(&mut self, mut item: Output) {
+        loop {
+            match self.tx.push(item) {
+                Ok(()) => {
+                    self.idle.reset();
+                    return;
+                }
+                Err(rtrb::PushError::Full(back)) => {
+                    // Back-pressure: downstream is behind. Wake it and wait for room.
+                    item = back;
+                    self.shared.notify_downstream();
+                    self.idle
+                        .wait(|| std::thread::park_timeout(Duration::from_micros(50)));
+                }
+            }
+        }
+    }
+}
+
+impl EventSink for RingSink {
+    #[inline]
+    fn on_event(&mut self, event: &Event) {
+        self.push(Output::Event(*event));
+    }
+}
+
+/// The engine thread's agent.
+pub struct EngineStage {
+    engine: Engine,
+    rx: Consumer<Command>,
+    sink: RingSink,
+    shared: Arc<Shared>,
+    commands: u64,
+    allocations_at_start: u64,
+    /// Allocations made by this thread while serving (measured when it stops).
+    allocations: u64,
+    stopped: bool,
+}
+
+impl EngineStage {
+    /// The stage for `engine`, reading `rx` and writing `tx`.
+    #[must_use]
+    pub fn new(
+        engine: Engine,
+        rx: Consumer<Command>,
+        tx: Producer<Output>,
+        shared: Arc<Shared>,
+        wait: WaitStrategy,
+    ) -> Self {
+        Self {
+            engine,
+            rx,
+            sink: RingSink {
+                tx,
+                shared: Arc::clone(&shared),
+                idle: Idle::new(wait),
+            },
+            shared,
+            commands: 0,
+            allocations_at_start: 0,
+            allocations: 0,
+            stopped: false,
+        }
+    }
+
+    /// Starts the engine thread (pinned to `core` when given).
+    ///
+    /// # Errors
+    /// When the OS cannot spawn the thread.
+    pub fn spawn(self, wait: WaitStrategy, core: Option<usize>) -> std::io::Result<EngineThread> {
+        caldera_pipeline::spawn("caldera-engine", self, wait, core).map(EngineThread)
+    }
+
+    /// Processes one command: its events, then the command itself (a command boundary for
+    /// the journal), then publishes progress and wakes downstream.
+    #[inline]
+    fn process(&mut self, cmd: &Command) {
+        self.engine.process(cmd, &mut self.sink);
+        self.sink.push(Output::Command(*cmd));
+        self.commands += 1;
+        self.shared
+            .engine
+            .seq
+            .store(self.engine.last_seq(), Ordering::Release);
+        self.shared
+            .engine
+            .commands
+            .store(self.commands, Ordering::Release);
+        self.shared.notify_downstream();
+    }
+}
+
+/// The running engine thread.
+pub struct EngineThread(std::thread::JoinHandle<(EngineStage, Option<usize>)>);
+
+impl EngineThread {
+    /// Waits for the thread to stop (after [`caldera_pipeline::shared::GatewaySide::stop`]).
+    ///
+    /// # Errors
+    /// When the thread panicked.
+    pub fn join(self) -> Result<EngineReport, crate::NodeError> {
+        let (stage, pinned_core) = self
+            .0
+            .join()
+            .map_err(|_| crate::NodeError::Panicked("engine"))?;
+        Ok(EngineReport {
+            engine: stage.engine,
+            commands: stage.commands,
+            allocations: stage.allocations,
+            pinned_core,
+        })
+    }
+}
+
+impl Agent for EngineStage {
+    fn on_start(&mut self) {
+        self.shared.engine_parker.register_current();
+        tracing::info!("engine thread running");
+        // Everything above may allocate (thread name, logging); nothing after this may.
+        self.allocations_at_start = thread_allocations();
+    }
+
+    fn do_work(&mut self) -> usize {
+        if let Ok(cmd) = self.rx.pop() {
+            self.process(&cmd);
+            return 1;
+        }
+        if self.shared.gateway.stop.load(Ordering::Acquire) && self.rx.is_empty() {
+            self.allocations = thread_allocations() - self.allocations_at_start;
+            self.stopped = true;
+            self.shared.engine.stopped.store(true, Ordering::SeqCst);
+            self.shared.notify_downstream();
+            tracing::info!(
+                commands = self.commands,
+                allocations = self.allocations,
+                "engine thread stopped"
+            );
+        }
+        0
+    }
+
+    fn sleep(&mut self) {
+        let (rx, shared) = (&self.rx, &self.shared);
+        shared.engine_parker.park_unless(
+            || !rx.is_empty() || shared.gateway.stop.load(Ordering::SeqCst),
+            Duration::from_millis(1),
+        );
+    }
+
+    fn done(&self) -> bool {
+        self.stopped
+    }
+}

@@ -1,0 +1,266 @@
+//! Serving as the primary: the engine and journal stages started around the gateway, and the
+//! orderly shutdown that delivers every report.
+//!
+//! Threads (docs/architecture.md): the gateway runs on the calling thread; the engine and
+//! journal stages each on their own; libzmq's I/O thread under the sockets.
+
+use crate::config::{Config, JournalUri};
+use crate::engine_stage::{EngineReport, EngineStage, EngineThread};
+use crate::error::NodeError;
+pub use crate::handover::Primary;
+use crate::journal_stage::{JournalSettings, JournalStage, JournalStats, JournalThread};
+use crate::metrics::Metrics;
+use caldera_engine::Command;
+use caldera_gateway::{Gateway, GatewayRings, GatewayStats};
+use caldera_journal::snapshots::SnapshotStore;
+use caldera_journal::Retention;
+use caldera_pipeline::{Idle, Output, Shared, WaitStrategy};
+use rtrb::RingBuffer;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Result of serving.
+#[derive(Debug)]
+pub struct ServeSummary {
+    /// Journal stage counters (None without a journal).
+    pub journal: Option<JournalStats>,
+    /// Sequence the engine started from (recovered from the journal).
+    pub recovered_seq: u64,
+    /// The engine thread's report (final engine state included).
+    pub engine: EngineReport,
+    /// Gateway counters.
+    pub gateway: GatewayStats,
+    /// Market-data messages published.
+    pub md_published: u64,
+}
+
+/// Serves a [`Primary`]: binds the endpoints, starts the pipeline, runs the gateway on the
+/// calling thread until `shutdown` is set, then stops reading, drains the rings and delivers
+/// every report.
+pub struct PrimaryNode<'a> {
+    cfg: &'a Config,
+    metrics: Arc<Metrics>,
+    on_ready: Box<dyn FnOnce(&str) + 'a>,
+}
+
+impl<'a> PrimaryNode<'a> {
+    /// A primary with this configuration (reporting into fresh metrics).
+    #[must_use]
+    pub fn new(cfg: &'a Config) -> Self {
+        Self {
+            cfg,
+            metrics: Arc::new(Metrics::default()),
+            on_ready: Box::new(|_| {}),
+        }
+    }
+
+    /// Reports into `metrics` (served by [`crate::metrics::serve_http`]).
+    #[must_use]
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Calls `f` with the bound order-entry endpoint once clients can connect.
+    #[must_use]
+    pub fn on_ready(mut self, f: impl FnOnce(&str) + 'a) -> Self {
+        self.on_ready = Box::new(f);
+        self
+    }
+
+    /// Serves until `shutdown` is set, then drains and returns the summary.
+    ///
+    /// # Errors
+    /// [`NodeError`] on start-up failures, [`NodeError::Fenced`] when a newer primary took over.
+    pub fn serve(self, primary: Primary, shutdown: &AtomicBool) -> Result<ServeSummary, NodeError> {
+        let placement = Placement::of(self.cfg);
+        let recovered_seq = primary.engine.last_seq();
+        let epoch = primary.epoch;
+        let shared = Arc::new(Shared::new(primary.journal.is_some(), recovered_seq)?);
+        let (gateway_rings, stage_rings) =
+            rings(self.cfg.threads.ring_capacity, primary.journal.is_some());
+        // Bind first: a socket that cannot be bound stops the start before any thread runs.
+        let ctx = zmq::Context::new();
+        let mut gw = Gateway::bind(
+            &ctx,
+            &self.cfg.gateway,
+            self.cfg.instruments.iter().map(|i| i.id),
+            gateway_rings,
+            Arc::clone(&shared),
+            Arc::clone(&self.metrics.gateway),
+            shutdown,
+        )?;
+        let stages = self.start_stages(primary, stage_rings, &shared, &placement)?;
+        let _ = caldera_pipeline::agent::pin("caldera-gateway", self.cfg.threads.gateway_core);
+        tracing::info!(order_entry = %gw.order_entry(), market_data = %gw.market_data(), cores = placement.cores, wait = ?placement.wait, engine_core = ?placement.engine_core, "serving");
+        self.metrics
+            .ring_capacity
+            .store(self.cfg.threads.ring_capacity as u64, Ordering::Relaxed);
+        gw.start_serving();
+        (self.on_ready)(gw.order_entry());
+        caldera_pipeline::run_with(&mut gw, placement.gateway_idle());
+        stop(gw, stages, &shared, epoch, recovered_seq)
+    }
+
+    /// Starts the journal stage (if there is a journal) and the engine stage.
+    fn start_stages(
+        &self,
+        primary: Primary,
+        rings: StageRings,
+        shared: &Arc<Shared>,
+        placement: &Placement,
+    ) -> Result<Stages, NodeError> {
+        let Primary {
+            engine,
+            journal,
+            epoch,
+            shadow,
+        } = primary;
+        let journal = match (journal, rings.journal) {
+            (Some((writer, snapshots)), Some((rx, tx))) => {
+                let stage = JournalStage::new(
+                    writer,
+                    // The standby kept a shadow in step (no copy on the failover path).
+                    shadow.unwrap_or_else(|| engine.clone()),
+                    rx,
+                    tx,
+                    Arc::clone(shared),
+                    Arc::clone(&self.metrics),
+                    self.journal_settings(epoch, snapshots),
+                );
+                Some(stage.spawn(placement.wait)?)
+            }
+            _ => None,
+        };
+        let engine = EngineStage::new(
+            engine,
+            rings.commands,
+            rings.engine_output,
+            Arc::clone(shared),
+            placement.wait,
+        )
+        .spawn(placement.wait, placement.engine_core)?;
+        Ok(Stages { engine, journal })
+    }
+
+    fn journal_settings(&self, epoch: u64, snapshots: Option<SnapshotStore>) -> JournalSettings {
+        let j = &self.cfg.journal;
+        JournalSettings {
+            epoch,
+            heartbeat: Duration::from_millis(self.cfg.failover.heartbeat_ms),
+            snapshots,
+            snapshot_every_events: j.snapshot_every_events,
+            retention: Retention {
+                max_bytes: j.retention_bytes,
+                max_age: j.retention_age_s.map(Duration::from_secs),
+            },
+            // Kafka brokers cap record sizes (1 MB by default): keep batches well below.
+            max_batch_items: if matches!(j.parsed(), Ok(JournalUri::Kafka { .. })) {
+                4096
+            } else {
+                16_384
+            },
+        }
+    }
+}
+
+/// Where the pipeline threads run and how they wait.
+struct Placement {
+    cores: usize,
+    wait: WaitStrategy,
+    engine_core: Option<usize>,
+}
+
+impl Placement {
+    fn of(cfg: &Config) -> Self {
+        let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
+        Self {
+            cores,
+            wait: cfg.threads.wait.resolve(cores),
+            // With 4+ cores the engine gets the last one to itself.
+            engine_core: cfg
+                .threads
+                .engine_core
+                .or_else(|| (cores >= 4).then(|| cores - 1)),
+        }
+    }
+
+    /// The gateway sleeps in `zmq_poll` after a short spin unless it may spin.
+    fn gateway_idle(&self) -> Idle {
+        let wait = if self.wait == WaitStrategy::Spin {
+            WaitStrategy::Spin
+        } else {
+            WaitStrategy::Park
+        };
+        Idle::with_phases(wait, 64, 0)
+    }
+}
+
+/// The ring ends the stages use.
+struct StageRings {
+    commands: rtrb::Consumer<Command>,
+    engine_output: rtrb::Producer<Output>,
+    /// The journal stage's input (the engine's output) and output (towards the gateway).
+    journal: Option<(rtrb::Consumer<Output>, rtrb::Producer<Output>)>,
+}
+
+/// The rings: gateway → engine, engine → (journal →) gateway.
+fn rings(capacity: usize, journal: bool) -> (GatewayRings, StageRings) {
+    let (in_tx, in_rx) = RingBuffer::<Command>::new(capacity);
+    let (out_tx, engine_out_rx) = RingBuffer::<Output>::new(capacity);
+    let (journal_rings, to_gateway) = if journal {
+        let (jtx, jrx) = RingBuffer::<Output>::new(capacity);
+        (Some((engine_out_rx, jtx)), jrx)
+    } else {
+        (None, engine_out_rx)
+    };
+    (
+        GatewayRings {
+            commands: in_tx,
+            events: to_gateway,
+            capacity,
+        },
+        StageRings {
+            commands: in_rx,
+            engine_output: out_tx,
+            journal: journal_rings,
+        },
+    )
+}
+
+/// The running stage threads.
+struct Stages {
+    engine: EngineThread,
+    journal: Option<JournalThread>,
+}
+
+/// After the gateway's loop: unless fenced, stop the engine once it has consumed every
+/// command, wait for the journal to release everything, and deliver what is left.
+fn stop(
+    mut gw: Gateway<'_>,
+    stages: Stages,
+    shared: &Shared,
+    epoch: u64,
+    recovered_seq: u64,
+) -> Result<ServeSummary, NodeError> {
+    if shared.journal.fenced.load(Ordering::SeqCst) {
+        // Release nothing more; the process exits without joining the pipeline threads.
+        return Err(NodeError::Fenced(format!(
+            "epoch {epoch} was superseded by a newer primary"
+        )));
+    }
+    shared.gateway.stop.store(true, Ordering::SeqCst);
+    shared.engine_parker.wake();
+    let engine = stages.engine.join()?;
+    let journal = stages.journal.map(JournalThread::join).transpose()?;
+    gw.finish();
+    Ok(ServeSummary {
+        md_published: gw.md_published(),
+        gateway: gw.stats().clone(),
+        engine,
+        journal,
+        recovered_seq,
+    })
+    // Dropping the gateway closes the sockets; the context's drop waits up to the linger.
+}

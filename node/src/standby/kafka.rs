@@ -1,0 +1,211 @@
+//! Following a Kafka journal: the whole topic, then new records as they arrive; a dropped
+//! connection to the primary (`failover.peers`) or silence tells it is gone, and the new
+//! epoch record fences it.
+
+use super::peers::PeerWatch;
+use super::{epoch_record, Follower};
+use crate::config::Config;
+use crate::error::NodeError;
+use crate::handover::Primary;
+use caldera_engine::{Engine, EngineConfig};
+use caldera_journal::kafka::{self, KafkaJournal, KafkaReader};
+use caldera_journal::recover::Recovered;
+use std::time::{Duration, Instant};
+
+/// Follows a Kafka journal.
+pub(crate) struct KafkaFollower {
+    brokers: String,
+    topic: String,
+    engine: Engine,
+    /// Kept in step with `engine` once following (see [`super::file::FileFollower`]).
+    shadow: Option<(Engine, Recovered)>,
+    rec: Recovered,
+    reader: KafkaReader,
+    last_record: Instant,
+    /// Offset of the record that started the current epoch.
+    epoch_offset: i64,
+    /// A producer connected ahead of promotion (standby).
+    writer: Option<KafkaJournal>,
+    peers: Option<PeerWatch>,
+    stall: Duration,
+}
+
+impl KafkaFollower {
+    /// Reads the topic until nothing arrives for `idle` (zero: just opens the reader; a
+    /// standby then catches up while following, since a live primary's heartbeats never let
+    /// the topic go idle).
+    pub(crate) fn start(
+        brokers: &str,
+        topic: &str,
+        engine_cfg: &EngineConfig,
+        idle: Duration,
+    ) -> Result<Self, NodeError> {
+        let (engine, rec, reader) =
+            kafka::recover(brokers, topic, engine_cfg, idle).map_err(NodeError::recover)?;
+        tracing::info!(brokers, topic, batches = rec.batches, last_seq = engine.last_seq(), epoch = rec.last_epoch, next_offset = reader.next_offset(), elapsed = ?rec.elapsed, "recovered from Kafka");
+        Ok(Self {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            engine,
+            shadow: None,
+            rec,
+            reader,
+            last_record: Instant::now(),
+            epoch_offset: -1,
+            writer: None,
+            peers: None,
+            stall: Duration::from_secs(1),
+        })
+    }
+
+    /// A standby of the topic: a shadow engine in step, a producer connected now (its start-up
+    /// is then not on the failover path), and the peers watched.
+    pub(crate) fn follow(
+        brokers: &str,
+        topic: &str,
+        engine_cfg: &EngineConfig,
+        cfg: &Config,
+    ) -> Result<Self, NodeError> {
+        let mut f = Self::start(brokers, topic, engine_cfg, Duration::ZERO)?;
+        f.stall = Duration::from_millis(cfg.journal.kafka_stall_ms);
+        f.shadow = Some((f.engine.clone(), f.rec.clone()));
+        f.writer = Some(f.connect_writer(0)?);
+        f.peers = PeerWatch::new(&cfg.failover.peers)?;
+        tracing::info!(
+            brokers,
+            topic,
+            seq = f.engine.last_seq(),
+            epoch = f.rec.last_epoch,
+            offset = f.reader.next_offset(),
+            "standby: following the Kafka journal"
+        );
+        Ok(f)
+    }
+
+    fn read(&mut self, wait: Duration) -> Result<usize, NodeError> {
+        let mut n = 0;
+        let mut wait = wait;
+        while let Some(r) = self.reader.next_record(wait).map_err(NodeError::recover)? {
+            let before = self.rec.last_epoch;
+            kafka::apply_record(&mut self.engine, &r.payload, &mut self.rec)
+                .map_err(NodeError::recover)?;
+            if let Some((shadow, rec)) = &mut self.shadow {
+                kafka::apply_record(shadow, &r.payload, rec).map_err(NodeError::recover)?;
+            }
+            if self.rec.last_epoch != before {
+                self.epoch_offset = r.offset;
+            }
+            n += 1;
+            wait = Duration::ZERO;
+            if n >= 4096 {
+                break;
+            }
+        }
+        if n > 0 {
+            self.last_record = Instant::now();
+        }
+        Ok(n)
+    }
+
+    /// Appends the epoch record, reads up to it (anything the old primary got in before it is
+    /// history and is applied; anything after it is not), and returns the primary.
+    pub(crate) fn take_over(
+        mut self,
+        cfg: &Config,
+        detected: Instant,
+    ) -> Result<Primary, NodeError> {
+        self.stall = Duration::from_millis(cfg.journal.kafka_stall_ms);
+        let epoch = cfg.journal.epoch.max(self.rec.last_epoch + 1);
+        let mut journal = match self.writer.take() {
+            Some(mut w) => {
+                w.retarget(epoch, self.reader.next_offset(), self.engine.last_seq());
+                w
+            }
+            None => self.connect_writer(epoch)?,
+        };
+        let marker = epoch_record(epoch, self.engine.last_seq());
+        let offset = journal.start_epoch(&marker, Duration::from_secs(30))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.reader.next_offset() <= offset {
+            if Instant::now() > deadline {
+                return Err(NodeError::Recover(format!(
+                    "could not read back the epoch record at offset {offset}"
+                )));
+            }
+            self.read(Duration::from_millis(50))?;
+        }
+        if self.rec.last_epoch != epoch || self.epoch_offset != offset {
+            return Err(NodeError::Recover(format!(
+                "another primary started epoch {} (offset {}) while this one started {epoch} \
+                 (offset {offset}): not taking over",
+                self.rec.last_epoch, self.epoch_offset
+            )));
+        }
+        journal.resume_after(offset, self.engine.last_seq());
+        tracing::info!(
+            epoch,
+            offset,
+            last_seq = self.engine.last_seq(),
+            catch_up_us = detected.elapsed().as_micros() as u64,
+            "primary: epoch started (Kafka journal)"
+        );
+        // Closing a consumer waits for its broker connections: not on the failover path.
+        let reader = self.reader;
+        let _ = std::thread::Builder::new()
+            .name("caldera-reader-close".into())
+            .spawn(move || drop(reader));
+        Ok(Primary {
+            engine: self.engine,
+            journal: Some((Box::new(journal), None)),
+            epoch,
+            shadow: self.shadow.map(|(s, _)| s),
+        })
+    }
+
+    fn connect_writer(&self, epoch: u64) -> Result<KafkaJournal, NodeError> {
+        KafkaJournal::connect(
+            &self.brokers,
+            &self.topic,
+            self.engine.last_seq(),
+            self.reader.next_offset(),
+            epoch,
+            self.stall,
+        )
+        .map_err(NodeError::recover)
+    }
+}
+
+impl Follower for KafkaFollower {
+    fn poll(&mut self) -> Result<usize, NodeError> {
+        self.read(Duration::from_millis(2))
+    }
+
+    fn catch_up(&mut self) -> Result<usize, NodeError> {
+        self.read(Duration::from_millis(50))
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn recovered(&self) -> &Recovered {
+        &self.rec
+    }
+
+    fn silence(&self) -> Duration {
+        self.last_record.elapsed()
+    }
+
+    fn primary_gone(&mut self) -> Result<bool, NodeError> {
+        Ok(self.peers.as_mut().is_some_and(PeerWatch::lost))
+    }
+
+    /// Silence is enough: the new epoch record fences a primary that is in fact alive.
+    fn on_silence(&mut self) -> bool {
+        true
+    }
+
+    fn promote(self: Box<Self>, cfg: &Config, detected: Instant) -> Result<Primary, NodeError> {
+        (*self).take_over(cfg, detected)
+    }
+}

@@ -1,0 +1,233 @@
+//! The Kafka journal against a real Kafka-protocol broker (tansu 0.6.0, installed by
+//! scripts/test.sh) started on a free 127.0.0.1 port for each test.
+
+use caldera_client::requests::{self, limit};
+use caldera_client::wire::{self, Side, TimeInForce};
+use caldera_client::{OrderClient, ServerReport};
+use caldera_testkit::harness::{caldera, free_port, Broker, Node};
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn kafka_toml(uri: &str) -> String {
+    format!("[journal]\nuri = \"{uri}\"\nkafka_stall_ms = 500\n")
+}
+
+fn start_serve(tag: &str, uri: &str) -> Node {
+    // The Kafka URI in the config overrides the harness's file journal (the flag is not used).
+    Node::start_kafka(tag, &kafka_toml(uri))
+}
+
+#[test]
+fn serve_kill_then_replay_from_kafka_gives_the_same_state_and_an_independent_consumer_decodes_everything(
+) {
+    let broker = Broker::start("caldera.events");
+    let uri = broker.uri("caldera.events");
+    let node = start_serve("kafka-kill", &uri);
+    let ctx = zmq::Context::new();
+    let mut c = OrderClient::connect(&ctx, &node.order_entry).unwrap();
+    let mut reports = Vec::new();
+    c.push(requests::logon(1));
+    // 3,000 crossing orders, pipelined with at most 500 unanswered.
+    let total = 3000u64;
+    let answered = |r: &[ServerReport]| {
+        r.iter()
+            .filter(|x| matches!(x, ServerReport::Accepted(_) | ServerReport::Rejected(_)))
+            .count() as u64
+    };
+    let mut n = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while answered(&reports) < total {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} answered",
+            answered(&reports)
+        );
+        while n < total && n < answered(&reports) + 500 {
+            n += 1;
+            let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
+            c.push(limit(n, 1, side, TimeInForce::Gtc, 1000 + n % 5, 1 + n % 7));
+        }
+        c.flush().unwrap();
+        c.recv(&mut reports, Duration::from_millis(50)).unwrap();
+    }
+    node.signal(rustix::process::Signal::KILL);
+    drop(node);
+    let acked: HashSet<u64> = reports
+        .iter()
+        .filter_map(|r| {
+            if let ServerReport::Accepted(a) = r {
+                Some(a.engine_seq())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert!(acked.len() > 2000, "acknowledged orders: {}", acked.len());
+
+    let replay: serde_json::Value =
+        serde_json::from_str(caldera(&["replay", "--journal", &uri]).trim()).unwrap();
+    let last = replay["last_seq"].as_u64().unwrap();
+    assert!(
+        acked.iter().all(|s| *s <= last),
+        "an acknowledged event is missing from Kafka"
+    );
+
+    // A consumer written independently (Python, confluent-kafka + flatc output) decodes every event.
+    let py = std::env::var("CALDERA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../clients/python/journal_consumer.py"
+    );
+    let out = Command::new(py)
+        .args([
+            script,
+            "--kafka",
+            &broker.addr,
+            "--topic",
+            "caldera.events",
+            "--idle",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["events"].as_u64(), Some(last));
+    assert_eq!(summary["last_seq"].as_u64(), Some(last));
+    assert_eq!(summary["contiguous"], true);
+
+    // A restarted node recovers from Kafka to the same state.
+    let node = start_serve("kafka-restart", &uri);
+    let (code, s, _) = node.stop();
+    assert_eq!(code, 0);
+    assert_eq!(s["recovered_seq"].as_u64(), Some(last));
+    assert_eq!(s["state_hash"], replay["state_hash"]);
+}
+
+#[test]
+fn broker_absent_or_topic_missing_at_start_is_a_clear_error() {
+    let dead = format!("kafka://127.0.0.1:{}/caldera.events", free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_caldera"))
+        .args([
+            "serve",
+            "--order-entry",
+            &format!("tcp://127.0.0.1:{}", free_port()),
+            "--market-data",
+            &format!("tcp://127.0.0.1:{}", free_port()),
+            "--journal",
+            &dead,
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach Kafka at 127.0.0.1:"), "{err}");
+
+    let broker = Broker::start("other.topic");
+    let out = Command::new(env!("CARGO_BIN_EXE_caldera"))
+        .args(["replay", "--journal", &broker.uri("missing.topic")])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn broker_outage_mid_run_holds_or_rejects_then_resumes_and_loses_nothing_acknowledged() {
+    let broker = Broker::start("caldera.events");
+    let uri = broker.uri("caldera.events");
+    let node = start_serve("kafka-outage", &uri);
+    let ctx = zmq::Context::new();
+    let mut c = OrderClient::connect(&ctx, &node.order_entry).unwrap();
+    let mut reports = Vec::new();
+    c.push(requests::logon(5));
+    c.push(limit(1, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
+    c.flush().unwrap();
+    let wait_for = |c: &mut OrderClient,
+                    reports: &mut Vec<ServerReport>,
+                    f: &dyn Fn(&ServerReport) -> bool,
+                    secs: u64| {
+        let d = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < d {
+            if reports.iter().any(f) {
+                return true;
+            }
+            c.recv(reports, Duration::from_millis(100)).unwrap();
+        }
+        reports.iter().any(f)
+    };
+    assert!(wait_for(
+        &mut c,
+        &mut reports,
+        &|r| matches!(r, ServerReport::Accepted(a) if a.client_order_id() == 1),
+        10
+    ));
+
+    // Freeze the broker: the next order is held (no acknowledgement)...
+    broker.signal(rustix::process::Signal::STOP);
+    c.push(limit(2, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
+    c.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.recv(&mut reports, Duration::from_millis(100)).unwrap();
+    assert!(
+        !reports
+            .iter()
+            .any(|r| matches!(r, ServerReport::Accepted(a) if a.client_order_id() == 2)),
+        "acknowledged before Kafka had it"
+    );
+    // ...and new ones are rejected with a clear status while Kafka does not acknowledge.
+    c.push(limit(3, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
+    c.flush().unwrap();
+    assert!(
+        wait_for(
+            &mut c,
+            &mut reports,
+            &|r| matches!(r, ServerReport::Rejected(x) if x.client_order_id() == 3 && x.reason() == wire::RejectReason::JournalUnavailable),
+            5
+        ),
+        "{reports:?}"
+    );
+
+    // Thaw: the held order is acknowledged and service resumes.
+    broker.signal(rustix::process::Signal::CONT);
+    assert!(
+        wait_for(
+            &mut c,
+            &mut reports,
+            &|r| matches!(r, ServerReport::Accepted(a) if a.client_order_id() == 2),
+            60
+        ),
+        "held order never acknowledged"
+    );
+    let d = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.push(limit(4, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
+        c.flush().unwrap();
+        if wait_for(
+            &mut c,
+            &mut reports,
+            &|r| matches!(r, ServerReport::Accepted(a) if a.client_order_id() == 4),
+            1,
+        ) {
+            break;
+        }
+        assert!(Instant::now() < d, "service did not resume: {reports:?}");
+    }
+    let (code, summary, _) = node.stop();
+    assert_eq!(code, 0);
+    let replay: serde_json::Value =
+        serde_json::from_str(caldera(&["replay", "--journal", &uri]).trim()).unwrap();
+    assert_eq!(
+        replay["state_hash"], summary["state_hash"],
+        "everything acknowledged is in Kafka"
+    );
+}

@@ -1,0 +1,115 @@
+//! The state the pipeline threads share, grouped by the thread that writes it, each group on
+//! its own cache lines.
+
+use crate::padded::CachePadded;
+use crate::wake::{EventFdWaker, Parker};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Written by the gateway thread.
+#[derive(Debug, Default)]
+pub struct GatewaySide {
+    /// Exit once the inbound ring is empty (set at shutdown).
+    pub stop: AtomicBool,
+}
+
+/// Written by the engine thread.
+#[derive(Debug, Default)]
+pub struct EngineSide {
+    /// Commands the engine has finished.
+    pub commands: AtomicU64,
+    /// The engine's last sequence number.
+    pub seq: AtomicU64,
+    /// The engine thread has exited.
+    pub stopped: AtomicBool,
+}
+
+/// Written by the journal thread.
+#[derive(Debug, Default)]
+pub struct JournalSide {
+    /// Last sequence the journal made durable and forwarded to the gateway.
+    pub forwarded_seq: AtomicU64,
+    /// Commands whose events the journal made durable and forwarded.
+    pub commands_forwarded: AtomicU64,
+    /// The journal cannot make events durable: new requests are refused until it recovers.
+    pub failed: AtomicBool,
+    /// A newer primary fenced this one: release nothing more and stop.
+    pub fenced: AtomicBool,
+}
+
+/// State shared by the gateway, engine and journal threads.
+#[derive(Debug)]
+pub struct Shared {
+    /// Written by the gateway.
+    pub gateway: CachePadded<GatewaySide>,
+    /// Written by the engine thread.
+    pub engine: CachePadded<EngineSide>,
+    /// Written by the journal thread.
+    pub journal: CachePadded<JournalSide>,
+    /// Wakes the engine thread.
+    pub engine_parker: CachePadded<Parker>,
+    /// Wakes the journal thread.
+    pub journal_parker: CachePadded<Parker>,
+    /// Wakes the gateway thread.
+    pub gateway_waker: CachePadded<EventFdWaker>,
+    journal_enabled: bool,
+}
+
+impl Shared {
+    /// Shared state for a pipeline with (`journal`) or without a journal thread between the
+    /// engine and the gateway, starting at engine sequence `seq`.
+    ///
+    /// # Errors
+    /// When the gateway's eventfd cannot be created.
+    pub fn new(journal: bool, seq: u64) -> std::io::Result<Self> {
+        let s = Self {
+            gateway: CachePadded::default(),
+            engine: CachePadded::default(),
+            journal: CachePadded::default(),
+            engine_parker: CachePadded::default(),
+            journal_parker: CachePadded::default(),
+            gateway_waker: CachePadded(EventFdWaker::new()?),
+            journal_enabled: journal,
+        };
+        s.engine.seq.store(seq, Ordering::Relaxed);
+        s.journal.forwarded_seq.store(seq, Ordering::Relaxed);
+        Ok(s)
+    }
+
+    /// Whether a journal thread sits between the engine and the gateway.
+    #[must_use]
+    pub fn journal_enabled(&self) -> bool {
+        self.journal_enabled
+    }
+
+    /// Wakes whoever consumes the engine's output: the journal thread if there is one, else the
+    /// gateway.
+    #[inline]
+    pub fn notify_downstream(&self) {
+        if self.journal_enabled {
+            self.journal_parker.wake();
+        } else {
+            self.gateway_waker.wake();
+        }
+    }
+
+    /// The last sequence whose events may be reported (durable, or processed without a
+    /// journal).
+    #[must_use]
+    pub fn releasable_seq(&self) -> u64 {
+        if self.journal_enabled {
+            self.journal.forwarded_seq.load(Ordering::Relaxed)
+        } else {
+            self.engine.seq.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Commands whose events may be reported (see [`Shared::releasable_seq`]).
+    #[must_use]
+    pub fn releasable_commands(&self) -> u64 {
+        if self.journal_enabled {
+            self.journal.commands_forwarded.load(Ordering::Acquire)
+        } else {
+            self.engine.commands.load(Ordering::Acquire)
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! `JournalBatch` encoding: the commands the engine executed and the events they produced.
+
+use crate::map::order_ref;
+use crate::{convert, wire};
+use caldera_engine::{
+    Accepted, BookDelta, Cancel, Command, Done, Event, EventBody, InstrumentStatus, MassCancel,
+    MassCancelled, NewOrder, OrderRef, Rejected, Replace, Replaced, Trade,
+};
+use flatbuffers::{FlatBufferBuilder, WIPOffset};
+
+/// A batch as read back from the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedBatch {
+    /// Writer's epoch.
+    pub epoch: u64,
+    /// First event sequence number.
+    pub first_seq: u64,
+    /// Last event sequence number (`first_seq - 1` for a batch without events).
+    pub last_seq: u64,
+    /// Commands in execution order.
+    pub commands: Vec<Command>,
+    /// Writer's wall clock at append (ns since the Unix epoch; 0 if unknown).
+    pub written_ns: u64,
+}
+
+/// The wall clock in ns since the Unix epoch (0 if the clock is before it).
+#[must_use]
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A record that does not decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    /// FlatBuffers verification failed.
+    #[error("journal batch does not verify: {0}")]
+    Malformed(String),
+    /// A field is out of range.
+    #[error("journal batch has an invalid {0}")]
+    Invalid(&'static str),
+}
+
+/// Encodes a batch into `fbb` (reset first) and returns the bytes.
+pub fn encode_batch<'a>(
+    fbb: &'a mut FlatBufferBuilder<'static>,
+    epoch: u64,
+    commands: &[Command],
+    events: &[Event],
+    first_seq: u64,
+    last_seq: u64,
+) -> &'a [u8] {
+    fbb.reset();
+    let mut cmd_offs: Vec<WIPOffset<wire::CommandRecord>> = Vec::with_capacity(commands.len());
+    for c in commands {
+        let mut a = wire::CommandRecordArgs::default();
+        let (n, ca, r, m, i);
+        match c {
+            Command::New(o) => {
+                n = wire::JNewOrder::new(
+                    o.client_order_id,
+                    o.price,
+                    o.qty,
+                    o.account,
+                    o.symbol,
+                    convert::side(o.side),
+                    convert::order_type(o.order_type),
+                    convert::tif(o.tif),
+                    convert::stp(o.stp),
+                    o.post_only,
+                );
+                a.new_order = Some(&n);
+            }
+            Command::Cancel(x) => {
+                let (id, cl, by) = target(x.target);
+                ca = wire::JCancel::new(id, cl, x.account, by);
+                a.cancel = Some(&ca);
+            }
+            Command::Replace(x) => {
+                let (id, cl, by) = target(x.target);
+                r = wire::JReplace::new(id, cl, x.price, x.qty, x.account, by);
+                a.replace = Some(&r);
+            }
+            Command::MassCancel(x) => {
+                m = wire::JMassCancel::new(x.account, x.symbol.unwrap_or(0), x.symbol.is_none());
+                a.mass_cancel = Some(&m);
+            }
+            Command::Halt(s) | Command::Resume(s) => {
+                i = wire::JInstrumentControl::new(*s, matches!(c, Command::Halt(_)));
+                a.instrument = Some(&i);
+            }
+        }
+        cmd_offs.push(wire::CommandRecord::create(fbb, &a));
+    }
+    let mut ev_offs: Vec<WIPOffset<wire::EventRecord>> = Vec::with_capacity(events.len());
+    for e in events {
+        let s = e.seq;
+        let mut a = wire::EventRecordArgs::default();
+        let (ac, rj, tr, dn, rp, bd, mc, st);
+        match &e.body {
+            EventBody::Accepted(x) => {
+                ac = wire::JAccepted::new(
+                    s,
+                    x.order_id,
+                    x.client_order_id,
+                    x.price,
+                    x.qty,
+                    x.account,
+                    x.symbol,
+                    convert::side(x.side),
+                    convert::order_type(x.order_type),
+                    convert::tif(x.tif),
+                );
+                a.accepted = Some(&ac);
+            }
+            EventBody::Rejected(x) => {
+                rj = wire::JRejected::new(
+                    s,
+                    x.order_id,
+                    x.client_order_id,
+                    x.account,
+                    x.symbol,
+                    convert::reject_reason(x.reason),
+                    convert::request_kind(x.request),
+                );
+                a.rejected = Some(&rj);
+            }
+            EventBody::Trade(x) => {
+                tr = wire::JTrade::new(
+                    s,
+                    x.trade_id,
+                    x.price,
+                    x.qty,
+                    x.maker_order_id,
+                    x.maker_client_order_id,
+                    x.maker_leaves,
+                    x.taker_order_id,
+                    x.taker_client_order_id,
+                    x.taker_leaves,
+                    x.maker_account,
+                    x.taker_account,
+                    x.symbol,
+                    convert::side(x.aggressor),
+                );
+                a.trade = Some(&tr);
+            }
+            EventBody::Done(x) => {
+                dn = wire::JDone::new(
+                    s,
+                    x.order_id,
+                    x.client_order_id,
+                    x.leaves,
+                    x.account,
+                    x.symbol,
+                    convert::side(x.side),
+                    convert::done_reason(x.reason),
+                );
+                a.done = Some(&dn);
+            }
+            EventBody::Replaced(x) => {
+                rp = wire::JReplaced::new(
+                    s,
+                    x.order_id,
+                    x.client_order_id,
+                    x.price,
+                    x.qty,
+                    x.account,
+                    x.symbol,
+                    convert::side(x.side),
+                    x.kept_priority,
+                );
+                a.replaced = Some(&rp);
+            }
+            EventBody::BookDelta(x) => {
+                bd = wire::JBookDelta::new(s, x.price, x.qty, x.symbol, convert::side(x.side));
+                a.book_delta = Some(&bd);
+            }
+            EventBody::MassCancelled(x) => {
+                mc = wire::JMassCancelled::new(
+                    s,
+                    x.account,
+                    x.symbol.unwrap_or(0),
+                    x.count,
+                    x.symbol.is_none(),
+                );
+                a.mass_cancelled = Some(&mc);
+            }
+            EventBody::InstrumentStatus(x) => {
+                st = wire::JInstrumentStatus::new(s, x.symbol, x.halted);
+                a.instrument_status = Some(&st);
+            }
+        }
+        ev_offs.push(wire::EventRecord::create(fbb, &a));
+    }
+    let commands = fbb.create_vector(&cmd_offs);
+    let events = fbb.create_vector(&ev_offs);
+    let root = wire::JournalBatch::create(
+        fbb,
+        &wire::JournalBatchArgs {
+            epoch,
+            first_seq,
+            last_seq,
+            commands: Some(commands),
+            events: Some(events),
+            written_ns: wall_ns(),
+        },
+    );
+    fbb.finish(root, None);
+    fbb.finished_data()
+}
+
+fn target(t: OrderRef) -> (u64, u64, bool) {
+    match t {
+        OrderRef::Id(id) => (id, 0, false),
+        OrderRef::Client(c) => (0, c, true),
+    }
+}
+
+fn opts() -> flatbuffers::VerifierOptions {
+    flatbuffers::VerifierOptions {
+        max_tables: 100_000_000,
+        max_apparent_size: 1 << 31,
+        ..Default::default()
+    }
+}
+
+/// Verifies a batch and returns its root.
+///
+/// # Errors
+/// [`RecordError::Malformed`].
+pub fn root(bytes: &[u8]) -> Result<wire::JournalBatch<'_>, RecordError> {
+    flatbuffers::root_with_opts::<wire::JournalBatch>(&opts(), bytes)
+        .map_err(|e| RecordError::Malformed(e.to_string()))
+}
+
+/// Decodes the header and the commands of a batch (what replay needs).
+///
+/// # Errors
+/// [`RecordError`] when the batch does not verify or a field is out of range.
+pub fn decode_commands(bytes: &[u8]) -> Result<DecodedBatch, RecordError> {
+    let b = root(bytes)?;
+    let mut commands = Vec::with_capacity(b.commands().map_or(0, |c| c.len()));
+    if let Some(cs) = b.commands() {
+        for c in cs {
+            commands.push(command_of(&c)?);
+        }
+    }
+    Ok(DecodedBatch {
+        epoch: b.epoch(),
+        first_seq: b.first_seq(),
+        last_seq: b.last_seq(),
+        written_ns: b.written_ns(),
+        commands,
+    })
+}
+
+fn bad(what: &'static str) -> RecordError {
+    RecordError::Invalid(what)
+}
+
+fn command_of(c: &wire::CommandRecord<'_>) -> Result<Command, RecordError> {
+    if let Some(o) = c.new_order() {
+        return Ok(Command::New(NewOrder {
+            account: o.account(),
+            client_order_id: o.client_order_id(),
+            symbol: o.symbol(),
+            side: convert::side_from(o.side()).ok_or(bad("side"))?,
+            order_type: convert::order_type_from(o.order_type()).ok_or(bad("order type"))?,
+            tif: convert::tif_from(o.tif()).ok_or(bad("time in force"))?,
+            post_only: o.post_only(),
+            price: o.price(),
+            qty: o.qty(),
+            stp: convert::stp_from(o.stp()).ok_or(bad("self-trade prevention"))?,
+        }));
+    }
+    if let Some(x) = c.cancel() {
+        return Ok(Command::Cancel(Cancel {
+            account: x.account(),
+            target: order_ref(x.by_client_order_id(), x.order_id(), x.client_order_id()),
+        }));
+    }
+    if let Some(x) = c.replace() {
+        return Ok(Command::Replace(Replace {
+            account: x.account(),
+            target: order_ref(x.by_client_order_id(), x.order_id(), x.client_order_id()),
+            price: x.price(),
+            qty: x.qty(),
+        }));
+    }
+    if let Some(x) = c.mass_cancel() {
+        return Ok(Command::MassCancel(MassCancel {
+            account: x.account(),
+            symbol: (!x.all_symbols()).then(|| x.symbol()),
+        }));
+    }
+    if let Some(x) = c.instrument() {
+        return Ok(if x.halt() {
+            Command::Halt(x.symbol())
+        } else {
+            Command::Resume(x.symbol())
+        });
+    }
+    Err(bad("command record (no field set)"))
+}
+
+/// Decodes the events of a batch (for dump/tail and consumers).
+///
+/// # Errors
+/// [`RecordError`] when the batch does not verify or a field is out of range.
+pub fn decode_events(bytes: &[u8], out: &mut Vec<Event>) -> Result<(), RecordError> {
+    let b = root(bytes)?;
+    let Some(es) = b.events() else { return Ok(()) };
+    for e in es {
+        out.push(event_of(&e)?);
+    }
+    Ok(())
+}
+
+fn event_of(e: &wire::EventRecord<'_>) -> Result<Event, RecordError> {
+    let side = |s| convert::side_from(s).ok_or(bad("side"));
+    if let Some(x) = e.accepted() {
+        return Ok(Event {
+            seq: x.seq(),
+            body: EventBody::Accepted(Accepted {
+                order_id: x.order_id(),
+                account: x.account(),
+                client_order_id: x.client_order_id(),
+                symbol: x.symbol(),
+                side: side(x.side())?,
+                order_type: convert::order_type_from(x.order_type()).ok_or(bad("order type"))?,
+                tif: convert::tif_from(x.tif()).ok_or(bad("tif"))?,
+                price: x.price(),
+                qty: x.qty(),
+            }),
+        });
+    }
+    if let Some(x) = e.rejected() {
+        return Ok(Event {
+            seq: x.seq(),
+            body: EventBody::Rejected(Rejected {
+                account: x.account(),
+                client_order_id: x.client_order_id(),
+                order_id: x.order_id(),
+                symbol: x.symbol(),
+                request: convert::request_kind_from(x.request()).ok_or(bad("request kind"))?,
+                reason: convert::engine_reject_reason_from(x.reason())
+                    .ok_or(bad("reject reason"))?,
+            }),
+        });
+    }
+    if let Some(x) = e.trade() {
+        return Ok(Event {
+            seq: x.seq(),
+            body: EventBody::Trade(Trade {
+                trade_id: x.trade_id(),
+                symbol: x.symbol(),
+                price: x.price(),
+                qty: x.qty(),
+                aggressor: side(x.aggressor())?,
+                maker_order_id: x.maker_order_id(),
+                maker_account: x.maker_account(),
+                maker_client_order_id: x.maker_client_order_id(),
+                maker_leaves: x.maker_leaves(),
+                taker_order_id: x.taker_order_id(),
+                taker_account: x.taker_account(),
+                taker_client_order_id: x.taker_client_order_id(),
+                taker_leaves: x.taker_leaves(),
+            }),
+        });
+    }
+    if let Some(x) = e.done() {
+        return Ok(Event {
+            seq: x.seq(),
+            body: EventBody::Done(Done {
+                order_id: x.order_id(),
+                account: x.account(),
+                client_order_id: x.client_order_id(),
+                symbol: x.symbol(),
+                side: side(x.side())?,
+                reason: convert::done_reason_from(x.reason()).ok_or(bad("done reason"))?,
+                leaves: x.leaves(),
+            }),
+        });
+    }
+    if let Some(x) = e.replaced() {
+        return Ok(Event {
+            seq: x.seq(),
+            body: EventBody::Replaced(Replaced {
+                order_id: x.order_id(),
+                account: x.account(),
+                client_order_id: x.client_order_id(),
+                symbol: x.symbol(),
+                side: side(x.side())?,
+                price: x.price(),
+                qty: x.qty(),
+                kept_priority: x.kept_priority(),
+            }),
+        });
+    }
+    if let Some(x) = e.book_delta() {
+        return Ok(Event {
+            seq: x.seq(),
+            body: EventBody::BookDelta(BookDelta {
+                symbol: x.symbol(),
+                side: side(x.side())?,
+                price: x.price(),
+                qty: x.qty(),
+            }),
+        });
+    }
+    if let Some(x) = e.mass_cancelled() {
+        return Ok(Event {
+            seq: x.seq(),
+            body: EventBody::MassCancelled(MassCancelled {
+                account: x.account(),
+                symbol: (!x.all_symbols()).then(|| x.symbol()),
+                count: x.count(),
+            }),
+        });
+    }
+    if let Some(x) = e.instrument_status() {
+        return Ok(Event {
+            seq: x.seq(),
+            body: EventBody::InstrumentStatus(InstrumentStatus {
+                symbol: x.symbol(),
+                halted: x.halted(),
+            }),
+        });
+    }
+    Err(bad("event record (no field set)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caldera_engine::Engine;
+    use caldera_testkit::flow::{generate, FlowConfig};
+
+    #[test]
+    fn batches_round_trip_commands_and_events_exactly() {
+        let cfg = FlowConfig {
+            seed: 4,
+            symbols: 2,
+            accounts: 30,
+            target_orders: 50,
+            full_mix: true,
+        };
+        let cmds = generate(&cfg, 3000);
+        let mut e = Engine::new(cfg.engine_config()).unwrap();
+        let mut events = Vec::new();
+        for c in &cmds {
+            e.process(c, &mut events);
+        }
+        let mut fbb = FlatBufferBuilder::new();
+        let bytes = encode_batch(&mut fbb, 7, &cmds, &events, 1, e.last_seq()).to_vec();
+        let d = decode_commands(&bytes).unwrap();
+        assert_eq!((d.epoch, d.first_seq, d.last_seq), (7, 1, e.last_seq()));
+        assert_eq!(d.commands, cmds);
+        let mut back = Vec::new();
+        decode_events(&bytes, &mut back).unwrap();
+        assert_eq!(back, events);
+    }
+}

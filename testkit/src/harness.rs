@@ -1,0 +1,419 @@
+//! The process harness: the real `caldera` binary on free 127.0.0.1 ports, stopped with real
+//! signals; a real Kafka-protocol broker (tansu); helpers to talk to them. Every file a test
+//! writes goes to a fresh temporary directory ([`temp_dir`]).
+
+use caldera_client::{OrderClient, ServerReport};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `caldera` binary: `$CALDERA_BIN`, or the one cargo built next to the running test
+/// (`cargo test --workspace` builds it).
+#[must_use]
+pub fn caldera_bin() -> PathBuf {
+    sibling_bin("CALDERA_BIN", "caldera")
+}
+
+/// The `caldera-loadgen` binary (as [`caldera_bin`], `$CALDERA_LOADGEN_BIN`).
+#[must_use]
+pub fn loadgen_bin() -> PathBuf {
+    sibling_bin("CALDERA_LOADGEN_BIN", "caldera-loadgen")
+}
+
+fn sibling_bin(var: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return p.into();
+    }
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().expect("deps dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    };
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo test --workspace` (it builds every binary) or set {var}",
+        p.display()
+    );
+    p
+}
+
+/// A port nothing listens on right now (the OS's choice).
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `caldera serve`.
+pub struct Node {
+    /// The process.
+    pub child: Child,
+    /// Order-entry endpoint.
+    pub order_entry: String,
+    /// Market-data endpoint.
+    pub market_data: String,
+    /// Where it writes its final snapshot on exit.
+    pub snapshot: PathBuf,
+    /// Its directory (configuration, log).
+    pub dir: PathBuf,
+    /// Its journal directory (empty for a Kafka journal).
+    pub journal: PathBuf,
+}
+
+/// A fresh directory under the system's temporary directory.
+#[must_use]
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "caldera-test-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl Node {
+    /// Starts `caldera serve` with an extra TOML snippet appended to a test config, journaling
+    /// to a fresh directory.
+    #[must_use]
+    pub fn start(tag: &str, extra_toml: &str) -> Node {
+        let dir = temp_dir(tag);
+        let journal = dir.join("journal");
+        Self::start_on(tag, extra_toml, &journal)
+    }
+
+    /// Starts `caldera serve` with a journal given in the TOML snippet (e.g. Kafka).
+    #[must_use]
+    pub fn start_kafka(tag: &str, extra_toml: &str) -> Node {
+        Self::launch(tag, extra_toml, None)
+    }
+
+    /// Starts `caldera serve` on an existing (or new) journal directory.
+    #[must_use]
+    pub fn start_on(tag: &str, extra_toml: &str, journal: &Path) -> Node {
+        Self::launch(tag, extra_toml, Some(journal))
+    }
+
+    fn launch(tag: &str, extra_toml: &str, journal: Option<&Path>) -> Node {
+        let dir = temp_dir(tag);
+        let (oe, md) = (free_port(), free_port());
+        let order_entry = format!("tcp://127.0.0.1:{oe}");
+        let market_data = format!("tcp://127.0.0.1:{md}");
+        let cfg = dir.join("caldera.toml");
+        let toml = format!(
+            "[gateway]\norder_entry = \"{order_entry}\"\nmarket_data = \"{market_data}\"\nmd_snapshot_interval_ms = 0\n{extra_toml}\n[threads]\nwait = \"park\"\n"
+        );
+        std::fs::write(&cfg, toml).unwrap();
+        let snapshot = dir.join("final.snapshot");
+        let mut cmd = Command::new(caldera_bin());
+        cmd.args(["serve", "--config"])
+            .arg(&cfg)
+            .arg("--snapshot-on-exit")
+            .arg(&snapshot);
+        if let Some(j) = journal {
+            cmd.arg("--journal").arg(format!("file://{}", j.display()));
+        }
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("stderr.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start caldera");
+        let node = Node {
+            child,
+            order_entry,
+            market_data,
+            snapshot,
+            dir,
+            journal: journal.map(Path::to_path_buf).unwrap_or_default(),
+        };
+        node.wait_ready();
+        node
+    }
+
+    fn wait_ready(&self) {
+        let ctx = zmq::Context::new();
+        let mut c = OrderClient::connect(&ctx, &self.order_entry).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            c.push(caldera_client::requests::heartbeat(1));
+            c.flush().unwrap();
+            if c.recv(&mut out, Duration::from_millis(200)).unwrap() > 0 {
+                assert!(matches!(out[0], ServerReport::HeartbeatAck(_)));
+                return;
+            }
+        }
+        panic!(
+            "caldera did not answer within 20 s; see {}",
+            self.dir.join("stderr.log").display()
+        );
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    /// SIGTERM, wait for exit, return (exit code, JSON summary, snapshot path).
+    pub fn stop(self) -> (i32, serde_json::Value, PathBuf) {
+        self.signal(rustix::process::Signal::TERM);
+        self.stop_after_signal()
+    }
+
+    /// Waits for exit after a signal was sent; returns (exit code, JSON summary, snapshot path).
+    pub fn stop_after_signal(mut self) -> (i32, serde_json::Value, PathBuf) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "caldera did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let line = out.lines().last().unwrap_or("{}");
+        let json = serde_json::from_str(line).unwrap_or_else(|e| panic!("summary {line:?}: {e}"));
+        (status.code().unwrap_or(-1), json, self.snapshot.clone())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads reports until none arrive for `quiet`.
+pub fn drain(c: &mut OrderClient, out: &mut Vec<ServerReport>, quiet: Duration) {
+    while c.recv(out, quiet).unwrap() > 0 {}
+}
+
+/// Runs `caldera` with arguments and returns its stdout (panics on failure).
+#[must_use]
+pub fn caldera(args: &[&str]) -> String {
+    let out = Command::new(caldera_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "caldera {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A tansu 0.6.0 broker (memory storage) on a free 127.0.0.1 port.
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+/// The tansu binary (`$CALDERA_TANSU`, or `tansu` on the PATH or in `~/.cargo/bin`).
+#[must_use]
+pub fn tansu() -> String {
+    if let Ok(p) = std::env::var("CALDERA_TANSU") {
+        return p;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    for c in ["tansu".to_string(), format!("{home}/.cargo/bin/tansu")] {
+        if Command::new(&c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return c;
+        }
+    }
+    panic!("tansu 0.6.0 is required for the Kafka tests: run scripts/test.sh (it installs it) or set CALDERA_TANSU");
+}
+
+impl Broker {
+    /// Starts it and creates `topic` with one partition.
+    #[must_use]
+    pub fn start(topic: &str) -> Broker {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{addr}");
+        let log = temp_dir("tansu").join("tansu.log");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = Command::new(tansu())
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--broker",
+                &url,
+                "--partitions",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "topic create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Broker { child, addr }
+    }
+    /// `kafka://ADDR/TOPIC`.
+    #[must_use]
+    pub fn uri(&self, topic: &str) -> String {
+        format!("kafka://{}/{topic}", self.addr)
+    }
+    /// Sends a signal (SIGSTOP/SIGCONT freeze and thaw it).
+    pub fn signal(&self, s: rustix::process::Signal) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
+            s,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process with its log file, killed when dropped.
+pub struct Process {
+    /// The process.
+    pub child: Child,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `cmd` with stdout piped and stderr to `log`.
+    #[must_use]
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Process {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        Process { child, log }
+    }
+
+    /// Its process id.
+    #[must_use]
+    pub fn pid(&self) -> rustix::process::Pid {
+        rustix::process::Pid::from_raw(self.child.id() as i32).unwrap()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        rustix::process::kill_process(self.pid(), sig).unwrap();
+    }
+
+    /// Whether its log contains `needle`.
+    #[must_use]
+    pub fn log_has(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|s| s.contains(needle))
+    }
+
+    /// Waits until its log contains `needle` (panics after `within`).
+    pub fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log_has(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not in {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for exit; returns (exit code or -signal, last stdout line).
+    pub fn wait(mut self, limit: Duration) -> (i32, String) {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit; see {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let code = status
+            .code()
+            .unwrap_or_else(|| -status.signal().unwrap_or(0));
+        (code, out.lines().last().unwrap_or("").to_string())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `endpoint` answers a heartbeat within `within`.
+#[must_use]
+pub fn answering(endpoint: &str, within: Duration) -> bool {
+    let ctx = zmq::Context::new();
+    let mut c = OrderClient::connect(&ctx, endpoint).unwrap();
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while Instant::now() < deadline {
+        c.push(caldera_client::requests::heartbeat(1));
+        c.flush().unwrap();
+        if c.recv(&mut out, Duration::from_millis(100)).unwrap() > 0 {
+            return true;
+        }
+    }
+    false
+}
