@@ -133,6 +133,9 @@ pub struct Progress {
     pub answered: AtomicU64,
     /// Set when the measured window started.
     pub started: AtomicBool,
+    /// Set while a sampler reads CPU time at the window's end: driver threads (and their
+    /// libzmq I/O threads) stay alive until it is done, so their time is read by thread.
+    pub hold: AtomicBool,
 }
 
 struct Conn {
@@ -187,8 +190,11 @@ fn drive(
     let mut conns = Vec::new();
     for &i in ids {
         let ep = &spec.endpoints[i % spec.endpoints.len()];
-        let mut client =
-            OrderClient::connect(&ctx, ep).with_context(|| format!("connecting to {ep}"))?;
+        // libzmq starts its I/O thread with the first socket: named so its CPU is told apart.
+        let mut client = caldera_pipeline::cpu::with_thread_name("loadgen-zmq-io", || {
+            OrderClient::connect(&ctx, ep)
+        })
+        .with_context(|| format!("connecting to {ep}"))?;
         let account = spec.account_base + i as u32;
         client.push(caldera_client::requests::logon(account));
         client.flush()?;
@@ -324,6 +330,9 @@ fn drive(
         }
     }
     res.elapsed = spec.duration;
+    while progress.hold.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     Ok(res)
 }
 

@@ -8,6 +8,7 @@
 //!   caldera-loadgen echo --connections 4 --window 512
 #![forbid(unsafe_code)]
 
+mod cost;
 mod driver;
 mod echo;
 mod flow;
@@ -156,6 +157,11 @@ struct Common {
     /// Check the arguments, print them as JSON and exit (deployment manifests are tested this way).
     #[arg(long)]
     check: bool,
+    /// The server's metrics endpoint (`caldera serve --metrics HOST:PORT`), e.g.
+    /// http://127.0.0.1:9464/metrics: read before and after the measured window to report the
+    /// server's CPU per answered request (total and by thread) beside the loadgen's own.
+    #[arg(long, value_name = "URL")]
+    server_metrics: Option<cost::MetricsUrl>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -212,8 +218,38 @@ fn spec(c: &Common, mode: Mode, warmup: bool) -> RunSpec {
     }
 }
 
-fn run_with_progress(s: &RunSpec, show: bool) -> Result<RunResult> {
+/// Reads the server's metrics (and this process's CPU) when the measured window starts and
+/// when it ends.
+fn sample_cost(
+    url: Option<cost::MetricsUrl>,
+    progress: &Arc<Progress>,
+    window: Duration,
+) -> Option<std::thread::JoinHandle<Result<(cost::Reading, cost::Reading)>>> {
+    let url = url?;
+    let p = Arc::clone(progress);
+    p.hold.store(true, Ordering::Release);
+    Some(std::thread::spawn(move || {
+        while !p.started.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let readings = (|| {
+            let a = cost::read(&url)?;
+            std::thread::sleep(window.saturating_sub(a.at.map_or(Duration::ZERO, |t| t.elapsed())));
+            let b = cost::read(&url)?;
+            Ok((a, b))
+        })();
+        p.hold.store(false, Ordering::Release);
+        readings
+    }))
+}
+
+fn run_with_progress(
+    s: &RunSpec,
+    show: bool,
+    metrics: Option<cost::MetricsUrl>,
+) -> Result<(RunResult, Option<cost::Cost>)> {
     let progress = Arc::new(Progress::default());
+    let sampler = sample_cost(metrics, &progress, s.duration);
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bar = show.then(|| {
         let p = Arc::clone(&progress);
@@ -246,10 +282,25 @@ fn run_with_progress(s: &RunSpec, show: bool) -> Result<RunResult> {
     if let Some(b) = bar {
         let _ = b.join();
     }
-    r
+    let r = r?;
+    let cost = match sampler {
+        Some(h) => {
+            let (a, b) = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("metrics sampler panicked"))??;
+            Some(cost::Cost::between(&a, &b, r.answered))
+        }
+        None => None,
+    };
+    Ok((r, cost))
 }
 
-fn json_of(label: &str, r: &RunResult, echo: Option<&echo::EchoResult>) -> serde_json::Value {
+fn json_of(
+    label: &str,
+    r: &RunResult,
+    echo: Option<&echo::EchoResult>,
+    cost: Option<&cost::Cost>,
+) -> serde_json::Value {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let lat: serde_json::Map<String, serde_json::Value> = report::percentiles(&r.latency)
         .into_iter()
@@ -272,10 +323,19 @@ fn json_of(label: &str, r: &RunResult, echo: Option<&echo::EchoResult>) -> serde
         j["echo_frames_per_s"] = serde_json::json!(e.frames_per_sec);
         j["ratio_to_echo"] = serde_json::json!(r.rate() / e.requests_per_sec);
     }
+    if let Some(c) = cost {
+        j["cost"] = serde_json::to_value(c).unwrap_or_default();
+    }
     j
 }
 
-fn finish(c: &Common, label: &str, r: &RunResult, window: usize) -> Result<()> {
+fn finish(
+    c: &Common,
+    label: &str,
+    r: &RunResult,
+    cost: Option<&cost::Cost>,
+    window: usize,
+) -> Result<()> {
     let echo = if c.echo_baseline {
         let ctx = zmq::Context::new();
         let (ep, stop, h) = echo::start_server(&ctx)?;
@@ -310,9 +370,12 @@ fn finish(c: &Common, label: &str, r: &RunResult, window: usize) -> Result<()> {
             r.rate() / e.requests_per_sec
         ));
     }
+    if let Some(cost) = cost {
+        text.push_str(&cost.describe());
+    }
     if c.json {
         eprint!("{text}");
-        println!("{}", json_of(label, r, echo.as_ref()));
+        println!("{}", json_of(label, r, echo.as_ref(), cost));
     } else {
         print!("{text}");
     }
@@ -371,21 +434,31 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Closed { common, window } => {
             let show = common.progress || std::io::stderr().is_terminal();
-            let r = run_with_progress(&spec(&common, Mode::Closed { window }, true), show)?;
+            let (r, cost) = run_with_progress(
+                &spec(&common, Mode::Closed { window }, true),
+                show,
+                common.server_metrics.clone(),
+            )?;
             finish(
                 &common,
                 &format!("closed loop, window {window}"),
                 &r,
+                cost.as_ref(),
                 window,
             )
         }
         Cmd::Open { common, rate } => {
             let show = common.progress || std::io::stderr().is_terminal();
-            let r = run_with_progress(&spec(&common, Mode::Open { rate }, true), show)?;
+            let (r, cost) = run_with_progress(
+                &spec(&common, Mode::Open { rate }, true),
+                show,
+                common.server_metrics.clone(),
+            )?;
             finish(
                 &common,
                 &format!("open loop at {rate:.0} requests/s"),
                 &r,
+                cost.as_ref(),
                 512,
             )
         }

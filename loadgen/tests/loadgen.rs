@@ -163,3 +163,54 @@ fn open_loop_holds_its_rate_and_a_stall_shows_up_as_latency() {
         "p99 {p99_us} µs hides the stall (coordinated omission)"
     );
 }
+
+#[test]
+fn server_metrics_give_the_cpu_cost_of_a_request_on_both_sides() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let s = Node::start(
+        "loadgen-cost",
+        &format!("[metrics]\nlisten = \"{metrics}\"\n"),
+    );
+    let (code, out, err) = loadgen(&[
+        "closed",
+        "--endpoint",
+        &s.order_entry,
+        "--duration",
+        "2s",
+        "--connections",
+        "2",
+        "--window",
+        "64",
+        "--json",
+        "--server-metrics",
+        &format!("http://{metrics}/metrics"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let cost = &j["cost"];
+    let server = cost["server_us_per_request"].as_f64().unwrap();
+    let by_thread = cost["server_us_per_request_by_thread"].as_object().unwrap();
+    assert!(server > 0.0, "{cost}");
+    for t in ["gateway", "engine", "journal", "zmq-io"] {
+        assert!(
+            by_thread
+                .get(t)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+                > 0.0,
+            "no {t} CPU in {cost}"
+        );
+    }
+    let threads: f64 = by_thread
+        .values()
+        .filter_map(serde_json::Value::as_f64)
+        .sum();
+    // Live threads only, so at most the process total (plus rounding).
+    assert!(threads <= server * 1.05 + 0.01, "{cost}");
+    assert!(
+        cost["loadgen_us_per_request"].as_f64().unwrap() > 0.0,
+        "{cost}"
+    );
+    assert!(cost["server_cores"].as_f64().unwrap() > 0.0, "{cost}");
+    assert!(err.contains("server CPU per answered request"), "{err}");
+}

@@ -82,15 +82,18 @@ impl<'a> PrimaryNode<'a> {
             rings(self.cfg.threads.ring_capacity, primary.journal.is_some());
         // Bind first: a socket that cannot be bound stops the start before any thread runs.
         let ctx = zmq::Context::new();
-        let mut gw = Gateway::bind(
-            &ctx,
-            &self.cfg.gateway,
-            self.cfg.instruments.iter().map(|i| i.id),
-            gateway_rings,
-            Arc::clone(&shared),
-            Arc::clone(&self.metrics.gateway),
-            shutdown,
-        )?;
+        // libzmq starts its I/O thread with the first socket: named so its CPU is told apart.
+        let mut gw = caldera_pipeline::cpu::with_thread_name("caldera-zmq-io", || {
+            Gateway::bind(
+                &ctx,
+                &self.cfg.gateway,
+                self.cfg.instruments.iter().map(|i| i.id),
+                gateway_rings,
+                Arc::clone(&shared),
+                Arc::clone(&self.metrics.gateway),
+                shutdown,
+            )
+        })?;
         let stages = self.start_stages(primary, stage_rings, &shared, &placement)?;
         let _ = caldera_pipeline::agent::pin("caldera-gateway", self.cfg.threads.gateway_core);
         tracing::info!(order_entry = %gw.order_entry(), market_data = %gw.market_data(), cores = placement.cores, wait = ?placement.wait, engine_core = ?placement.engine_core, "serving");

@@ -382,6 +382,22 @@ fn metrics_count_orders_rejects_and_latency_and_readiness_follows_the_role() {
     assert!(metric(&body, "caldera_request_to_durable_seconds_count") >= 1.0);
     assert!(metric(&body, "caldera_journal_append_seconds_count") >= 1.0);
     assert!(metric(&body, "caldera_journal_durable_seq") >= 52.0);
+    // What a request costs: process CPU and memory, and CPU by pipeline thread.
+    let cpu = metric(&body, "process_cpu_seconds_total");
+    assert!(cpu > 0.0);
+    assert!(metric(&body, "process_resident_memory_bytes") > 1e6);
+    let by_thread: f64 = ["gateway", "engine", "journal", "zmq-io"]
+        .iter()
+        .map(|t| {
+            let v = metric(
+                &body,
+                &format!("caldera_thread_cpu_seconds_total{{thread=\"{t}\"}}"),
+            );
+            assert!(v > 0.0, "no CPU time for the {t} thread");
+            v
+        })
+        .sum();
+    assert!(by_thread <= cpu, "threads {by_thread} s > process {cpu} s");
     let epoch = metric(&body, "caldera_epoch");
     // The standby follows: same epoch, applied up to the primary's durable sequence.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -11,11 +11,13 @@
 //! - [`padded`]: values padded to their own cache lines.
 //! - [`histogram`]: a lock-free fixed-bucket latency histogram.
 //! - [`alloc_count`]: a counting global allocator (proves the engine thread allocates nothing).
+//! - [`cpu`]: CPU time and memory of the process and of each thread (what a request costs).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod alloc_count;
+pub mod cpu;
 pub mod histogram;
 pub mod idle;
 pub mod message;

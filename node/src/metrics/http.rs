@@ -36,7 +36,7 @@ fn answer(mut conn: TcpStream, m: &Metrics) -> std::io::Result<()> {
             break;
         }
         n += k;
-        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].contains(&b'\n') {
+        if head_complete(&buf[..n]) {
             break;
         }
     }
@@ -77,4 +77,17 @@ fn answer(mut conn: TcpStream, m: &Metrics) -> std::io::Result<()> {
         body.len()
     )?;
     conn.flush()
+}
+
+/// The request head is complete: a blank line ends an HTTP/1.x head; a bare `GET /path` line
+/// (no version) is complete at its newline. Reading the whole head before answering matters:
+/// closing a connection with unread request bytes resets it, and the client loses the answer.
+fn head_complete(b: &[u8]) -> bool {
+    if b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n") {
+        return true;
+    }
+    match b.iter().position(|&c| c == b'\n') {
+        Some(eol) => !b[..eol].windows(5).any(|w| w == b"HTTP/"),
+        None => false,
+    }
 }

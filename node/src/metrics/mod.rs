@@ -89,7 +89,46 @@ impl Metrics {
         self.render_node(&mut o);
         self.render_gateway(&mut o);
         self.render_journal_and_standby(&mut o);
+        self.render_process(&mut o);
         o
+    }
+
+    /// Standard process metrics and CPU time by pipeline thread (what a request costs).
+    fn render_process(&self, o: &mut String) {
+        let cpu = caldera_pipeline::cpu::process_cpu().as_secs_f64();
+        let _ = writeln!(
+            o,
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu:.6}"
+        );
+        gauge(
+            o,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            caldera_pipeline::cpu::resident_bytes(),
+        );
+        let main_role = if self.node.role() == Role::Primary {
+            "gateway"
+        } else {
+            "main"
+        };
+        let pid = caldera_pipeline::cpu::pid();
+        let mut by_role: std::collections::BTreeMap<String, f64> =
+            std::collections::BTreeMap::new();
+        for t in caldera_pipeline::cpu::threads() {
+            *by_role
+                .entry(caldera_pipeline::cpu::role_of(&t, pid, main_role))
+                .or_default() += t.cpu.as_secs_f64();
+        }
+        let _ = writeln!(
+            o,
+            "# HELP caldera_thread_cpu_seconds_total CPU time of the live threads by role (gateway = the main thread of a primary; zmq-io = libzmq's I/O threads).\n# TYPE caldera_thread_cpu_seconds_total counter"
+        );
+        for (role, secs) in by_role {
+            let _ = writeln!(
+                o,
+                "caldera_thread_cpu_seconds_total{{thread=\"{role}\"}} {secs:.6}"
+            );
+        }
     }
 
     /// Role, readiness, epoch.
