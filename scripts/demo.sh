@@ -5,8 +5,10 @@
 # measured in the same run, then open loop at a fixed rate), prints the throughput/latency
 # report, stops the server with SIGTERM and prints its exit summary.
 # Artifacts (latency plots, HdrHistogram logs, server log) go to target/demo/.
+# The server also serves /metrics, so the report gives the CPU a request costs on both sides
+# (server by thread, and the loadgen), and where it waits by stage.
 # Env: DURATION (default 10s), RATE (open-loop rate, default 500000), WAIT (server wait
-# strategy, default auto = spin-yield on fewer than 4 cores), FSYNC (file journal: always |
+# strategy, default auto = park on fewer than 4 cores), FSYNC (file journal: always |
 # interval | never, default always).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +23,11 @@ cargo build --release --locked -p caldera-node -p caldera-loadgen
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 oe="tcp://127.0.0.1:$(port)"
 md="tcp://127.0.0.1:$(port)"
+metrics="127.0.0.1:$(port)"
 
 rm -rf "$out/journal"
 ./target/release/caldera serve --wait "$WAIT" --order-entry "$oe" --market-data "$md" \
-  --journal "file://$out/journal" --fsync "$FSYNC" \
+  --journal "file://$out/journal" --fsync "$FSYNC" --metrics "$metrics" \
   > "$out/serve-summary.json" 2> "$out/serve.log" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true' EXIT
@@ -32,10 +35,12 @@ trap 'kill -TERM $server 2>/dev/null || true' EXIT
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), server wait strategy: $WAIT"
 echo "== closed loop, maximum throughput ($DURATION)"
 ./target/release/caldera-loadgen closed --endpoint "$oe" --duration "$DURATION" --connections 4 --window 512 \
-  --echo-baseline --plot "$out/closed-latency.svg" --hist-log "$out/closed-latency.hlog"
+  --echo-baseline --server-metrics "http://$metrics/metrics" \
+  --plot "$out/closed-latency.svg" --hist-log "$out/closed-latency.hlog"
 echo
 echo "== open loop at $RATE requests/s ($DURATION), latency from planned send times"
 ./target/release/caldera-loadgen open --endpoint "$oe" --duration "$DURATION" --connections 4 --rate "$RATE" \
+  --server-metrics "http://$metrics/metrics" \
   --plot "$out/open-latency.svg" --hist-log "$out/open-latency.hlog" --warmup-orders 0
 
 kill -TERM $server

@@ -18,6 +18,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 from caldera.wire.JournalBatch import JournalBatch  # noqa: E402
 
 FIELDS = ["Accepted", "Rejected", "Trade", "Done", "Replaced", "BookDelta", "MassCancelled", "InstrumentStatus"]
+# Format 2: one vector of fixed-size structs per event type (accessor prefix → type name).
+VECTORS = [("Accepted", "Accepted"), ("Rejected", "Rejected"), ("Trades", "Trade"), ("Dones", "Done"),
+           ("Replaced", "Replaced"), ("BookDeltas", "BookDelta"), ("MassCancelled", "MassCancelled"),
+           ("Statuses", "InstrumentStatus")]
 
 
 def crc32c(data, crc=0):
@@ -56,26 +60,47 @@ class Summary:
             self.stale += 1
             return
         self.epoch = b.Epoch()
-        if b.CommandsLength() == 0:
+        fmt = b.Format()
+        if fmt > 2:
+            self.errors.append("batch format %d is newer than this reader" % fmt)
+            return
+        commands = b.CmdsLength() if fmt == 2 else b.CommandsLength()
+        if commands == 0:
             self.heartbeats += 1  # heartbeat, or a new primary's first record
             return
         self.batches += 1
-        for i in range(b.EventsLength()):
-            e = b.Events(i)
-            kinds = [f for f in FIELDS if getattr(e, f)() is not None]
-            if len(kinds) != 1:
-                self.errors.append("event %d of batch %d has %d bodies" % (i, self.batches, len(kinds)))
-                continue
-            seq = getattr(e, kinds[0])().Seq()
+        events = self.events_v2(b) if fmt == 2 else self.events_v1(b)
+        for seq, kind in events:
             if self.last is not None and seq != self.last + 1:
                 self.errors.append("gap: %d after %d" % (seq, self.last))
             if self.first is None:
                 self.first = seq
             self.last = seq
             self.events += 1
-            self.types[kinds[0]] = self.types.get(kinds[0], 0) + 1
-        if b.EventsLength() and (b.FirstSeq() != self.last - b.EventsLength() + 1 or b.LastSeq() != self.last):
+            self.types[kind] = self.types.get(kind, 0) + 1
+        if events and (b.FirstSeq() != events[0][0] or b.LastSeq() != events[-1][0]):
             self.errors.append("batch header %d..%d does not match its events" % (b.FirstSeq(), b.LastSeq()))
+
+    def events_v1(self, b):
+        """Format 1: a table per event, in order."""
+        out = []
+        for i in range(b.EventsLength()):
+            e = b.Events(i)
+            kinds = [f for f in FIELDS if getattr(e, f)() is not None]
+            if len(kinds) != 1:
+                self.errors.append("event %d of batch %d has %d bodies" % (i, self.batches, len(kinds)))
+                continue
+            out.append((getattr(e, kinds[0])().Seq(), kinds[0]))
+        return out
+
+    def events_v2(self, b):
+        """Format 2: per-type vectors of structs; every struct carries its seq: order by it."""
+        out = []
+        for name, kind in VECTORS:
+            for i in range(getattr(b, name + "Length")()):
+                out.append((getattr(b, name)(i).Seq(), kind))
+        out.sort()
+        return out
 
 
 def from_kafka(brokers, topic, idle, s):

@@ -98,7 +98,7 @@ impl EngineConfig {
         let window = u64::from(self.dedupe_window);
         let window_slots = (window.max(1) * 2).next_power_of_two();
         total = total
-            .saturating_add(window.saturating_mul(16))
+            .saturating_add(window.saturating_mul(24))
             .saturating_add(window_slots.saturating_mul(32));
         for s in &self.instruments {
             if s.tick_size > 0 && s.max_price >= s.min_price {

@@ -27,6 +27,20 @@ impl MapKey for u64 {
         mix(*self ^ seed)
     }
 }
+/// An engine-assigned order id. Ids are issued in increasing order, so hashing them by
+/// identity lays the live orders (mostly recent ids) out next to each other: a lookup stays in
+/// cache however large the table is. Clients cannot choose them, so they cannot collide them
+/// on purpose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct OrderKey(pub(crate) u64);
+
+impl MapKey for OrderKey {
+    #[inline]
+    fn hash64(&self, _seed: u64) -> u64 {
+        self.0
+    }
+}
+
 impl MapKey for (u32, u64) {
     #[inline]
     fn hash64(&self, seed: u64) -> u64 {
@@ -81,6 +95,13 @@ impl<K: MapKey + Default, V: Copy + Default> FixedMap<K, V> {
             }
             i = (i + 1) & self.mask;
         }
+    }
+
+    /// Asks the CPU to start loading the slot `key` hashes to (a hint; no effect on the map).
+    #[inline]
+    pub(crate) fn prefetch(&self, key: &K) {
+        let i = (key.hash64(self.seed) as usize) & self.mask;
+        crate::prefetch::read(&self.slots[i]);
     }
 
     #[inline]

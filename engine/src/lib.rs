@@ -29,7 +29,7 @@
 //! levels in price then time order; market orders never rest; IOC remainders expire; FOK fills
 //! completely or is rejected without any trade; post-only never takes; self-trade prevention is
 //! chosen by the incoming order.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod book;
@@ -38,6 +38,7 @@ mod config;
 mod engine;
 mod event;
 mod fixed_map;
+mod prefetch;
 mod snapshot;
 mod types;
 

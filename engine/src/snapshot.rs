@@ -165,10 +165,35 @@ impl Engine {
     /// [`Engine::state_hash`] that behaves identically afterwards.
     #[must_use]
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(128 + 48 * self.live_orders as usize);
-        v.extend_from_slice(MAGIC);
-        self.write_state(&mut v);
+        let mut v = Vec::with_capacity(self.snapshot_len_bound());
+        self.snapshot_into(&mut v);
         v
+    }
+
+    /// [`Engine::snapshot`] into `out` (cleared first). Allocates nothing when `out` has room
+    /// for [`Engine::snapshot_len_bound`] bytes, so the engine thread itself can take
+    /// snapshots.
+    pub fn snapshot_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(MAGIC);
+        self.write_state(out);
+    }
+
+    /// An upper bound of the length of [`Engine::snapshot`] for the current state.
+    #[must_use]
+    pub fn snapshot_len_bound(&self) -> usize {
+        let instruments = self.config.instruments.len();
+        MAGIC.len()
+            + 36
+            + instruments * 45
+            + 24
+            + 4
+            + 4 * self.accounts.len()
+            + 4
+            + 20 * self.recent_len
+            // Per side a level count; per level (at most one per order) its price and length.
+            + instruments * 2 * 4
+            + self.live_orders as usize * (12 + 30)
     }
 
     /// Rebuilds an engine from [`Engine::snapshot`] bytes, refusing configurations that would

@@ -1,6 +1,7 @@
 //! The hot path allocates nothing: a counting global allocator wraps the system allocator and
 //! counts every allocation made while 1M+ pre-generated mixed commands (trades, cancels,
-//! replaces, rejects, market/FOK/post-only, self-trade prevention, mass cancels, halts) run.
+//! replaces, rejects, market/FOK/post-only, self-trade prevention, mass cancels, halts) run,
+//! snapshots taken into a preallocated buffer among them.
 use caldera_engine::{Engine, Event, EventBody, EventSink};
 use caldera_testkit::flow::{generate, FlowConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -76,14 +77,30 @@ fn one_million_mixed_commands_allocate_nothing() {
     let cmds = generate(&cfg, 1_100_000);
     let mut engine = Engine::new(cfg.engine_config()).unwrap();
     let mut tally = Tally::default();
+    // The engine thread takes snapshots into a buffer the snapshot writer hands it.
+    let mut snapshot = Vec::with_capacity(8 << 20);
+    let mut snapshots = Vec::new();
 
     ALLOCS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
-    for c in &cmds {
+    for (i, c) in cmds.iter().enumerate() {
         engine.process(c, &mut tally);
+        if i % 250_000 == 0 {
+            assert!(snapshot.capacity() >= engine.snapshot_len_bound());
+            engine.snapshot_into(&mut snapshot);
+            assert!(snapshot.len() <= engine.snapshot_len_bound());
+            let hash = engine.state_hash();
+            COUNTING.store(false, Ordering::SeqCst);
+            snapshots.push((snapshot.clone(), hash));
+            COUNTING.store(true, Ordering::SeqCst);
+        }
     }
     let hash = engine.state_hash();
     COUNTING.store(false, Ordering::SeqCst);
+    for (bytes, hash) in &snapshots {
+        assert_eq!(Engine::restore(bytes).unwrap().state_hash(), *hash);
+    }
+    assert_eq!(snapshots.len(), 5);
 
     let allocs = ALLOCS.load(Ordering::SeqCst);
     println!(

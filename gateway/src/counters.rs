@@ -70,6 +70,37 @@ pub struct GatewayCounters {
     pub rejects: CachePadded<Rejects>,
     /// Request read from the socket → its events durable and ready to report (sampled).
     pub request_to_durable: CachePadded<Histogram>,
+    /// Where a request waits, by stage (sampled): see [`Stage`].
+    pub stages: CachePadded<[Histogram; Stage::ALL.len()]>,
+}
+
+/// The stages of a request's way through the node, timed on a sample of frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Read from the socket → the engine has processed it (inbound ring, engine wake-up, engine).
+    Engine = 0,
+    /// Engine done → durable and released (outbound ring, journal batching, write, fsync).
+    Journal = 1,
+    /// Released → its reports handed to ZeroMQ (routing, report encoding).
+    Report = 2,
+    /// Read from the socket → its reports handed to ZeroMQ (the node's whole share).
+    Total = 3,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 4] = [Stage::Engine, Stage::Journal, Stage::Report, Stage::Total];
+
+    /// Its label value.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Engine => "engine",
+            Stage::Journal => "journal",
+            Stage::Report => "report",
+            Stage::Total => "total",
+        }
+    }
 }
 
 impl Default for GatewayCounters {
@@ -78,6 +109,7 @@ impl Default for GatewayCounters {
             published: CachePadded::default(),
             rejects: CachePadded(Rejects(std::array::from_fn(|_| AtomicU64::new(0)))),
             request_to_durable: CachePadded::default(),
+            stages: CachePadded::default(),
         }
     }
 }

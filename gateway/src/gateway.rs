@@ -10,7 +10,7 @@
 //! - outbound ring full: the engine thread waits for room (never drops an event).
 
 use crate::config::GatewayConfig;
-use crate::counters::{GatewayCounters, GatewayStats};
+use crate::counters::{GatewayCounters, GatewayStats, Stage};
 use crate::market_data::MarketData;
 use crate::session::Sessions;
 use caldera_engine::{Command, EventBody, SymbolId};
@@ -18,7 +18,6 @@ use caldera_pipeline::{Agent, Output, Shared};
 use caldera_schema::codec::{self, ClientRequest, FrameError, RequestError, ServerReport};
 use caldera_schema::map::{self, MapError};
 use caldera_schema::{convert, wire};
-use flatbuffers::VerifierOptions;
 use rtrb::{Consumer, Producer};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +35,15 @@ pub struct SocketError {
     /// Cause.
     #[source]
     pub source: zmq::Error,
+}
+
+/// A frame's way through the stages ([`Shared::now_ns`] clock).
+struct Sample {
+    /// Commands pushed to the engine up to and including this frame's.
+    commands: u64,
+    read_ns: u64,
+    engine_ns: Option<u64>,
+    durable_ns: Option<u64>,
 }
 
 /// The pipeline ends the gateway works with.
@@ -61,7 +69,8 @@ pub struct Gateway<'a> {
     shutdown: &'a AtomicBool,
     sessions: Sessions,
     md: MarketData,
-    verifier: VerifierOptions,
+    /// The requests of the frame being handled (reused).
+    requests: Vec<Result<ClientRequest, RequestError>>,
     stats: GatewayStats,
     pushed: u64,
     stopping: bool,
@@ -69,11 +78,18 @@ pub struct Gateway<'a> {
     finished: bool,
     ident_msg: zmq::Message,
     payload_msg: zmq::Message,
-    /// (commands pushed when a frame was read, when): latency samples awaiting durability.
-    samples: VecDeque<(u64, Instant)>,
+    /// Latency samples (one per frame that carried commands) awaiting their reports.
+    samples: VecDeque<Sample>,
+    /// Commands whose events had been released when this round's routing began.
+    released_before_routing: u64,
     last_publish: Instant,
     next_md_snapshot: Option<Instant>,
+    /// When the order-entry socket is read next (see [`Gateway::read_requests`]).
+    next_read: Instant,
 }
+
+/// How long after finding the order-entry socket empty it is read again in a busy loop.
+const REREAD: Duration = Duration::from_micros(10);
 
 fn socket_error(what: &'static str, endpoint: &str) -> impl FnOnce(zmq::Error) -> SocketError {
     let endpoint = endpoint.to_string();
@@ -154,7 +170,7 @@ impl<'a> Gateway<'a> {
         let market_data = last_endpoint(&publisher, &cfg.market_data);
         let snapshot_every = Duration::from_millis(cfg.md_snapshot_interval_ms);
         Ok(Self {
-            verifier: codec::verifier_options(cfg.max_batch),
+            requests: Vec::with_capacity(cfg.max_batch),
             cfg: cfg.clone(),
             router,
             publisher,
@@ -174,8 +190,10 @@ impl<'a> Gateway<'a> {
             ident_msg: zmq::Message::new(),
             payload_msg: zmq::Message::new(),
             samples: VecDeque::with_capacity(4096),
+            released_before_routing: 0,
             last_publish: Instant::now(),
             next_md_snapshot: (!snapshot_every.is_zero()).then(|| Instant::now() + snapshot_every),
+            next_read: Instant::now(),
         })
     }
 
@@ -238,8 +256,12 @@ impl<'a> Gateway<'a> {
     }
 
     /// Reads and handles up to 256 frames. Returns the number handled.
-    fn read_requests(&mut self) -> usize {
-        if self.stopping {
+    ///
+    /// A ZeroMQ socket read empty costs libzmq a `poll` system call, so after the socket was
+    /// found empty it is read again only [`REREAD`] later (or when the gateway wakes from
+    /// `zmq_poll`): a busy round that only routes events does not pay that call every time.
+    fn read_requests(&mut self, now: Instant) -> usize {
+        if self.stopping || now < self.next_read {
             return 0;
         }
         let mut n = 0;
@@ -251,6 +273,7 @@ impl<'a> Gateway<'a> {
             let mut ident = std::mem::replace(&mut self.ident_msg, zmq::Message::new());
             if self.router.recv(&mut ident, zmq::DONTWAIT).is_err() {
                 self.ident_msg = ident;
+                self.next_read = now + REREAD;
                 break;
             }
             let mut payload = std::mem::replace(&mut self.payload_msg, zmq::Message::new());
@@ -291,12 +314,13 @@ impl<'a> Gateway<'a> {
             return self.frame_reject(sid, wire::RejectReason::FrameTooLarge);
         }
         let before = self.pushed;
-        let verifier = std::mem::take(&mut self.verifier);
-        let max_batch = self.cfg.max_batch;
-        let result = codec::decode_client_batch(payload, &verifier, max_batch, |i, req| {
-            self.handle_request(sid, i, req);
-        });
-        self.verifier = verifier;
+        let mut requests = std::mem::take(&mut self.requests);
+        requests.clear();
+        let result = codec::read_client_batch(payload, self.cfg.max_batch, &mut requests);
+        for (i, req) in requests.iter().enumerate() {
+            self.handle_request(sid, i, *req);
+        }
+        self.requests = requests;
         match result {
             Ok(_) => {}
             Err(FrameError::Malformed(_)) => {
@@ -309,7 +333,12 @@ impl<'a> Gateway<'a> {
         if self.pushed != before {
             self.shared.engine_parker.wake();
             if self.samples.len() < self.samples.capacity() {
-                self.samples.push_back((self.pushed, Instant::now()));
+                self.samples.push_back(Sample {
+                    commands: self.pushed,
+                    read_ns: self.shared.now_ns(),
+                    engine_ns: None,
+                    durable_ns: None,
+                });
             }
         }
     }
@@ -405,11 +434,35 @@ impl<'a> Gateway<'a> {
         self.sessions.report(sid, ServerReport::Rejected(r));
     }
 
-    /// Routes up to `max` engine events. Returns the number of ring items taken.
+    /// Whether the next event in the ring may be reported (with a journal: it is durable).
+    fn next_releasable(&self) -> bool {
+        match self.rings.events.peek() {
+            Ok(Output::Event(ev)) if self.shared.journal_enabled() => {
+                ev.seq <= self.shared.journal.forwarded_seq.load(Ordering::Acquire)
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Routes up to `max` engine events — with a journal, only those it made durable. Returns
+    /// the number of ring items taken.
     fn route_events(&mut self, max: usize) -> usize {
+        let gate = self
+            .shared
+            .journal_enabled()
+            .then(|| self.shared.journal.forwarded_seq.load(Ordering::Acquire));
         let mut n = 0;
         let mut events = 0;
         while n < max {
+            let Ok(item) = self.rings.events.peek() else {
+                break;
+            };
+            if let (Some(gate), Output::Event(ev)) = (gate, item) {
+                if ev.seq > gate {
+                    break;
+                }
+            }
             let Ok(item) = self.rings.events.pop() else {
                 break;
             };
@@ -438,20 +491,45 @@ impl<'a> Gateway<'a> {
         n
     }
 
-    /// Completes latency samples whose commands are now durable (forwarded by the journal, or
-    /// processed by the engine without one).
-    fn observe_latency(&mut self, now: Instant) {
+    /// Times the sampled frames through the stages: when the engine had processed them, when
+    /// the journal released them, and — once this round routed their events and flushed the
+    /// reports — when their reports went out.
+    fn observe_latency(&mut self) {
         if self.samples.is_empty() {
             return;
         }
-        let done = self.shared.releasable_commands();
-        while let Some(&(target, t)) = self.samples.front() {
-            if target > done {
+        let sh = &self.shared;
+        let engine_commands = sh.engine.commands.load(Ordering::Acquire);
+        let engine_ns = sh.engine.done_ns.load(Ordering::Relaxed);
+        let journal = sh.journal_enabled();
+        let forwarded = sh.journal.commands_forwarded.load(Ordering::Acquire);
+        let released_ns = sh.journal.released_ns.load(Ordering::Relaxed);
+        let out_ns = sh.now_ns();
+        let c = &self.counters;
+        for s in &mut self.samples {
+            if s.engine_ns.is_none() && engine_commands >= s.commands {
+                s.engine_ns = Some(engine_ns.max(s.read_ns));
+            }
+            if journal && s.durable_ns.is_none() && forwarded >= s.commands {
+                s.durable_ns = Some(released_ns.max(s.read_ns));
+            }
+        }
+        while let Some(s) = self.samples.front() {
+            if s.commands > self.released_before_routing {
                 break;
             }
-            self.counters
-                .request_to_durable
-                .observe(now.saturating_duration_since(t));
+            let engine = s.engine_ns.unwrap_or(out_ns);
+            let durable = if journal {
+                s.durable_ns.unwrap_or(out_ns).max(engine)
+            } else {
+                engine
+            };
+            let d = |from: u64, to: u64| Duration::from_nanos(to.saturating_sub(from));
+            c.request_to_durable.observe(d(s.read_ns, durable));
+            c.stages[Stage::Engine as usize].observe(d(s.read_ns, engine));
+            c.stages[Stage::Journal as usize].observe(d(engine, durable));
+            c.stages[Stage::Report as usize].observe(d(durable, out_ns));
+            c.stages[Stage::Total as usize].observe(d(s.read_ns, out_ns));
             self.samples.pop_front();
         }
     }
@@ -532,12 +610,14 @@ impl<'a> Gateway<'a> {
 
 impl Agent for Gateway<'_> {
     fn do_work(&mut self) -> usize {
-        let mut work = self.read_requests();
-        work += self.route_events(8192);
-        // One clock read per round serves latency samples, metrics, snapshots and shutdown.
+        // One clock read per round serves reading, latency samples, metrics, snapshots and
+        // shutdown.
         let now = Instant::now();
-        self.observe_latency(now);
+        let mut work = self.read_requests(now);
+        self.released_before_routing = self.shared.releasable_commands();
+        work += self.route_events(8192);
         self.sessions.flush(&self.router, &mut self.stats);
+        self.observe_latency();
         if now.duration_since(self.last_publish) >= Duration::from_millis(5) {
             self.publish(now);
         }
@@ -551,7 +631,7 @@ impl Agent for Gateway<'_> {
     fn sleep(&mut self) {
         let waker = &self.shared.gateway_waker;
         waker.announce_sleep();
-        if self.rings.events.is_empty() {
+        if !self.next_releasable() {
             let timeout = if self.sessions.has_backlog() || self.stopping {
                 1
             } else {
@@ -568,6 +648,8 @@ impl Agent for Gateway<'_> {
             ];
             let _ = zmq::poll(&mut items, timeout);
         }
+        // Awake: look at the socket again at once.
+        self.next_read = Instant::now();
         waker.awake();
     }
 

@@ -21,5 +21,5 @@ pub mod market_data;
 mod session;
 
 pub use config::GatewayConfig;
-pub use counters::{GatewayCounters, GatewayStats};
+pub use counters::{GatewayCounters, GatewayStats, Stage};
 pub use gateway::{Gateway, GatewayRings, SocketError};

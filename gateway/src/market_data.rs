@@ -7,7 +7,7 @@ use caldera_schema::codec::md_topic;
 use caldera_schema::convert;
 use caldera_schema::wire;
 use flatbuffers::FlatBufferBuilder;
-use std::collections::{BTreeMap, HashMap};
+use foldhash::HashMap;
 
 struct SymbolState {
     symbol: SymbolId,
@@ -16,8 +16,10 @@ struct SymbolState {
     deltas: Vec<wire::MdDelta>,
     trades: Vec<wire::MdTrade>,
     statuses: Vec<wire::MdStatus>,
-    bids: BTreeMap<u64, u64>,
-    asks: BTreeMap<u64, u64>,
+    /// The book mirrored from the engine's deltas (price → quantity), sorted only when a
+    /// snapshot is published.
+    bids: HashMap<u64, u64>,
+    asks: HashMap<u64, u64>,
     halted: bool,
     dirty: bool,
 }
@@ -48,8 +50,8 @@ impl MarketData {
                 deltas: Vec::with_capacity(1024),
                 trades: Vec::with_capacity(1024),
                 statuses: Vec::new(),
-                bids: BTreeMap::new(),
-                asks: BTreeMap::new(),
+                bids: HashMap::default(),
+                asks: HashMap::default(),
                 halted: false,
                 dirty: false,
             })
@@ -58,7 +60,7 @@ impl MarketData {
             .iter()
             .enumerate()
             .map(|(i, s)| (s.symbol, i))
-            .collect();
+            .collect::<HashMap<_, _>>();
         Self {
             symbols,
             index,
@@ -165,16 +167,24 @@ impl MarketData {
 
     /// Publishes a full L2 snapshot of every symbol (call after `flush`).
     pub fn snapshot(&mut self, publisher: &zmq::Socket) {
-        let mut levels: Vec<wire::MdLevel> = Vec::new();
+        let mut levels: Vec<(u64, u64)> = Vec::new();
+        let mut wire_levels: Vec<wire::MdLevel> = Vec::new();
         for s in &mut self.symbols {
             s.md_seq += 1;
             self.fbb.reset();
+            // Best first: bids by descending price, asks ascending.
             levels.clear();
-            levels.extend(s.bids.iter().rev().map(|(p, q)| wire::MdLevel::new(*p, *q)));
-            let bids = self.fbb.create_vector(&levels);
+            levels.extend(s.bids.iter().map(|(p, q)| (*p, *q)));
+            levels.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
+            wire_levels.clear();
+            wire_levels.extend(levels.iter().map(|(p, q)| wire::MdLevel::new(*p, *q)));
+            let bids = self.fbb.create_vector(&wire_levels);
             levels.clear();
-            levels.extend(s.asks.iter().map(|(p, q)| wire::MdLevel::new(*p, *q)));
-            let asks = self.fbb.create_vector(&levels);
+            levels.extend(s.asks.iter().map(|(p, q)| (*p, *q)));
+            levels.sort_unstable_by_key(|l| l.0);
+            wire_levels.clear();
+            wire_levels.extend(levels.iter().map(|(p, q)| wire::MdLevel::new(*p, *q)));
+            let asks = self.fbb.create_vector(&wire_levels);
             let root = wire::MarketData::create(
                 &mut self.fbb,
                 &wire::MarketDataArgs {

@@ -4,8 +4,8 @@
 use crate::counters::GatewayStats;
 use caldera_schema::codec::{self, ServerReport};
 use caldera_schema::wire;
-use flatbuffers::{FlatBufferBuilder, WIPOffset};
-use std::collections::{HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 
 struct Session {
     ident: Vec<u8>,
@@ -26,8 +26,8 @@ pub(crate) struct Sessions {
     dirty: Vec<usize>,
     /// Sessions with report frames waiting in their backlog (retried every flush).
     backlogged: Vec<usize>,
-    fbb: FlatBufferBuilder<'static>,
-    offsets: Vec<WIPOffset<wire::Report<'static>>>,
+    /// The frame being written (reused).
+    frame: Vec<u8>,
 }
 
 enum SendResult {
@@ -52,12 +52,11 @@ impl Sessions {
     pub(crate) fn new() -> Self {
         Self {
             list: Vec::new(),
-            by_ident: HashMap::new(),
-            by_account: HashMap::new(),
+            by_ident: HashMap::default(),
+            by_account: HashMap::default(),
             dirty: Vec::new(),
             backlogged: Vec::new(),
-            fbb: FlatBufferBuilder::with_capacity(1 << 16),
-            offsets: Vec::with_capacity(4096),
+            frame: Vec::with_capacity(1 << 16),
         }
     }
 
@@ -148,7 +147,8 @@ impl Sessions {
             let first = s.next_seq;
             s.next_seq += s.out.len() as u64;
             stats.reports += s.out.len() as u64;
-            let bytes = codec::encode_report_batch(&mut self.fbb, &mut self.offsets, first, &s.out);
+            codec::write_report_batch(&mut self.frame, first, &s.out);
+            let bytes = &self.frame[..];
             s.out.clear();
             if s.backlog.is_empty() && !s.gone {
                 match send_frame(router, &s.ident, bytes) {

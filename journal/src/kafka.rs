@@ -403,6 +403,9 @@ impl JournalWriter for KafkaJournal {
     fn durable(&mut self) -> Result<u64, JournalError> {
         KafkaJournal::durable(self)
     }
+    fn synced(&self) -> u64 {
+        self.delivered
+    }
     fn tick(&mut self) -> Result<(), JournalError> {
         KafkaJournal::durable(self).map(|_| ())
     }

@@ -20,6 +20,7 @@ pub mod snapshots;
 pub mod writer;
 
 pub use segment::{
-    FsyncPolicy, LogOptions, LogReader, RecoveryReport, SegmentError, SegmentLog, TrustedPrefix,
+    retain_segments, FsyncPolicy, LogOptions, LogReader, RecoveryReport, Retention, SegmentError,
+    SegmentLog, TrustedPrefix,
 };
-pub use writer::{JournalError, JournalWriter, Retention};
+pub use writer::{JournalError, JournalWriter};

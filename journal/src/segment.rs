@@ -265,7 +265,8 @@ pub struct SegmentLog {
     last_seq: u64,
     synced_seq: u64,
     last_sync: Instant,
-    buf: Vec<u8>,
+    /// How long the last `fdatasync` took (taken by [`crate::JournalWriter::take_sync_time`]).
+    pub(crate) last_sync_time: Option<Duration>,
 }
 
 impl std::fmt::Debug for SegmentLog {
@@ -449,7 +450,7 @@ impl SegmentLog {
                 last_seq,
                 synced_seq: last_seq,
                 last_sync: Instant::now(),
-                buf: Vec::with_capacity(1 << 20),
+                last_sync_time: None,
             },
             report,
         ))
@@ -507,24 +508,22 @@ impl SegmentLog {
         {
             self.roll(first_seq)?;
         }
-        self.buf.clear();
-        self.buf
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&[0; 4]);
-        self.buf.extend_from_slice(&first_seq.to_le_bytes());
-        self.buf.extend_from_slice(&last_seq.to_le_bytes());
-        self.buf.extend_from_slice(payload);
-        let crc = crc32c::crc32c(&self.buf[8..]);
-        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let mut head = [0u8; FRAME];
+        head[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        head[8..16].copy_from_slice(&first_seq.to_le_bytes());
+        head[16..24].copy_from_slice(&last_seq.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), payload);
+        head[4..8].copy_from_slice(&crc.to_le_bytes());
         let seg = self.segments.last_mut().expect("one segment");
-        self.file.write_all(&self.buf).map_err(io(&seg.path))?;
+        // Header and payload in one system call, without copying the payload.
+        write_all_2(&mut self.file, &head, payload).map_err(io(&seg.path))?;
         let off = seg.size;
         if seg.index.is_empty()
             || off - seg.index.last().map_or(0, |x| x.1) >= self.opts.index_every_bytes
         {
             seg.index.push((first_seq, off));
         }
-        seg.size += self.buf.len() as u64;
+        seg.size += (FRAME + payload.len()) as u64;
         seg.last_seq = last_seq;
         self.last_seq = last_seq;
         match self.opts.fsync {
@@ -555,7 +554,9 @@ impl SegmentLog {
     pub fn sync(&mut self) -> Result<(), SegmentError> {
         if self.synced_seq != self.last_seq {
             let path = &self.segments.last().expect("one segment").path;
+            let t = Instant::now();
             self.file.sync_data().map_err(io(path))?;
+            self.last_sync_time = Some(t.elapsed());
             self.synced_seq = self.last_seq;
         }
         self.last_sync = Instant::now();
@@ -588,43 +589,6 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Deletes sealed segments that are entirely before `keep_from_seq` (the first sequence the
-    /// latest snapshot still needs) while the log is larger than `max_bytes` or the segment is
-    /// older than `max_age`. The current segment is never deleted. Returns the deleted paths.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn retain(
-        &mut self,
-        max_bytes: Option<u64>,
-        max_age: Option<Duration>,
-        keep_from_seq: u64,
-    ) -> Result<Vec<PathBuf>, SegmentError> {
-        let mut deleted = Vec::new();
-        let mut total: u64 = self.segments.iter().map(|s| s.size).sum();
-        while self.segments.len() > 1 {
-            let s = &self.segments[0];
-            if s.last_seq >= keep_from_seq {
-                break;
-            }
-            let too_big = max_bytes.is_some_and(|m| total > m);
-            let too_old = max_age.is_some_and(|age| {
-                fs::metadata(&s.path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .is_some_and(|d| d > age)
-            });
-            if !(too_big || too_old) {
-                break;
-            }
-            fs::remove_file(&s.path).map_err(io(&s.path))?;
-            total -= s.size;
-            deleted.push(self.segments.remove(0).path);
-        }
-        Ok(deleted)
-    }
-
     /// The segment and byte offset to start reading at for sequence `seq` (sparse index).
     #[must_use]
     pub fn locate(&self, seq: u64) -> Option<(PathBuf, u64)> {
@@ -637,6 +601,90 @@ impl SegmentLog {
         let off = if j == 0 { HEADER } else { s.index[j - 1].1 };
         Some((s.path.clone(), off))
     }
+}
+
+/// Journal retention limits (file journal), applied after each snapshot: never to what the
+/// snapshot still needs, never to the segment being written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many bytes of segments.
+    pub max_bytes: Option<u64>,
+    /// Delete segments older than this.
+    pub max_age: Option<Duration>,
+}
+
+impl Retention {
+    /// Whether any limit is set.
+    #[must_use]
+    pub fn is_set(&self) -> bool {
+        self.max_bytes.is_some() || self.max_age.is_some()
+    }
+}
+
+/// Deletes the oldest segments of the log in `dir` that lie entirely before `keep_from_seq`
+/// (the first sequence the latest snapshot still needs) while the log is larger than
+/// `max_bytes` or the segment is older than `max_age`. The newest segment (the one a writer
+/// appends to) is never deleted: a segment is sealed once a later one exists. Safe while a
+/// writer appends. Returns the deleted paths.
+///
+/// # Errors
+/// I/O errors.
+pub fn retain_segments(
+    dir: &Path,
+    retention: &Retention,
+    keep_from_seq: u64,
+) -> Result<Vec<PathBuf>, SegmentError> {
+    let listed = list_segments(dir)?;
+    let mut sizes = Vec::with_capacity(listed.len());
+    for (_, p) in &listed {
+        sizes.push(fs::metadata(p).map_err(io(p))?.len());
+    }
+    let mut total: u64 = sizes.iter().sum();
+    let mut deleted = Vec::new();
+    for (i, (_, path)) in listed.iter().enumerate() {
+        // Sealed: the next segment starts after this one's last sequence.
+        let Some((next_base, _)) = listed.get(i + 1) else {
+            break;
+        };
+        if next_base.saturating_sub(1) >= keep_from_seq {
+            break;
+        }
+        let too_big = retention.max_bytes.is_some_and(|m| total > m);
+        let too_old = retention.max_age.is_some_and(|age| {
+            fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|d| d > age)
+        });
+        if !(too_big || too_old) {
+            break;
+        }
+        fs::remove_file(path).map_err(io(path))?;
+        total -= sizes[i];
+        deleted.push(path.clone());
+    }
+    Ok(deleted)
+}
+
+/// Writes `a` then `b` with vectored writes, finishing whatever a short write left.
+fn write_all_2(file: &mut File, a: &[u8], b: &[u8]) -> std::io::Result<()> {
+    let mut done = 0usize;
+    let total = a.len() + b.len();
+    while done < total {
+        let n = if done < a.len() {
+            file.write_vectored(&[std::io::IoSlice::new(&a[done..]), std::io::IoSlice::new(b)])
+        } else {
+            file.write(&b[done - a.len()..])
+        };
+        match n {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {

@@ -3,7 +3,6 @@
 //! because a newer primary took over).
 
 use crate::segment::{SegmentError, SegmentLog};
-use std::time::Duration;
 
 /// Why a batch could not be made durable, and what the writer's caller must do about it.
 #[derive(Debug, thiserror::Error)]
@@ -42,16 +41,6 @@ impl From<SegmentError> for JournalError {
     }
 }
 
-/// Journal retention limits (file journal): applied after each snapshot, never to what the
-/// snapshot still needs.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Retention {
-    /// Keep at most this many bytes of segments.
-    pub max_bytes: Option<u64>,
-    /// Delete segments older than this.
-    pub max_age: Option<Duration>,
-}
-
 /// Where the journal stage appends batches: the embedded segment log or Kafka.
 pub trait JournalWriter: Send {
     /// Appends a batch of events `first..=last` (encoded `JournalBatch` bytes); returns the last
@@ -65,6 +54,13 @@ pub trait JournalWriter: Send {
     /// # Errors
     /// As [`JournalWriter::append`].
     fn durable(&mut self) -> Result<u64, JournalError>;
+    /// The last sequence on stable storage (file: fsynced; Kafka: acknowledged). Never ahead of
+    /// [`JournalWriter::durable`]; what a snapshot may cover.
+    fn synced(&self) -> u64;
+    /// How long the last forced sync took, once (file journal: each `fdatasync`).
+    fn take_sync_time(&mut self) -> Option<std::time::Duration> {
+        None
+    }
     /// Called when idle (periodic fsync, delivery polling).
     ///
     /// # Errors
@@ -75,8 +71,6 @@ pub trait JournalWriter: Send {
     /// # Errors
     /// As [`JournalWriter::append`].
     fn close(&mut self) -> Result<(), JournalError>;
-    /// A snapshot covering everything up to `snapshot_seq` was written: apply retention.
-    fn after_snapshot(&mut self, _snapshot_seq: u64, _retention: &Retention) {}
 }
 
 impl JournalWriter for SegmentLog {
@@ -86,22 +80,16 @@ impl JournalWriter for SegmentLog {
     fn durable(&mut self) -> Result<u64, JournalError> {
         Ok(self.durable_seq())
     }
+    fn synced(&self) -> u64 {
+        self.synced_seq()
+    }
+    fn take_sync_time(&mut self) -> Option<std::time::Duration> {
+        self.last_sync_time.take()
+    }
     fn tick(&mut self) -> Result<(), JournalError> {
         Ok(SegmentLog::tick(self)?)
     }
     fn close(&mut self) -> Result<(), JournalError> {
         Ok(self.sync()?)
-    }
-    fn after_snapshot(&mut self, snapshot_seq: u64, r: &Retention) {
-        if r.max_bytes.is_none() && r.max_age.is_none() {
-            return;
-        }
-        match self.retain(r.max_bytes, r.max_age, snapshot_seq + 1) {
-            Ok(deleted) if !deleted.is_empty() => {
-                tracing::info!(?deleted, "journal retention deleted segments");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "journal retention failed"),
-        }
     }
 }

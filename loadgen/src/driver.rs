@@ -4,6 +4,7 @@
 //! flight per connection, latency from the actual send.
 
 use crate::flow::{Flow, FlowParams, Kind};
+use crate::wait::Waiter;
 use anyhow::{bail, Context, Result};
 use caldera_client::wire::{self, DoneReason};
 use caldera_client::{OrderClient, ServerReport};
@@ -50,6 +51,9 @@ pub struct RunSpec {
     /// Open loop: hold due requests up to this long to send them as one frame (their latency
     /// still counts from their planned send time).
     pub coalesce: Duration,
+    /// Open loop: least time between two frames of a connection (requests due meanwhile go
+    /// out together; latency still counts from each one's planned time).
+    pub frame_gap: Duration,
     /// First account id.
     pub account_base: u32,
 }
@@ -145,6 +149,7 @@ struct Conn {
     inflight: VecDeque<(u64, Kind, u64)>,
     reports: Vec<ServerReport>,
     next_planned: f64,
+    last_frame_ns: u64,
 }
 
 /// Runs the load and merges the threads' results.
@@ -215,6 +220,7 @@ fn drive(
             inflight: VecDeque::new(),
             reports: Vec::new(),
             next_planned: 0.0,
+            last_frame_ns: 0,
         });
     }
     // Warm-up: fill the books with passive orders, wait for every answer.
@@ -251,10 +257,11 @@ fn drive(
         Mode::Closed { .. } => 0.0,
     };
     let coalesce_ns = spec.coalesce.as_nanos() as f64;
+    let frame_gap_ns = u64::try_from(spec.frame_gap.as_nanos()).unwrap_or(u64::MAX);
     let mut res = RunResult::new();
     let t0 = Instant::now();
     let end = u64::try_from(spec.duration.as_nanos()).unwrap_or(u64::MAX);
-    let mut idle_rounds = 0u32;
+    let mut waiter = Waiter::new()?;
     loop {
         let now = now_ns(t0);
         let sending = now < end;
@@ -274,7 +281,11 @@ fn drive(
                     }
                     Mode::Open { .. } => {
                         let mut n = 0;
-                        let due = c.next_planned + coalesce_ns <= now as f64;
+                        // Due (held `coalesce` past its planned time), and the connection's
+                        // last frame left at least `frame_gap` ago: at high rates requests
+                        // gather into frames instead of one frame each.
+                        let due = c.next_planned + coalesce_ns <= now as f64
+                            && now >= c.last_frame_ns + frame_gap_ns;
                         while due && n < spec.batch && c.next_planned <= now as f64 {
                             n += 1;
                             let planned = c.next_planned as u64;
@@ -285,6 +296,9 @@ fn drive(
                             c.next_planned += per_conn_interval_ns;
                         }
                         res.sent += n as u64;
+                        if n > 0 {
+                            c.last_frame_ns = now;
+                        }
                         0
                     }
                 };
@@ -318,15 +332,20 @@ fn drive(
                 progress.answered.fetch_add(answered, Ordering::Relaxed);
             }
         }
-        if progressed {
-            idle_rounds = 0;
-        } else {
-            idle_rounds += 1;
-            if idle_rounds > 100 {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+        if !progressed {
+            // Nothing to send or read: block until a socket signals or the next planned send
+            // is due (open loop), instead of burning the CPU the server needs.
+            let due = match spec.mode {
+                Mode::Open { .. } if sending => conns
+                    .iter()
+                    .map(|c| {
+                        ((c.next_planned + coalesce_ns) as u64).max(c.last_frame_ns + frame_gap_ns)
+                    })
+                    .min()
+                    .map(|t| t.saturating_sub(now_ns(t0))),
+                _ => None,
+            };
+            waiter.wait(conns.iter().map(|c| c.client.socket()), due)?;
         }
     }
     res.elapsed = spec.duration;

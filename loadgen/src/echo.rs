@@ -109,3 +109,83 @@ pub fn run(
         latency: hist,
     })
 }
+
+/// Open-loop echo: `connections` DEALERs, each sending one 64-byte request-equivalent per
+/// planned time at `rate` requests/s in total; latency from each planned time, the way the
+/// gateway's open loop measures it. Waits like the load driver (no spinning), so the two
+/// compare the same client side.
+///
+/// # Errors
+/// Socket errors.
+pub fn run_open(
+    endpoint: &str,
+    connections: usize,
+    rate: f64,
+    duration: Duration,
+) -> Result<EchoResult> {
+    let ctx = zmq::Context::new();
+    let mut socks = Vec::new();
+    for _ in 0..connections {
+        let s = ctx.socket(zmq::DEALER)?;
+        s.set_sndhwm(1_000_000)?;
+        s.set_rcvhwm(1_000_000)?;
+        s.connect(endpoint)?;
+        socks.push(s);
+    }
+    // Let the connections complete before the clock starts.
+    std::thread::sleep(Duration::from_millis(200));
+    let payload = [0x5au8; 64];
+    let interval = 1e9 * connections as f64 / rate.max(1.0);
+    let mut next: Vec<f64> = (0..connections)
+        .map(|i| i as f64 * interval / connections as f64)
+        .collect();
+    let mut inflight: Vec<std::collections::VecDeque<u64>> = vec![Default::default(); connections];
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut waiter = crate::wait::Waiter::new()?;
+    let mut msg = zmq::Message::new();
+    let mut frames = 0u64;
+    let t0 = Instant::now();
+    let end = duration.as_nanos() as f64;
+    let now_ns = || t0.elapsed().as_nanos() as u64;
+    loop {
+        let now = now_ns() as f64;
+        let sending = now < end;
+        if !sending && inflight.iter().all(std::collections::VecDeque::is_empty) {
+            break;
+        }
+        if !sending && now > end + 5e9 {
+            break;
+        }
+        let mut progressed = false;
+        for (i, s) in socks.iter().enumerate() {
+            while sending && next[i] <= now {
+                if s.send(&payload[..], zmq::DONTWAIT).is_err() {
+                    break;
+                }
+                inflight[i].push_back(next[i] as u64);
+                next[i] += interval;
+                progressed = true;
+            }
+            while s.recv(&mut msg, zmq::DONTWAIT).is_ok() {
+                if let Some(planned) = inflight[i].pop_front() {
+                    let _ = hist.record(now_ns().saturating_sub(planned).max(1));
+                    frames += 1;
+                }
+                progressed = true;
+            }
+        }
+        if !progressed {
+            let due = sending
+                .then(|| next.iter().fold(f64::MAX, |a, b| a.min(*b)))
+                .map(|t| (t as u64).saturating_sub(now_ns()));
+            waiter.wait(socks.iter(), due)?;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let fps = frames as f64 / secs;
+    Ok(EchoResult {
+        frames_per_sec: fps,
+        requests_per_sec: fps,
+        latency: hist,
+    })
+}

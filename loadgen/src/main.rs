@@ -13,6 +13,7 @@ mod driver;
 mod echo;
 mod flow;
 mod report;
+mod wait;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -118,6 +119,11 @@ struct Common {
     /// counts from each request's planned send time). 0 = one frame per due request burst.
     #[arg(long, default_value = "0us", value_parser = parse_duration)]
     coalesce: Duration,
+    /// Open loop: least time between two frames of one connection. At high rates the requests
+    /// due meanwhile go out as one frame (their latency still counts from their planned
+    /// times); at low rates every request leaves when due.
+    #[arg(long, default_value = "50us", value_parser = parse_duration)]
+    frame_gap: Duration,
     /// Passive orders per connection before measuring.
     #[arg(long, default_value_t = 200)]
     warmup_orders: usize,
@@ -215,6 +221,7 @@ fn spec(c: &Common, mode: Mode, warmup: bool) -> RunSpec {
         },
         account_base: c.account_base,
         coalesce: c.coalesce,
+        frame_gap: c.frame_gap,
     }
 }
 
@@ -322,6 +329,16 @@ fn json_of(
         j["echo_requests_per_s"] = serde_json::json!(e.requests_per_sec);
         j["echo_frames_per_s"] = serde_json::json!(e.frames_per_sec);
         j["ratio_to_echo"] = serde_json::json!(r.rate() / e.requests_per_sec);
+        let ep = report::percentiles(&e.latency);
+        let mine = report::percentiles(&r.latency);
+        j["echo_latency"] = serde_json::json!({
+            "p50_us": ep[0].1 as f64 / 1000.0, "p90_us": ep[1].1 as f64 / 1000.0,
+            "p99_us": ep[2].1 as f64 / 1000.0,
+        });
+        j["latency_ratio_to_echo"] = serde_json::json!({
+            "p50": mine[0].1 as f64 / ep[0].1.max(1) as f64,
+            "p99": mine[2].1 as f64 / ep[2].1.max(1) as f64,
+        });
     }
     if let Some(c) = cost {
         j["cost"] = serde_json::to_value(c).unwrap_or_default();
@@ -329,26 +346,33 @@ fn json_of(
     j
 }
 
+/// The load a run had, for its echo baseline.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Closed loop with this window per connection.
+    Closed(usize),
+    /// Open loop at this total rate.
+    Open(f64),
+}
+
 fn finish(
     c: &Common,
     label: &str,
     r: &RunResult,
     cost: Option<&cost::Cost>,
-    window: usize,
+    shape: Shape,
 ) -> Result<()> {
     let echo = if c.echo_baseline {
         let ctx = zmq::Context::new();
         let (ep, stop, h) = echo::start_server(&ctx)?;
-        let e = echo::run(
-            &ep,
-            c.connections,
-            window,
-            c.batch,
-            c.duration.min(Duration::from_secs(5)),
-        )?;
+        let d = c.duration.min(Duration::from_secs(5));
+        let e = match shape {
+            Shape::Closed(window) => echo::run(&ep, c.connections, window, c.batch, d)?,
+            Shape::Open(rate) => echo::run_open(&ep, c.connections, rate, d)?,
+        };
         stop.store(true, Ordering::Relaxed);
         let _ = h.join();
-        Some(e)
+        Some((e, shape))
     } else {
         None
     };
@@ -359,23 +383,39 @@ fn finish(
         ),
         r,
     );
-    if let Some(e) = &echo {
-        let p = report::percentiles(&e.latency);
-        text.push_str(&format!(
-            "raw ZeroMQ ROUTER/DEALER echo, same connections/window/batch: {:.0} request-equivalents/s ({:.0} frames/s), frame RTT p50 {} µs p99 {} µs\n",
-            e.requests_per_sec, e.frames_per_sec, report::us(p[0].1), report::us(p[2].1)
-        ));
-        text.push_str(&format!(
-            "ratio gateway / echo ceiling: {:.2}\n",
-            r.rate() / e.requests_per_sec
-        ));
+    match &echo {
+        Some((e, Shape::Closed(_))) => {
+            let p = report::percentiles(&e.latency);
+            text.push_str(&format!(
+                "raw ZeroMQ ROUTER/DEALER echo, same connections/window/batch: {:.0} request-equivalents/s ({:.0} frames/s), frame RTT p50 {} µs p99 {} µs\n",
+                e.requests_per_sec, e.frames_per_sec, report::us(p[0].1), report::us(p[2].1)
+            ));
+            text.push_str(&format!(
+                "ratio gateway / echo ceiling: {:.2}\n",
+                r.rate() / e.requests_per_sec
+            ));
+        }
+        Some((e, Shape::Open(rate))) => {
+            let p = report::percentiles(&e.latency);
+            let mine = report::percentiles(&r.latency);
+            text.push_str(&format!(
+                "raw ZeroMQ ROUTER/DEALER echo, open loop at {rate:.0}/s, same connections: p50 {} µs p90 {} µs p99 {} µs\n",
+                report::us(p[0].1), report::us(p[1].1), report::us(p[2].1)
+            ));
+            text.push_str(&format!(
+                "latency ratio gateway / echo: p50 {:.2}  p99 {:.2}\n",
+                mine[0].1 as f64 / p[0].1.max(1) as f64,
+                mine[2].1 as f64 / p[2].1.max(1) as f64
+            ));
+        }
+        None => {}
     }
     if let Some(cost) = cost {
         text.push_str(&cost.describe());
     }
     if c.json {
         eprint!("{text}");
-        println!("{}", json_of(label, r, echo.as_ref(), cost));
+        println!("{}", json_of(label, r, echo.as_ref().map(|(e, _)| e), cost));
     } else {
         print!("{text}");
     }
@@ -384,7 +424,7 @@ fn finish(
     }
     if let Some(p) = &c.plot {
         let mut series = vec![(label, &r.latency)];
-        if let Some(e) = &echo {
+        if let Some((e, _)) = &echo {
             series.push(("raw ZeroMQ echo (frame RTT)", &e.latency));
         }
         report::write_plot(p, &series)?;
@@ -444,7 +484,7 @@ fn main() -> Result<()> {
                 &format!("closed loop, window {window}"),
                 &r,
                 cost.as_ref(),
-                window,
+                Shape::Closed(window),
             )
         }
         Cmd::Open { common, rate } => {
@@ -459,7 +499,7 @@ fn main() -> Result<()> {
                 &format!("open loop at {rate:.0} requests/s"),
                 &r,
                 cost.as_ref(),
-                512,
+                Shape::Open(rate),
             )
         }
         Cmd::Sweep {

@@ -159,6 +159,9 @@ pub struct JournalSection {
     /// Lowest writer epoch. A primary writes with the highest epoch found in the journal + 1
     /// (at least this), stamped on every batch.
     pub epoch: u64,
+    /// Group commit under load: after a large batch, wait up to this long (µs) for the next
+    /// batch to fill before appending it (0 = append at once). Light loads never wait.
+    pub group_commit_us: u64,
     /// Kafka: start-up catch-up stops after this long without a new record.
     pub kafka_catchup_idle_ms: u64,
     /// Kafka: no acknowledgement for this long while batches are pending = journal unavailable
@@ -177,6 +180,7 @@ impl Default for JournalSection {
             retention_bytes: None,
             retention_age_s: None,
             epoch: 1,
+            group_commit_us: 0,
             kafka_catchup_idle_ms: 1000,
             kafka_stall_ms: 1000,
         }
@@ -379,7 +383,7 @@ mod tests {
         assert_eq!(c.instruments.len(), 2);
         assert!(toml::from_str::<Config>("[gateway]\nnope = 1\n").is_err());
         assert_eq!(Config::default().engine_config().instruments.len(), 8);
-        assert_eq!(WaitStrategy::Auto.resolve(2), WaitStrategy::SpinYield);
+        assert_eq!(WaitStrategy::Auto.resolve(2), WaitStrategy::Park);
         assert_eq!(WaitStrategy::Auto.resolve(8), WaitStrategy::Spin);
     }
 }

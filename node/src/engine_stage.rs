@@ -2,6 +2,7 @@
 //! events (then the command) to the outbound SPSC ring. Pinned to a core when configured;
 //! allocation-free after start-up.
 
+use crate::snapshotter::SnapshotTrigger;
 use caldera_engine::{Command, Engine, Event, EventSink};
 use caldera_pipeline::alloc_count::thread_allocations;
 use caldera_pipeline::{Agent, Idle, Output, Shared, WaitStrategy};
@@ -61,6 +62,8 @@ impl EventSink for RingSink {
 /// The engine thread's agent.
 pub struct EngineStage {
     engine: Engine,
+    /// Takes snapshots between commands (file journal).
+    snapshots: Option<SnapshotTrigger>,
     rx: Consumer<Command>,
     sink: RingSink,
     shared: Arc<Shared>,
@@ -80,9 +83,11 @@ impl EngineStage {
         tx: Producer<Output>,
         shared: Arc<Shared>,
         wait: WaitStrategy,
+        snapshots: Option<SnapshotTrigger>,
     ) -> Self {
         Self {
             engine,
+            snapshots,
             rx,
             sink: RingSink {
                 tx,
@@ -102,16 +107,45 @@ impl EngineStage {
     /// # Errors
     /// When the OS cannot spawn the thread.
     pub fn spawn(self, wait: WaitStrategy, core: Option<usize>) -> std::io::Result<EngineThread> {
-        caldera_pipeline::spawn("caldera-engine", self, wait, core).map(EngineThread)
+        caldera_pipeline::spawn("caldera-engine", self, Idle::new(wait), core).map(EngineThread)
     }
 
-    /// Processes one command: its events, then the command itself (a command boundary for
-    /// the journal), then publishes progress and wakes downstream.
+    /// Processes the commands waiting in the ring (at most [`CHUNK`]): for each, its events
+    /// then the command itself (a command boundary for the journal); then publishes progress and
+    /// wakes downstream once for the whole chunk.
     #[inline]
-    fn process(&mut self, cmd: &Command) {
-        self.engine.process(cmd, &mut self.sink);
-        self.sink.push(Output::Command(*cmd));
-        self.commands += 1;
+    fn process_available(&mut self) -> usize {
+        let n = self.rx.slots().min(CHUNK);
+        if n == 0 {
+            return 0;
+        }
+        let Self {
+            rx, engine, sink, ..
+        } = self;
+        let Ok(chunk) = rx.read_chunk(n) else {
+            return 0;
+        };
+        let (a, b) = chunk.as_slices();
+        let cmds = a.iter().chain(b);
+        // Overlap cache misses: the index slots of the command PREFETCH_AHEAD places on are
+        // requested while this one is processed.
+        for c in cmds.clone().take(PREFETCH_AHEAD) {
+            engine.prefetch(c);
+        }
+        let mut ahead = cmds.clone().skip(PREFETCH_AHEAD);
+        for cmd in cmds {
+            if let Some(next) = ahead.next() {
+                engine.prefetch(next);
+            }
+            engine.process(cmd, sink);
+            sink.push(Output::Command(*cmd));
+        }
+        chunk.commit_all();
+        self.commands += n as u64;
+        self.shared
+            .engine
+            .done_ns
+            .store(self.shared.now_ns(), Ordering::Relaxed);
         self.shared
             .engine
             .seq
@@ -121,8 +155,19 @@ impl EngineStage {
             .commands
             .store(self.commands, Ordering::Release);
         self.shared.notify_downstream();
+        if let Some(t) = &mut self.snapshots {
+            t.after_commands(&self.engine);
+        }
+        n
     }
 }
+
+/// How many commands ahead the engine prefetches index slots (about one memory latency of
+/// work).
+const PREFETCH_AHEAD: usize = 3;
+
+/// Most commands processed between two publications of progress (and wake-ups downstream).
+const CHUNK: usize = 256;
 
 /// The running engine thread.
 pub struct EngineThread(std::thread::JoinHandle<(EngineStage, Option<usize>)>);
@@ -155,9 +200,9 @@ impl Agent for EngineStage {
     }
 
     fn do_work(&mut self) -> usize {
-        if let Ok(cmd) = self.rx.pop() {
-            self.process(&cmd);
-            return 1;
+        let n = self.process_available();
+        if n > 0 {
+            return n;
         }
         if self.shared.gateway.stop.load(Ordering::Acquire) && self.rx.is_empty() {
             self.allocations = thread_allocations() - self.allocations_at_start;

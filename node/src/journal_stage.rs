@@ -1,15 +1,18 @@
-//! The journal stage between the engine and the gateway: batches the engine's output at
-//! command boundaries, appends each batch to the journal, and only then forwards the events to
-//! the gateway, so no report leaves before the events it reports are durable. It also keeps a
-//! shadow engine (re-running the journaled commands) to write periodic snapshots without
-//! touching the allocation-free engine thread.
+//! The journal stage between the engine and the gateway: encodes the engine's output into
+//! journal batches as it arrives, cuts a batch at the last complete command, appends it, and
+//! releases its events to the gateway only once the writer reports them durable — so no report
+//! leaves before the events it reports are durable.
+//!
+//! Events are handed to the gateway's ring as soon as they are taken (the gateway routes only
+//! events up to [`caldera_pipeline::shared::JournalSide::forwarded_seq`]), so an event is copied
+//! once on its way through. Snapshots are not taken here: the engine thread serialises its own
+//! state and a writer thread stores it once durable ([`crate::snapshotter`]).
 
 use crate::metrics::Metrics;
-use caldera_engine::{Command, Engine, Event, NullSink};
-use caldera_journal::snapshots::SnapshotStore;
-use caldera_journal::{JournalError, JournalWriter, Retention};
-use caldera_pipeline::{Agent, Output, Shared, WaitStrategy};
-use caldera_schema::record::encode_batch;
+use caldera_engine::Event;
+use caldera_journal::{JournalError, JournalWriter};
+use caldera_pipeline::{Agent, Idle, Output, Shared, WaitStrategy};
+use caldera_schema::record::BatchBuilder;
 use flatbuffers::FlatBufferBuilder;
 use rtrb::{Consumer, Producer};
 use std::collections::VecDeque;
@@ -17,22 +20,25 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Most engine output items taken from the ring at once.
+const TAKE: usize = 1024;
+
 /// Journal stage settings.
 #[derive(Clone, Debug)]
 pub struct JournalSettings {
     /// Writer epoch stamped on every batch.
     pub epoch: u64,
-    /// Snapshot directory (the journal directory for the file journal), if snapshots are on.
-    pub snapshots: Option<SnapshotStore>,
-    /// Write a snapshot every this many events (0 = only at shutdown).
-    pub snapshot_every_events: u64,
-    /// Largest batch, in engine output items.
-    pub max_batch_items: usize,
-    /// Retention applied after each snapshot.
-    pub retention: Retention,
+    /// Largest batch, in commands (a batch always ends at a command boundary, so one command's
+    /// events are never split).
+    pub max_batch_commands: usize,
     /// Append a heartbeat batch (no commands) after this long without an append, so standbys
     /// can tell a live, idle primary from a dead or stopped one.
     pub heartbeat: Duration,
+    /// Group commit under load: after a batch of at least `max_batch_commands / 8` commands,
+    /// wait up to this long for the next batch to fill before appending it (0 = append at
+    /// once). Fewer, larger appends cost less CPU per request; a light load (small batches)
+    /// never waits.
+    pub group_commit: Duration,
 }
 
 /// What the journal stage did.
@@ -44,8 +50,6 @@ pub struct JournalStats {
     pub events: u64,
     /// Bytes appended.
     pub bytes: u64,
-    /// Snapshots written.
-    pub snapshots: u64,
     /// Last durable sequence.
     pub durable_seq: u64,
     /// Append failures (each retried).
@@ -56,61 +60,55 @@ pub struct JournalStats {
     pub fenced: Option<String>,
 }
 
-/// A batch appended and not yet durable: `items[start..end]`, events up to `last`.
+/// A batch appended and not yet durable.
 struct Pending {
     last: u64,
-    start: usize,
-    end: usize,
+    commands: u64,
 }
 
 /// The journal thread's agent.
 pub struct JournalStage {
     writer: Box<dyn JournalWriter>,
-    shadow: Engine,
     rx: Consumer<Output>,
     tx: Producer<Output>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     settings: JournalSettings,
     stats: JournalStats,
-    /// The engine's output taken so far and not yet forwarded.
-    items: Vec<Output>,
-    commands: Vec<Command>,
-    events: Vec<Event>,
+    /// The next batch: commands and their events, as taken.
+    batch: BatchBuilder,
+    /// Events taken of a command whose marker has not arrived yet (the engine is still
+    /// emitting it): the batch can only be cut when this is 0.
+    open: usize,
+    /// Events taken but not yet handed to the gateway's ring (it was full).
+    backlog: VecDeque<Event>,
     fbb: FlatBufferBuilder<'static>,
-    /// `items[..forward_from]` are forwarded.
-    forward_from: usize,
-    /// `items[..journaled_upto]` are appended.
-    journaled_upto: usize,
     pending: VecDeque<Pending>,
-    /// Whether `items[journaled_upto..]` holds a command (a place to cut a batch).
-    boundary: bool,
-    last_snapshot: u64,
     retry_at: Option<Instant>,
     appended_seq: u64,
     last_append: Instant,
+    /// The last batch was large: the pipeline is under load (see `group_commit`).
+    loaded: bool,
     done: bool,
 }
 
 impl JournalStage {
-    /// The stage appending to `writer`, with `shadow` (a copy of the engine) for snapshots.
+    /// The stage appending to `writer`; the journal holds every event up to `seq`.
     #[must_use]
     pub fn new(
         writer: Box<dyn JournalWriter>,
-        shadow: Engine,
+        seq: u64,
         rx: Consumer<Output>,
         tx: Producer<Output>,
         shared: Arc<Shared>,
         metrics: Arc<Metrics>,
         settings: JournalSettings,
     ) -> Self {
-        let seq = shadow.last_seq();
         Self {
-            items: Vec::with_capacity(settings.max_batch_items * 2),
-            commands: Vec::with_capacity(settings.max_batch_items),
-            events: Vec::with_capacity(settings.max_batch_items),
+            batch: BatchBuilder::with_capacity(settings.max_batch_commands),
+            open: 0,
+            backlog: VecDeque::new(),
             writer,
-            shadow,
             rx,
             tx,
             shared,
@@ -121,14 +119,11 @@ impl JournalStage {
                 ..JournalStats::default()
             },
             fbb: FlatBufferBuilder::with_capacity(1 << 20),
-            forward_from: 0,
-            journaled_upto: 0,
             pending: VecDeque::new(),
-            boundary: false,
-            last_snapshot: seq,
             retry_at: None,
             appended_seq: seq,
             last_append: Instant::now(),
+            loaded: false,
             done: false,
         }
     }
@@ -138,83 +133,102 @@ impl JournalStage {
     /// # Errors
     /// When the OS cannot spawn the thread.
     pub fn spawn(self, wait: WaitStrategy) -> std::io::Result<JournalThread> {
-        caldera_pipeline::spawn("caldera-journal", self, wait, None).map(JournalThread)
+        caldera_pipeline::spawn("caldera-journal", self, Idle::new(wait), None).map(JournalThread)
     }
 
-    /// Takes what the engine produced. The cap applies only once a command boundary is pending:
-    /// one command can emit any number of events (a mass cancel of 100K orders), and a batch
-    /// can only end at one.
+    /// Takes what the engine produced: events and commands go into the batch being built, and
+    /// events on to the gateway's ring. Stops at the batch limit — but never inside a command,
+    /// which may emit any number of events (a mass cancel of 100K orders).
     fn take_output(&mut self) -> usize {
-        let mut took = 0;
-        while self.items.len() < self.settings.max_batch_items * 2 || !self.boundary {
-            match self.rx.pop() {
-                Ok(it) => {
-                    self.boundary |= matches!(it, Output::Command(_));
-                    self.items.push(it);
-                    took += 1;
-                }
-                Err(_) => break,
+        let mut took = self.hand_over_backlog();
+        let limit = self.settings.max_batch_commands;
+        // Stop at the limit, or while the gateway's ring is full (back-pressure to the engine),
+        // but always finish a command whose events have started.
+        while (self.batch.commands() < limit && self.backlog.is_empty()) || self.open > 0 {
+            let n = self.rx.slots().min(TAKE);
+            let Ok(chunk) = self.rx.read_chunk(n) else {
+                break;
+            };
+            if n == 0 {
+                break;
             }
+            let (a, b) = chunk.as_slices();
+            for item in a.iter().chain(b) {
+                match item {
+                    Output::Event(e) => {
+                        self.batch.push_event(e);
+                        self.open += 1;
+                        if !self.backlog.is_empty() || self.tx.push(*item).is_err() {
+                            self.backlog.push_back(*e);
+                        }
+                    }
+                    Output::Command(c) => {
+                        self.batch.push_command(c);
+                        self.open = 0;
+                    }
+                }
+            }
+            chunk.commit_all();
+            took += n;
         }
         took
     }
 
-    /// Appends one batch: everything up to the last complete command. Returns 1 if it did.
-    fn append_ready(&mut self) -> usize {
-        if self.retry_at.is_some_and(|t| Instant::now() < t) || !self.boundary {
-            return 0;
-        }
-        // Only scan for a command when one is pending (scanning every time while one huge
-        // command streams in would be quadratic).
-        let Some(cut) = self.items[self.journaled_upto..]
-            .iter()
-            .rposition(|i| matches!(i, Output::Command(_)))
-        else {
-            return 0;
-        };
-        let end = self.journaled_upto + cut + 1;
-        self.commands.clear();
-        self.events.clear();
-        for it in &self.items[self.journaled_upto..end] {
-            match it {
-                Output::Command(c) => self.commands.push(*c),
-                Output::Event(e) => self.events.push(*e),
+    fn hand_over_backlog(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(&e) = self.backlog.front() {
+            if self.tx.push(Output::Event(e)).is_err() {
+                self.shared.gateway_waker.wake();
+                break;
             }
+            self.backlog.pop_front();
+            n += 1;
         }
-        let first = self.events.first().map_or(0, |e| e.seq);
-        let last = self.events.last().map_or(0, |e| e.seq);
-        let bytes = encode_batch(
-            &mut self.fbb,
-            self.settings.epoch,
-            &self.commands,
-            &self.events,
-            first,
-            last,
-        );
+        n
+    }
+
+    /// Appends the batch of complete commands built so far. Returns 1 if it did.
+    fn append_ready(&mut self) -> usize {
+        if self.batch.commands() == 0
+            || self.open > 0
+            || self.retry_at.is_some_and(|t| Instant::now() < t)
+        {
+            return 0;
+        }
+        if self.loaded
+            && self.batch.commands() < self.settings.max_batch_commands
+            && self.last_append.elapsed() < self.settings.group_commit
+        {
+            return 0;
+        }
+        let (first, last) = self.batch.seq_range().unwrap_or((0, 0));
+        let bytes = self
+            .batch
+            .finish(&mut self.fbb, self.settings.epoch, first, last);
         let t = Instant::now();
         let appended = self.writer.append(first, last, bytes);
         self.metrics.journal.append.observe(t.elapsed());
+        if let Some(sync) = self.writer.take_sync_time() {
+            self.metrics.journal.fsync.observe(sync);
+        }
         match appended {
             Ok(_) => {
                 self.metrics.journal.appends.fetch_add(1, Ordering::Relaxed);
                 self.stats.batches += 1;
-                self.stats.events += self.events.len() as u64;
+                self.stats.events += self.batch.events() as u64;
                 self.stats.bytes += bytes.len() as u64;
                 self.pending.push_back(Pending {
                     last,
-                    start: self.journaled_upto,
-                    end,
+                    commands: self.batch.commands() as u64,
                 });
-                self.journaled_upto = end;
+                self.loaded = self.batch.commands() >= 32;
+                self.batch.clear();
                 self.appended_seq = last;
                 self.last_append = Instant::now();
-                // The cut was at the last command: nothing after it is a command.
-                self.boundary = false;
                 self.retry_at = None;
                 if self.shared.journal.failed.swap(false, Ordering::SeqCst) {
                     tracing::info!("journal recovered; acknowledging again");
                 }
-                self.apply_to_shadow(last);
                 1
             }
             Err(e) => {
@@ -228,21 +242,7 @@ impl JournalStage {
         }
     }
 
-    /// Keeps the shadow engine in step (snapshots) and checks determinism.
-    fn apply_to_shadow(&mut self, last: u64) {
-        for c in &self.commands {
-            self.shadow.process(c, &mut NullSink);
-        }
-        if self.shadow.last_seq() != last {
-            tracing::error!(
-                shadow = self.shadow.last_seq(),
-                journal = last,
-                "shadow engine diverged from the engine"
-            );
-        }
-    }
-
-    /// Forwards the events of every batch that is durable to the gateway.
+    /// Releases every batch that is durable to the gateway.
     ///
     /// # Errors
     /// The reason this writer is fenced: nothing more may be released.
@@ -266,62 +266,34 @@ impl JournalStage {
                 self.stats.durable_seq
             }
         };
-        let mut forwarded = 0;
+        self.shared
+            .journal
+            .synced_seq
+            .store(self.writer.synced(), Ordering::Release);
+        let mut commands = 0;
+        let mut released = 0;
         while self.pending.front().is_some_and(|p| p.last <= durable) {
             let p = self.pending.pop_front().expect("front");
-            let mut commands = 0u64;
-            for it in &self.items[p.start.max(self.forward_from)..p.end] {
-                match it {
-                    Output::Command(_) => commands += 1,
-                    Output::Event(_) => push_waiting(&mut self.tx, *it, &self.shared),
-                }
-            }
-            self.forward_from = p.end;
+            commands += p.commands;
+            self.stats.durable_seq = p.last;
+            released += 1;
+        }
+        if released > 0 {
+            self.shared
+                .journal
+                .released_ns
+                .store(self.shared.now_ns(), Ordering::Relaxed);
             self.shared
                 .journal
                 .commands_forwarded
                 .fetch_add(commands, Ordering::Release);
-            self.stats.durable_seq = p.last;
             self.shared
                 .journal
                 .forwarded_seq
-                .store(p.last, Ordering::Release);
+                .store(self.stats.durable_seq, Ordering::Release);
             self.shared.gateway_waker.wake();
-            forwarded += 1;
         }
-        if self.pending.is_empty()
-            && self.forward_from == self.journaled_upto
-            && self.journaled_upto > 0
-        {
-            self.items.drain(..self.journaled_upto);
-            self.journaled_upto = 0;
-            self.forward_from = 0;
-        }
-        Ok(forwarded)
-    }
-
-    /// Writes a snapshot from the shadow engine every `snapshot_every_events`.
-    fn maybe_snapshot(&mut self) {
-        let every = self.settings.snapshot_every_events;
-        if every > 0 && self.shadow.last_seq() - self.last_snapshot >= every {
-            self.write_snapshot();
-            self.last_snapshot = self.shadow.last_seq();
-        }
-    }
-
-    fn write_snapshot(&mut self) {
-        let Some(store) = &self.settings.snapshots else {
-            return;
-        };
-        match store.write(self.shadow.last_seq(), &self.shadow.snapshot()) {
-            Ok(path) => {
-                self.stats.snapshots += 1;
-                tracing::info!(seq = self.shadow.last_seq(), path = %path.display(), "snapshot written");
-                self.writer
-                    .after_snapshot(self.shadow.last_seq(), &self.settings.retention);
-            }
-            Err(e) => tracing::error!(error = %e, "snapshot failed"),
-        }
+        Ok(released)
     }
 
     /// Appends a heartbeat batch after `heartbeat` without an append.
@@ -330,7 +302,8 @@ impl JournalStage {
             return;
         }
         let next = self.appended_seq + 1;
-        let bytes = encode_batch(&mut self.fbb, self.settings.epoch, &[], &[], next, next - 1);
+        let bytes =
+            BatchBuilder::default().finish(&mut self.fbb, self.settings.epoch, next, next - 1);
         match self.writer.append(next, next - 1, bytes) {
             Ok(_) => {
                 self.stats.heartbeats += 1;
@@ -343,35 +316,42 @@ impl JournalStage {
 
     /// Idle housekeeping of the writer (periodic fsync, delivery polling).
     fn tick(&mut self) {
-        if let Err(e) = self.writer.tick() {
+        let ticked = self.writer.tick();
+        if let Some(sync) = self.writer.take_sync_time() {
+            self.metrics.journal.fsync.observe(sync);
+        }
+        if let Err(e) = ticked {
             if !self.shared.journal.failed.swap(true, Ordering::SeqCst) {
                 tracing::error!(error = %e, "journal not durable: rejecting new requests until it recovers");
             }
         }
     }
 
-    /// The engine has stopped and everything it produced is durable and forwarded.
+    /// The engine has stopped and everything it produced is durable and released.
     fn drained(&self) -> bool {
         self.shared.engine.stopped.load(Ordering::SeqCst)
             && self.rx.is_empty()
-            && self.items.is_empty()
+            && self.open == 0
+            && self.batch.commands() == 0
+            && self.backlog.is_empty()
             && self.pending.is_empty()
     }
 
-    /// Makes everything durable and writes the final snapshot.
     fn close(&mut self) {
         if let Err(e) = self.writer.close() {
             tracing::error!(error = %e, "journal close failed");
         }
-        if self.shadow.last_seq() != self.last_snapshot {
-            self.write_snapshot();
-        }
+        self.shared
+            .journal
+            .synced_seq
+            .store(self.writer.synced(), Ordering::Release);
+        self.shared.journal.closed.store(true, Ordering::Release);
         tracing::info!(stats = ?self.stats, "journal thread stopped");
     }
 
     fn fenced(&mut self, why: String) {
         // A newer primary exists. Nothing more may be released: stop here, holding everything
-        // not yet forwarded (readers skip this writer's late records).
+        // not yet released (readers skip this writer's late records).
         tracing::error!(
             why,
             "fenced: this primary stops without releasing anything more"
@@ -380,20 +360,6 @@ impl JournalStage {
         self.shared.journal.fenced.store(true, Ordering::SeqCst);
         self.shared.gateway_waker.wake();
         self.done = true;
-    }
-}
-
-/// Pushes to the gateway's ring, waiting for room (never drops).
-fn push_waiting(tx: &mut Producer<Output>, mut item: Output, shared: &Shared) {
-    loop {
-        match tx.push(item) {
-            Ok(()) => return,
-            Err(rtrb::PushError::Full(back)) => {
-                item = back;
-                shared.gateway_waker.wake();
-                std::thread::yield_now();
-            }
-        }
     }
 }
 
@@ -412,7 +378,6 @@ impl Agent for JournalStage {
                 return 0;
             }
         }
-        self.maybe_snapshot();
         if work > 0 {
             return work;
         }

@@ -6,8 +6,8 @@
 //! - [`primary`]: serving as the primary ([`PrimaryNode`]): the gateway on the calling thread,
 //!   the engine and journal stages on their own threads, and the orderly shutdown.
 //! - [`engine_stage`]: the engine thread's agent (core-pinned, allocation-free).
-//! - [`journal_stage`]: the journal thread's agent (batch, append, release when durable,
-//!   snapshots).
+//! - [`journal_stage`]: the journal thread's agent (batch, append, release when durable).
+//! - [`snapshotter`]: snapshots off the request path, from the durable log, at low priority.
 //! - [`standby`]: the hot standby following the journal, and its promotion.
 //! - [`metrics`]: Prometheus metrics and the health endpoints.
 //! - [`status`]: the node's role and standby progress.
@@ -24,6 +24,7 @@ pub mod journal_stage;
 pub mod metrics;
 pub mod primary;
 pub mod recovery;
+pub mod snapshotter;
 pub mod standby;
 pub mod status;
 pub mod summary;

@@ -10,6 +10,7 @@ use crate::error::NodeError;
 pub use crate::handover::Primary;
 use crate::journal_stage::{JournalSettings, JournalStage, JournalStats, JournalThread};
 use crate::metrics::Metrics;
+use crate::snapshotter::{self, SnapshotSettings, SnapshotWriter};
 use caldera_engine::Command;
 use caldera_gateway::{Gateway, GatewayRings, GatewayStats};
 use caldera_journal::snapshots::SnapshotStore;
@@ -33,6 +34,8 @@ pub struct ServeSummary {
     pub gateway: GatewayStats,
     /// Market-data messages published.
     pub md_published: u64,
+    /// Snapshots written (periodic and final).
+    pub snapshots: u64,
 }
 
 /// Serves a [`Primary`]: binds the endpoints, starts the pipeline, runs the gateway on the
@@ -106,7 +109,8 @@ impl<'a> PrimaryNode<'a> {
         stop(gw, stages, &shared, epoch, recovered_seq)
     }
 
-    /// Starts the journal stage (if there is a journal) and the engine stage.
+    /// Starts the journal stage and the snapshotter (if there is a journal), and the engine
+    /// stage.
     fn start_stages(
         &self,
         primary: Primary,
@@ -117,24 +121,39 @@ impl<'a> PrimaryNode<'a> {
         let Primary {
             engine,
             journal,
+            journal_dir,
             epoch,
-            shadow,
         } = primary;
         let journal = match (journal, rings.journal) {
-            (Some((writer, snapshots)), Some((rx, tx))) => {
+            (Some(writer), Some((rx, tx))) => {
                 let stage = JournalStage::new(
                     writer,
-                    // The standby kept a shadow in step (no copy on the failover path).
-                    shadow.unwrap_or_else(|| engine.clone()),
+                    engine.last_seq(),
                     rx,
                     tx,
                     Arc::clone(shared),
                     Arc::clone(&self.metrics),
-                    self.journal_settings(epoch, snapshots),
+                    self.journal_settings(epoch),
                 );
                 Some(stage.spawn(placement.wait)?)
             }
             _ => None,
+        };
+        let j = &self.cfg.journal;
+        let snapshots = journal_dir.map(|dir| SnapshotSettings {
+            dir,
+            every_events: j.snapshot_every_events,
+            retention: Retention {
+                max_bytes: j.retention_bytes,
+                max_age: j.retention_age_s.map(Duration::from_secs),
+            },
+        });
+        let (trigger, writer) = match &snapshots {
+            Some(s) if s.every_events > 0 => {
+                let (t, w) = snapshotter::snapshots(s.clone(), &engine, Arc::clone(shared));
+                (Some(t), Some(w.spawn()?))
+            }
+            _ => (None, None),
         };
         let engine = EngineStage::new(
             engine,
@@ -142,27 +161,28 @@ impl<'a> PrimaryNode<'a> {
             rings.engine_output,
             Arc::clone(shared),
             placement.wait,
+            trigger,
         )
         .spawn(placement.wait, placement.engine_core)?;
-        Ok(Stages { engine, journal })
+        Ok(Stages {
+            engine,
+            journal,
+            snapshot_writer: writer,
+            snapshots,
+        })
     }
 
-    fn journal_settings(&self, epoch: u64, snapshots: Option<SnapshotStore>) -> JournalSettings {
-        let j = &self.cfg.journal;
+    fn journal_settings(&self, epoch: u64) -> JournalSettings {
         JournalSettings {
             epoch,
             heartbeat: Duration::from_millis(self.cfg.failover.heartbeat_ms),
-            snapshots,
-            snapshot_every_events: j.snapshot_every_events,
-            retention: Retention {
-                max_bytes: j.retention_bytes,
-                max_age: j.retention_age_s.map(Duration::from_secs),
-            },
+            group_commit: Duration::from_micros(self.cfg.journal.group_commit_us),
             // Kafka brokers cap record sizes (1 MB by default): keep batches well below.
-            max_batch_items: if matches!(j.parsed(), Ok(JournalUri::Kafka { .. })) {
-                4096
+            max_batch_commands: if matches!(self.cfg.journal.parsed(), Ok(JournalUri::Kafka { .. }))
+            {
+                2048
             } else {
-                16_384
+                8192
             },
         }
     }
@@ -236,6 +256,9 @@ fn rings(capacity: usize, journal: bool) -> (GatewayRings, StageRings) {
 struct Stages {
     engine: EngineThread,
     journal: Option<JournalThread>,
+    snapshot_writer: Option<std::thread::JoinHandle<(SnapshotWriter, Option<usize>)>>,
+    /// Where snapshots go (file journal).
+    snapshots: Option<SnapshotSettings>,
 }
 
 /// After the gateway's loop: unless fenced, stop the engine once it has consumed every
@@ -258,12 +281,50 @@ fn stop(
     let engine = stages.engine.join()?;
     let journal = stages.journal.map(JournalThread::join).transpose()?;
     gw.finish();
+    let mut snapshots = match stages.snapshot_writer {
+        Some(h) => {
+            h.join()
+                .map_err(|_| NodeError::Panicked("snapshot"))?
+                .0
+                .written
+        }
+        None => 0,
+    };
+    // Everything is durable now (the journal stage synced on close): the final snapshot is the
+    // engine's own state, exact and free.
+    if let Some(s) = &stages.snapshots {
+        if engine.engine.last_seq() > 0 && final_snapshot(s, &engine.engine) {
+            snapshots += 1;
+        }
+    }
     Ok(ServeSummary {
         md_published: gw.md_published(),
         gateway: gw.stats().clone(),
         engine,
         journal,
         recovered_seq,
+        snapshots,
     })
     // Dropping the gateway closes the sockets; the context's drop waits up to the linger.
+}
+
+/// Writes the snapshot of the stopped engine, then applies retention. Returns whether it was
+/// written.
+fn final_snapshot(s: &SnapshotSettings, engine: &caldera_engine::Engine) -> bool {
+    let store = SnapshotStore::new(&s.dir, 3);
+    let seq = engine.last_seq();
+    if store.latest().is_some_and(|(latest, _)| latest == seq) {
+        return false;
+    }
+    match store.write(seq, &engine.snapshot()) {
+        Ok(path) => {
+            tracing::info!(seq, path = %path.display(), "final snapshot written");
+            snapshotter::apply_retention(s, seq);
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "final snapshot failed");
+            false
+        }
+    }
 }

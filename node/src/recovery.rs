@@ -24,8 +24,8 @@ impl Primary {
                     engine: Engine::new(engine_cfg)
                         .map_err(crate::config::ConfigFileError::from)?,
                     journal: None,
+                    journal_dir: None,
                     epoch: cfg.journal.epoch,
-                    shadow: None,
                 })
             }
             JournalUri::File(dir) => {

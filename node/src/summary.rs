@@ -80,7 +80,7 @@ impl ServeLine {
             recovered_seq: s.recovered_seq,
             journal_batches: j.map_or(0, |j| j.batches),
             journal_durable_seq: j.map_or(0, |j| j.durable_seq),
-            snapshots: j.map_or(0, |j| j.snapshots),
+            snapshots: s.snapshots,
         }
     }
 }

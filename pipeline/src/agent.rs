@@ -47,7 +47,7 @@ pub fn run_with<A: Agent + ?Sized>(agent: &mut A, mut idle: Idle) {
 pub fn spawn<A: Agent + Send + 'static>(
     name: &str,
     mut agent: A,
-    wait: WaitStrategy,
+    idle: Idle,
     core: Option<usize>,
 ) -> std::io::Result<JoinHandle<(A, Option<usize>)>> {
     let thread = name.to_string();
@@ -55,7 +55,7 @@ pub fn spawn<A: Agent + Send + 'static>(
         .name(name.into())
         .spawn(move || {
             let pinned = pin(&thread, core);
-            run(&mut agent, wait);
+            run_with(&mut agent, idle);
             (agent, pinned)
         })
 }

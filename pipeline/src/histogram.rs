@@ -4,10 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the buckets; one more bucket catches everything above.
-pub const BUCKETS: [f64; 16] = [
-    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
-    250e-3, 500e-3, 1.0,
+/// Upper bounds (seconds) of the buckets; one more bucket catches everything above. Fine below
+/// a millisecond, where the pipeline's own latency lives.
+pub const BUCKETS: [f64; 22] = [
+    5e-6, 10e-6, 25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 200e-6, 300e-6, 500e-6, 750e-6, 1e-3, 2.5e-3,
+    5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0, 2.5,
 ];
 
 /// Counts per bucket and the sum of observations.

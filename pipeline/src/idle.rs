@@ -12,7 +12,8 @@ pub enum WaitStrategy {
     SpinYield,
     /// Spin briefly, then sleep until woken (futex/eventfd): lowest CPU, adds wake-up latency.
     Park,
-    /// `spin` with 4+ cores, else `spin-yield`.
+    /// `spin` with 4+ cores, else `park` (on 2 cores spinning and yielding threads take the CPU
+    /// the others need: `park` gave both more throughput and a lower tail; docs/benchmarks.md).
     Auto,
 }
 
@@ -22,7 +23,7 @@ impl WaitStrategy {
     pub fn resolve(self, cores: usize) -> WaitStrategy {
         match self {
             WaitStrategy::Auto if cores >= 4 => WaitStrategy::Spin,
-            WaitStrategy::Auto => WaitStrategy::SpinYield,
+            WaitStrategy::Auto => WaitStrategy::Park,
             other => other,
         }
     }
@@ -62,10 +63,11 @@ impl std::fmt::Display for WaitStrategy {
     }
 }
 
-/// Spins this many idle rounds before yielding (spin-yield, park).
+/// Spins this many idle rounds before yielding (spin-yield) or sleeping (park).
 const SPINS: u32 = 200;
-/// Yields this many more rounds before sleeping (park).
-const YIELDS: u32 = 50;
+/// Yields this many more rounds before sleeping (park): none — on a small machine a yield is a
+/// context switch the other threads pay for.
+const YIELDS: u32 = 0;
 
 /// Applies a [`WaitStrategy`]: tracks how long a thread has been idle and waits accordingly.
 #[derive(Debug)]
@@ -77,7 +79,7 @@ pub struct Idle {
 }
 
 impl Idle {
-    /// Idle state for a resolved strategy (`Auto` behaves like `SpinYield`).
+    /// Idle state for a resolved strategy (`Auto` behaves like `SpinYield`; resolve it first).
     #[must_use]
     pub fn new(strategy: WaitStrategy) -> Self {
         Self::with_phases(strategy, SPINS, YIELDS)

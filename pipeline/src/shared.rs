@@ -4,6 +4,7 @@
 use crate::padded::CachePadded;
 use crate::wake::{EventFdWaker, Parker};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 /// Written by the gateway thread.
 #[derive(Debug, Default)]
@@ -21,6 +22,8 @@ pub struct EngineSide {
     pub seq: AtomicU64,
     /// The engine thread has exited.
     pub stopped: AtomicBool,
+    /// When the engine last published `commands` ([`Shared::now_ns`]).
+    pub done_ns: AtomicU64,
 }
 
 /// Written by the journal thread.
@@ -30,10 +33,17 @@ pub struct JournalSide {
     pub forwarded_seq: AtomicU64,
     /// Commands whose events the journal made durable and forwarded.
     pub commands_forwarded: AtomicU64,
+    /// Last sequence on stable storage (fsynced; Kafka: acknowledged): what snapshots may
+    /// cover.
+    pub synced_seq: AtomicU64,
     /// The journal cannot make events durable: new requests are refused until it recovers.
     pub failed: AtomicBool,
     /// A newer primary fenced this one: release nothing more and stop.
     pub fenced: AtomicBool,
+    /// The journal stage has closed the writer (everything it took is on stable storage).
+    pub closed: AtomicBool,
+    /// When the journal last released a batch ([`Shared::now_ns`]).
+    pub released_ns: AtomicU64,
 }
 
 /// State shared by the gateway, engine and journal threads.
@@ -52,6 +62,7 @@ pub struct Shared {
     /// Wakes the gateway thread.
     pub gateway_waker: CachePadded<EventFdWaker>,
     journal_enabled: bool,
+    clock: Instant,
 }
 
 impl Shared {
@@ -69,10 +80,25 @@ impl Shared {
             journal_parker: CachePadded::default(),
             gateway_waker: CachePadded(EventFdWaker::new()?),
             journal_enabled: journal,
+            clock: Instant::now(),
         };
         s.engine.seq.store(seq, Ordering::Relaxed);
         s.journal.forwarded_seq.store(seq, Ordering::Relaxed);
+        s.journal.synced_seq.store(seq, Ordering::Relaxed);
         Ok(s)
+    }
+
+    /// Nanoseconds since the pipeline started (the threads' common clock for stage timing).
+    #[inline]
+    #[must_use]
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// `t` on the [`Shared::now_ns`] clock.
+    #[must_use]
+    pub fn ns_of(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.clock).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Whether a journal thread sits between the engine and the gateway.

@@ -868,6 +868,108 @@ impl<'a> flatbuffers::Verifiable for RejectReason {
 }
 
 impl flatbuffers::SimpleToVerifyInSlice for RejectReason {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_COMMAND_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_COMMAND_KIND: u8 = 5;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_COMMAND_KIND: [CommandKind; 6] = [
+  CommandKind::New,
+  CommandKind::Cancel,
+  CommandKind::Replace,
+  CommandKind::MassCancel,
+  CommandKind::Halt,
+  CommandKind::Resume,
+];
+
+/// Which command a JCommand is (journal format 2).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct CommandKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl CommandKind {
+  pub const New: Self = Self(0);
+  pub const Cancel: Self = Self(1);
+  pub const Replace: Self = Self(2);
+  pub const MassCancel: Self = Self(3);
+  pub const Halt: Self = Self(4);
+  pub const Resume: Self = Self(5);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::New,
+    Self::Cancel,
+    Self::Replace,
+    Self::MassCancel,
+    Self::Halt,
+    Self::Resume,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::New => Some("New"),
+      Self::Cancel => Some("Cancel"),
+      Self::Replace => Some("Replace"),
+      Self::MassCancel => Some("MassCancel"),
+      Self::Halt => Some("Halt"),
+      Self::Resume => Some("Resume"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for CommandKind {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for CommandKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<u8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for CommandKind {
+    type Output = CommandKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<u8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for CommandKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for CommandKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for CommandKind {}
 /// Binds the session to an account. The latest Logon for an account wins.
 // struct Logon, aligned to 4
 #[repr(transparent)]
@@ -8170,6 +8272,456 @@ impl<'a> JInstrumentStatus {
 
 }
 
+/// One command the engine executed (journal format 2), whatever its kind:
+/// New: client_order_id, price, qty, account, symbol, side, order_type, tif, stp, post-only flag;
+/// Cancel: account and order_id, or client_order_id with the by-client-order-id flag;
+/// Replace: as Cancel, plus price and qty (the new open quantity);
+/// MassCancel: account, and symbol unless the all-symbols flag; Halt/Resume: symbol.
+/// flags: 1 = post-only, 2 = by client order id, 4 = all symbols. Unused fields are 0.
+// struct JCommand, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct JCommand(pub [u8; 48]);
+impl Default for JCommand { 
+  fn default() -> Self { 
+    Self([0; 48])
+  }
+}
+impl core::fmt::Debug for JCommand {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("JCommand")
+      .field("client_order_id", &self.client_order_id())
+      .field("order_id", &self.order_id())
+      .field("price", &self.price())
+      .field("qty", &self.qty())
+      .field("account", &self.account())
+      .field("symbol", &self.symbol())
+      .field("kind", &self.kind())
+      .field("side", &self.side())
+      .field("order_type", &self.order_type())
+      .field("tif", &self.tif())
+      .field("stp", &self.stp())
+      .field("flags", &self.flags())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for JCommand {}
+impl<'a> flatbuffers::Follow<'a> for JCommand {
+  type Inner = &'a JCommand;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a JCommand>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a JCommand {
+  type Inner = &'a JCommand;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<JCommand>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for JCommand {
+    type Output = JCommand;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const JCommand as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for JCommand {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> JCommand {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    client_order_id: u64,
+    order_id: u64,
+    price: u64,
+    qty: u64,
+    account: u32,
+    symbol: u32,
+    kind: CommandKind,
+    side: Side,
+    order_type: OrderType,
+    tif: TimeInForce,
+    stp: SelfTradePrevention,
+    flags: u8,
+  ) -> Self {
+    let mut s = Self([0; 48]);
+    s.set_client_order_id(client_order_id);
+    s.set_order_id(order_id);
+    s.set_price(price);
+    s.set_qty(qty);
+    s.set_account(account);
+    s.set_symbol(symbol);
+    s.set_kind(kind);
+    s.set_side(side);
+    s.set_order_type(order_type);
+    s.set_tif(tif);
+    s.set_stp(stp);
+    s.set_flags(flags);
+    s
+  }
+
+  pub fn client_order_id(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_client_order_id(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn order_id(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_order_id(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn price(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_price(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn qty(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[24..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_qty(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[24..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn account(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[32..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_account(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[32..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn symbol(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[36..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_symbol(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[36..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn kind(&self) -> CommandKind {
+    let mut mem = core::mem::MaybeUninit::<<CommandKind as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[40..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<CommandKind as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_kind(&mut self, x: CommandKind) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[40..].as_mut_ptr(),
+        core::mem::size_of::<<CommandKind as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn side(&self) -> Side {
+    let mut mem = core::mem::MaybeUninit::<<Side as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[41..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<Side as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_side(&mut self, x: Side) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[41..].as_mut_ptr(),
+        core::mem::size_of::<<Side as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn order_type(&self) -> OrderType {
+    let mut mem = core::mem::MaybeUninit::<<OrderType as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[42..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<OrderType as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_order_type(&mut self, x: OrderType) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[42..].as_mut_ptr(),
+        core::mem::size_of::<<OrderType as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn tif(&self) -> TimeInForce {
+    let mut mem = core::mem::MaybeUninit::<<TimeInForce as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[43..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<TimeInForce as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_tif(&mut self, x: TimeInForce) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[43..].as_mut_ptr(),
+        core::mem::size_of::<<TimeInForce as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn stp(&self) -> SelfTradePrevention {
+    let mut mem = core::mem::MaybeUninit::<<SelfTradePrevention as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[44..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<SelfTradePrevention as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_stp(&mut self, x: SelfTradePrevention) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[44..].as_mut_ptr(),
+        core::mem::size_of::<<SelfTradePrevention as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn flags(&self) -> u8 {
+    let mut mem = core::mem::MaybeUninit::<<u8 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[45..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u8 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_flags(&mut self, x: u8) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[45..].as_mut_ptr(),
+        core::mem::size_of::<<u8 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9442,6 +9994,13 @@ pub enum JournalBatchOffset {}
 /// One journal batch: the commands executed and the events they produced, events numbered
 /// first_seq..=last_seq (last_seq = first_seq - 1 when the batch has no event), written by the
 /// primary of `epoch`. A batch with no commands and no events is a heartbeat.
+///
+/// `format` 2 (written since journal format 2): the commands are `cmds`, in execution order,
+/// and the events are in the per-type vectors of fixed-size structs (`accepted` … `statuses`);
+/// every event struct carries its `seq`, and together they hold each of first_seq..=last_seq
+/// exactly once: order them by `seq`. `format` 0 or 1 (older journals): `commands` and `events`
+/// tables, in order. Readers must check `format`: a reader that knows only format 1 sees a
+/// format-2 batch as one without commands.
 pub struct JournalBatch<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -9461,6 +10020,16 @@ impl<'a> JournalBatch<'a> {
   pub const VT_COMMANDS: flatbuffers::VOffsetT = 10;
   pub const VT_EVENTS: flatbuffers::VOffsetT = 12;
   pub const VT_WRITTEN_NS: flatbuffers::VOffsetT = 14;
+  pub const VT_FORMAT: flatbuffers::VOffsetT = 16;
+  pub const VT_CMDS: flatbuffers::VOffsetT = 18;
+  pub const VT_ACCEPTED: flatbuffers::VOffsetT = 20;
+  pub const VT_REJECTED: flatbuffers::VOffsetT = 22;
+  pub const VT_TRADES: flatbuffers::VOffsetT = 24;
+  pub const VT_DONES: flatbuffers::VOffsetT = 26;
+  pub const VT_REPLACED: flatbuffers::VOffsetT = 28;
+  pub const VT_BOOK_DELTAS: flatbuffers::VOffsetT = 30;
+  pub const VT_MASS_CANCELLED: flatbuffers::VOffsetT = 32;
+  pub const VT_STATUSES: flatbuffers::VOffsetT = 34;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -9476,8 +10045,18 @@ impl<'a> JournalBatch<'a> {
     builder.add_last_seq(args.last_seq);
     builder.add_first_seq(args.first_seq);
     builder.add_epoch(args.epoch);
+    if let Some(x) = args.statuses { builder.add_statuses(x); }
+    if let Some(x) = args.mass_cancelled { builder.add_mass_cancelled(x); }
+    if let Some(x) = args.book_deltas { builder.add_book_deltas(x); }
+    if let Some(x) = args.replaced { builder.add_replaced(x); }
+    if let Some(x) = args.dones { builder.add_dones(x); }
+    if let Some(x) = args.trades { builder.add_trades(x); }
+    if let Some(x) = args.rejected { builder.add_rejected(x); }
+    if let Some(x) = args.accepted { builder.add_accepted(x); }
+    if let Some(x) = args.cmds { builder.add_cmds(x); }
     if let Some(x) = args.events { builder.add_events(x); }
     if let Some(x) = args.commands { builder.add_commands(x); }
+    builder.add_format(args.format);
     builder.finish()
   }
 
@@ -9524,6 +10103,76 @@ impl<'a> JournalBatch<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(JournalBatch::VT_WRITTEN_NS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn format(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(JournalBatch::VT_FORMAT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn cmds(&self) -> Option<flatbuffers::Vector<'a, JCommand>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, JCommand>>>(JournalBatch::VT_CMDS, None)}
+  }
+  #[inline]
+  pub fn accepted(&self) -> Option<flatbuffers::Vector<'a, JAccepted>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, JAccepted>>>(JournalBatch::VT_ACCEPTED, None)}
+  }
+  #[inline]
+  pub fn rejected(&self) -> Option<flatbuffers::Vector<'a, JRejected>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, JRejected>>>(JournalBatch::VT_REJECTED, None)}
+  }
+  #[inline]
+  pub fn trades(&self) -> Option<flatbuffers::Vector<'a, JTrade>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, JTrade>>>(JournalBatch::VT_TRADES, None)}
+  }
+  #[inline]
+  pub fn dones(&self) -> Option<flatbuffers::Vector<'a, JDone>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, JDone>>>(JournalBatch::VT_DONES, None)}
+  }
+  #[inline]
+  pub fn replaced(&self) -> Option<flatbuffers::Vector<'a, JReplaced>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, JReplaced>>>(JournalBatch::VT_REPLACED, None)}
+  }
+  #[inline]
+  pub fn book_deltas(&self) -> Option<flatbuffers::Vector<'a, JBookDelta>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, JBookDelta>>>(JournalBatch::VT_BOOK_DELTAS, None)}
+  }
+  #[inline]
+  pub fn mass_cancelled(&self) -> Option<flatbuffers::Vector<'a, JMassCancelled>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, JMassCancelled>>>(JournalBatch::VT_MASS_CANCELLED, None)}
+  }
+  #[inline]
+  pub fn statuses(&self) -> Option<flatbuffers::Vector<'a, JInstrumentStatus>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, JInstrumentStatus>>>(JournalBatch::VT_STATUSES, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for JournalBatch<'_> {
@@ -9539,6 +10188,16 @@ impl flatbuffers::Verifiable for JournalBatch<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<CommandRecord>>>>("commands", Self::VT_COMMANDS, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<EventRecord>>>>("events", Self::VT_EVENTS, false)?
      .visit_field::<u64>("written_ns", Self::VT_WRITTEN_NS, false)?
+     .visit_field::<u16>("format", Self::VT_FORMAT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, JCommand>>>("cmds", Self::VT_CMDS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, JAccepted>>>("accepted", Self::VT_ACCEPTED, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, JRejected>>>("rejected", Self::VT_REJECTED, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, JTrade>>>("trades", Self::VT_TRADES, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, JDone>>>("dones", Self::VT_DONES, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, JReplaced>>>("replaced", Self::VT_REPLACED, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, JBookDelta>>>("book_deltas", Self::VT_BOOK_DELTAS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, JMassCancelled>>>("mass_cancelled", Self::VT_MASS_CANCELLED, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, JInstrumentStatus>>>("statuses", Self::VT_STATUSES, false)?
      .finish();
     Ok(())
   }
@@ -9550,6 +10209,16 @@ pub struct JournalBatchArgs<'a> {
     pub commands: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<CommandRecord<'a>>>>>,
     pub events: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<EventRecord<'a>>>>>,
     pub written_ns: u64,
+    pub format: u16,
+    pub cmds: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, JCommand>>>,
+    pub accepted: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, JAccepted>>>,
+    pub rejected: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, JRejected>>>,
+    pub trades: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, JTrade>>>,
+    pub dones: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, JDone>>>,
+    pub replaced: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, JReplaced>>>,
+    pub book_deltas: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, JBookDelta>>>,
+    pub mass_cancelled: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, JMassCancelled>>>,
+    pub statuses: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, JInstrumentStatus>>>,
 }
 impl<'a> Default for JournalBatchArgs<'a> {
   #[inline]
@@ -9561,6 +10230,16 @@ impl<'a> Default for JournalBatchArgs<'a> {
       commands: None,
       events: None,
       written_ns: 0,
+      format: 0,
+      cmds: None,
+      accepted: None,
+      rejected: None,
+      trades: None,
+      dones: None,
+      replaced: None,
+      book_deltas: None,
+      mass_cancelled: None,
+      statuses: None,
     }
   }
 }
@@ -9595,6 +10274,46 @@ impl<'a: 'b, 'b> JournalBatchBuilder<'a, 'b> {
     self.fbb_.push_slot::<u64>(JournalBatch::VT_WRITTEN_NS, written_ns, 0);
   }
   #[inline]
+  pub fn add_format(&mut self, format: u16) {
+    self.fbb_.push_slot::<u16>(JournalBatch::VT_FORMAT, format, 0);
+  }
+  #[inline]
+  pub fn add_cmds(&mut self, cmds: flatbuffers::WIPOffset<flatbuffers::Vector<'b , JCommand>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_CMDS, cmds);
+  }
+  #[inline]
+  pub fn add_accepted(&mut self, accepted: flatbuffers::WIPOffset<flatbuffers::Vector<'b , JAccepted>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_ACCEPTED, accepted);
+  }
+  #[inline]
+  pub fn add_rejected(&mut self, rejected: flatbuffers::WIPOffset<flatbuffers::Vector<'b , JRejected>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_REJECTED, rejected);
+  }
+  #[inline]
+  pub fn add_trades(&mut self, trades: flatbuffers::WIPOffset<flatbuffers::Vector<'b , JTrade>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_TRADES, trades);
+  }
+  #[inline]
+  pub fn add_dones(&mut self, dones: flatbuffers::WIPOffset<flatbuffers::Vector<'b , JDone>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_DONES, dones);
+  }
+  #[inline]
+  pub fn add_replaced(&mut self, replaced: flatbuffers::WIPOffset<flatbuffers::Vector<'b , JReplaced>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_REPLACED, replaced);
+  }
+  #[inline]
+  pub fn add_book_deltas(&mut self, book_deltas: flatbuffers::WIPOffset<flatbuffers::Vector<'b , JBookDelta>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_BOOK_DELTAS, book_deltas);
+  }
+  #[inline]
+  pub fn add_mass_cancelled(&mut self, mass_cancelled: flatbuffers::WIPOffset<flatbuffers::Vector<'b , JMassCancelled>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_MASS_CANCELLED, mass_cancelled);
+  }
+  #[inline]
+  pub fn add_statuses(&mut self, statuses: flatbuffers::WIPOffset<flatbuffers::Vector<'b , JInstrumentStatus>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JournalBatch::VT_STATUSES, statuses);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> JournalBatchBuilder<'a, 'b> {
     let start = _fbb.start_table();
     JournalBatchBuilder {
@@ -9618,6 +10337,16 @@ impl core::fmt::Debug for JournalBatch<'_> {
       ds.field("commands", &self.commands());
       ds.field("events", &self.events());
       ds.field("written_ns", &self.written_ns());
+      ds.field("format", &self.format());
+      ds.field("cmds", &self.cmds());
+      ds.field("accepted", &self.accepted());
+      ds.field("rejected", &self.rejected());
+      ds.field("trades", &self.trades());
+      ds.field("dones", &self.dones());
+      ds.field("replaced", &self.replaced());
+      ds.field("book_deltas", &self.book_deltas());
+      ds.field("mass_cancelled", &self.mass_cancelled());
+      ds.field("statuses", &self.statuses());
       ds.finish()
   }
 }

@@ -18,7 +18,6 @@
 use caldera_schema::codec;
 pub use caldera_schema::codec::{ClientRequest, ServerReport};
 pub use caldera_schema::wire;
-use flatbuffers::FlatBufferBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -127,7 +126,7 @@ pub const FRAME_REQUESTS: usize = 256;
 /// An order-entry session.
 pub struct OrderClient {
     socket: zmq::Socket,
-    fbb: FlatBufferBuilder<'static>,
+    frame: Vec<u8>,
     pending: Vec<ClientRequest>,
     next_seq: u64,
     msg: zmq::Message,
@@ -155,7 +154,7 @@ impl OrderClient {
     fn on(socket: zmq::Socket) -> Self {
         Self {
             socket,
-            fbb: FlatBufferBuilder::with_capacity(1 << 16),
+            frame: Vec::with_capacity(1 << 16),
             pending: Vec::with_capacity(1024),
             next_seq: 1,
             msg: zmq::Message::new(),
@@ -220,8 +219,8 @@ impl OrderClient {
     fn send_pending(&mut self, flags: i32) -> Result<bool, ClientError> {
         while !self.pending.is_empty() {
             let n = self.pending.len().min(FRAME_REQUESTS);
-            let bytes = codec::encode_client_batch(&mut self.fbb, &self.pending[..n]);
-            match self.socket.send(bytes, flags) {
+            codec::write_client_batch(&mut self.frame, &self.pending[..n]);
+            match self.socket.send(&self.frame[..], flags) {
                 Ok(()) => {
                     self.pending.drain(..n);
                 }
@@ -273,7 +272,7 @@ impl OrderClient {
             Err(e) => return Err(e.into()),
         }
         let before = out.len();
-        let (first, _unknown) = codec::decode_report_batch(&self.msg, out)?;
+        let (first, _unknown) = codec::read_report_batch(&self.msg, out)?;
         if first != self.next_seq {
             return Err(ClientError::SequenceGap {
                 expected: self.next_seq,

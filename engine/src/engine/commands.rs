@@ -10,6 +10,7 @@ use crate::event::{
     Accepted, BookDelta, Done, DoneReason, EventBody, EventSink, InstrumentStatus, MassCancelled,
     RejectReason, Rejected, Replaced, RequestKind,
 };
+use crate::fixed_map::OrderKey;
 use crate::types::{AccountId, OrderType, SymbolId, TimeInForce};
 
 impl Engine {
@@ -102,7 +103,7 @@ impl Engine {
                         stp: o.stp,
                         post_only: o.post_only,
                     };
-                    self.by_id.insert(order_id, h);
+                    self.by_id.insert(OrderKey(order_id), h);
                     self.by_client.insert((o.account, o.client_order_id), h);
                     self.link_account(h);
                     self.link_level(h, sink);
@@ -120,7 +121,7 @@ impl Engine {
         match target {
             OrderRef::Id(id) => self
                 .by_id
-                .get(&id)
+                .get(&OrderKey(id))
                 .filter(|h| self.orders[*h as usize].account == account),
             OrderRef::Client(c) => self.by_client.get(&(account, c)),
         }

@@ -4,6 +4,7 @@
 
 use super::Engine;
 use crate::book::NIL;
+use crate::fixed_map::OrderKey;
 use crate::types::{Price, Side};
 
 impl Engine {
@@ -41,7 +42,7 @@ impl Engine {
                         if o.prev != prev || o.price != price || o.side != side || o.leaves == 0 {
                             return Err(format!("bad order node {} at {price}", o.id));
                         }
-                        if self.by_id.get(&o.id) != Some(h)
+                        if self.by_id.get(&OrderKey(o.id)) != Some(h)
                             || self.by_client.get(&(o.account, o.client_order_id)) != Some(h)
                         {
                             return Err(format!("order {} missing from an index", o.id));

@@ -5,6 +5,7 @@
 use super::{Engine, OrderNode, FREE_NODE};
 use crate::book::NIL;
 use crate::event::{BookDelta, Done, DoneReason, EventBody, EventSink};
+use crate::fixed_map::OrderKey;
 use crate::types::{AccountId, ClientOrderId, OrderId, Qty, SymbolId};
 
 impl Engine {
@@ -77,7 +78,7 @@ impl Engine {
     pub(super) fn release(&mut self, h: u32) {
         let o = self.orders[h as usize];
         self.unlink_account(h);
-        self.by_id.remove(&o.id);
+        self.by_id.remove(&OrderKey(o.id));
         self.by_client.remove(&(o.account, o.client_order_id));
         self.orders[h as usize] = FREE_NODE;
         self.orders[h as usize].next = self.free_head;
@@ -132,7 +133,7 @@ impl Engine {
         self.free_head = self.orders[h as usize].next;
         self.live_orders += 1;
         self.orders[h as usize] = node;
-        if !self.by_id.insert(node.id, h)
+        if !self.by_id.insert(OrderKey(node.id), h)
             || !self
                 .by_client
                 .insert((node.account, node.client_order_id), h)
@@ -148,7 +149,7 @@ impl Engine {
     }
 
     pub(crate) fn has_order_id(&self, id: OrderId) -> bool {
-        self.by_id.contains(&id)
+        self.by_id.contains(&OrderKey(id))
     }
 
     pub(crate) fn account_slots_contains(&self, account: AccountId) -> bool {

@@ -4,6 +4,7 @@
 
 use super::{Engine, OrderView};
 use crate::book::NIL;
+use crate::fixed_map::OrderKey;
 use crate::types::{OrderId, Price, Qty, Side, SymbolId};
 
 impl Engine {
@@ -66,7 +67,7 @@ impl Engine {
     /// A resting order by engine id.
     #[must_use]
     pub fn order(&self, order_id: OrderId) -> Option<OrderView> {
-        self.by_id.get(&order_id).map(|h| self.view(h))
+        self.by_id.get(&OrderKey(order_id)).map(|h| self.view(h))
     }
 
     pub(super) fn view(&self, h: u32) -> OrderView {

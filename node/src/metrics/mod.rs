@@ -29,6 +29,8 @@ pub struct JournalCounters {
     pub appends: AtomicU64,
     /// One journal append including its fsync (file) or acknowledgement poll (Kafka).
     pub append: Histogram,
+    /// One `fdatasync` of the file journal.
+    pub fsync: Histogram,
 }
 
 /// Everything `/metrics` reports, shared by the node's threads.
@@ -46,16 +48,27 @@ pub struct Metrics {
 
 fn render_histogram(h: &Histogram, out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    histogram_series(h, out, name, "");
+}
+
+/// One histogram's series; `labels` (e.g. `stage="engine",`) go before `le`.
+fn histogram_series(h: &Histogram, out: &mut String, name: &str, labels: &str) {
     let (counts, sum_ns) = h.read();
     let mut cum = 0;
     for (i, b) in BUCKETS.iter().enumerate() {
         cum += counts[i];
-        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {cum}");
     }
     cum += counts[BUCKETS.len()];
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
-    let _ = writeln!(out, "{name}_sum {}", sum_ns as f64 / 1e9);
-    let _ = writeln!(out, "{name}_count {cum}");
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {cum}");
+    let labels = labels.trim_end_matches(',');
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{braces} {cum}");
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
@@ -326,5 +339,24 @@ impl Metrics {
             "caldera_journal_append_seconds",
             "One journal append, including fsync (file) or the acknowledgement poll (Kafka).",
         );
+        render_histogram(
+            &self.journal.fsync,
+            o,
+            "caldera_journal_fsync_seconds",
+            "One fdatasync of the file journal.",
+        );
+        let name = "caldera_stage_seconds";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Where a request waits (sampled per frame): engine = read → processed, journal = processed → durable, report = durable → reports sent, total = read → reports sent.\n# TYPE {name} histogram"
+        );
+        for stage in caldera_gateway::Stage::ALL {
+            histogram_series(
+                &self.gateway.stages[stage as usize],
+                o,
+                name,
+                &format!("stage=\"{}\",", stage.name()),
+            );
+        }
     }
 }

@@ -8,7 +8,6 @@ use crate::handover::Primary;
 use caldera_engine::{Engine, EngineConfig};
 use caldera_journal::lock::{LockError, WriterLock};
 use caldera_journal::recover::{apply_frame, Recovered};
-use caldera_journal::snapshots::SnapshotStore;
 use caldera_journal::{LogReader, SegmentLog};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -18,8 +17,6 @@ use std::time::{Duration, Instant};
 pub(crate) struct FileFollower {
     dir: PathBuf,
     engine: Engine,
-    /// Kept in step with `engine` once following (the promoted primary's snapshot shadow).
-    shadow: Option<(Engine, Recovered)>,
     rec: Recovered,
     reader: LogReader,
     last_record: Instant,
@@ -40,7 +37,6 @@ impl FileFollower {
         let f = Self {
             dir: dir.to_path_buf(),
             engine,
-            shadow: None,
             rec,
             reader,
             last_record: Instant::now(),
@@ -53,11 +49,10 @@ impl FileFollower {
         Ok(f)
     }
 
-    /// A standby of `dir`: recovered, with a shadow engine in step, and a thread waiting for the
-    /// writer lock (the kernel hands it over the instant the primary dies).
+    /// A standby of `dir`: recovered, and a thread waiting for the writer lock (the kernel
+    /// hands it over the instant the primary dies).
     pub(crate) fn follow(dir: &Path, cfg: &Config) -> Result<Self, NodeError> {
         let mut f = Self::start(dir, &cfg.engine_config())?;
-        f.shadow = Some((f.engine.clone(), f.rec.clone()));
         f.kill_silent_primary = cfg.failover.kill_silent_primary;
         let (tx, rx) = mpsc::channel();
         let lock_dir = dir.to_path_buf();
@@ -83,10 +78,6 @@ impl FileFollower {
                 &mut self.rec,
             )
             .map_err(NodeError::recover)?;
-            if let Some((shadow, rec)) = &mut self.shadow {
-                apply_frame(shadow, &fr.payload, fr.first_seq, fr.last_seq, rec)
-                    .map_err(NodeError::recover)?;
-            }
             n += 1;
         }
         if n > 0 {
@@ -132,12 +123,11 @@ impl FileFollower {
             catch_up_us = detected.elapsed().as_micros() as u64,
             "primary: epoch started (file journal)"
         );
-        let store = SnapshotStore::new(&self.dir, 3);
         Ok(Primary {
             engine: self.engine,
-            journal: Some((Box::new(log), Some(store))),
+            journal: Some(Box::new(log)),
+            journal_dir: Some(self.dir),
             epoch,
-            shadow: self.shadow.map(|(s, _)| s),
         })
     }
 }

@@ -17,8 +17,6 @@ pub(crate) struct KafkaFollower {
     brokers: String,
     topic: String,
     engine: Engine,
-    /// Kept in step with `engine` once following (see [`super::file::FileFollower`]).
-    shadow: Option<(Engine, Recovered)>,
     rec: Recovered,
     reader: KafkaReader,
     last_record: Instant,
@@ -47,7 +45,6 @@ impl KafkaFollower {
             brokers: brokers.into(),
             topic: topic.into(),
             engine,
-            shadow: None,
             rec,
             reader,
             last_record: Instant::now(),
@@ -58,8 +55,8 @@ impl KafkaFollower {
         })
     }
 
-    /// A standby of the topic: a shadow engine in step, a producer connected now (its start-up
-    /// is then not on the failover path), and the peers watched.
+    /// A standby of the topic: a producer connected now (its start-up is then not on the
+    /// failover path), and the peers watched.
     pub(crate) fn follow(
         brokers: &str,
         topic: &str,
@@ -68,7 +65,6 @@ impl KafkaFollower {
     ) -> Result<Self, NodeError> {
         let mut f = Self::start(brokers, topic, engine_cfg, Duration::ZERO)?;
         f.stall = Duration::from_millis(cfg.journal.kafka_stall_ms);
-        f.shadow = Some((f.engine.clone(), f.rec.clone()));
         f.writer = Some(f.connect_writer(0)?);
         f.peers = PeerWatch::new(&cfg.failover.peers)?;
         tracing::info!(
@@ -89,9 +85,6 @@ impl KafkaFollower {
             let before = self.rec.last_epoch;
             kafka::apply_record(&mut self.engine, &r.payload, &mut self.rec)
                 .map_err(NodeError::recover)?;
-            if let Some((shadow, rec)) = &mut self.shadow {
-                kafka::apply_record(shadow, &r.payload, rec).map_err(NodeError::recover)?;
-            }
             if self.rec.last_epoch != before {
                 self.epoch_offset = r.offset;
             }
@@ -156,9 +149,9 @@ impl KafkaFollower {
             .spawn(move || drop(reader));
         Ok(Primary {
             engine: self.engine,
-            journal: Some((Box::new(journal), None)),
+            journal: Some(Box::new(journal)),
+            journal_dir: None,
             epoch,
-            shadow: self.shadow.map(|(s, _)| s),
         })
     }
 

@@ -9,6 +9,13 @@ np = import_numpy()
 # One journal batch: the commands executed and the events they produced, events numbered
 # first_seq..=last_seq (last_seq = first_seq - 1 when the batch has no event), written by the
 # primary of `epoch`. A batch with no commands and no events is a heartbeat.
+#
+# `format` 2 (written since journal format 2): the commands are `cmds`, in execution order,
+# and the events are in the per-type vectors of fixed-size structs (`accepted` … `statuses`);
+# every event struct carries its `seq`, and together they hold each of first_seq..=last_seq
+# exactly once: order them by `seq`. `format` 0 or 1 (older journals): `commands` and `events`
+# tables, in order. Readers must check `format`: a reader that knows only format 1 sees a
+# format-2 batch as one without commands.
 class JournalBatch(object):
     __slots__ = ['_tab']
 
@@ -105,8 +112,231 @@ class JournalBatch(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
+    # JournalBatch
+    def Format(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint16Flags, o + self._tab.Pos)
+        return 0
+
+    # JournalBatch
+    def Cmds(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 48
+            from caldera.wire.JCommand import JCommand
+            obj = JCommand()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # JournalBatch
+    def CmdsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # JournalBatch
+    def CmdsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        return o == 0
+
+    # JournalBatch
+    def Accepted(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 56
+            from caldera.wire.JAccepted import JAccepted
+            obj = JAccepted()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # JournalBatch
+    def AcceptedLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # JournalBatch
+    def AcceptedIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        return o == 0
+
+    # JournalBatch
+    def Rejected(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 40
+            from caldera.wire.JRejected import JRejected
+            obj = JRejected()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # JournalBatch
+    def RejectedLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # JournalBatch
+    def RejectedIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        return o == 0
+
+    # JournalBatch
+    def Trades(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 96
+            from caldera.wire.JTrade import JTrade
+            obj = JTrade()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # JournalBatch
+    def TradesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # JournalBatch
+    def TradesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        return o == 0
+
+    # JournalBatch
+    def Dones(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 48
+            from caldera.wire.JDone import JDone
+            obj = JDone()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # JournalBatch
+    def DonesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # JournalBatch
+    def DonesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        return o == 0
+
+    # JournalBatch
+    def Replaced(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 56
+            from caldera.wire.JReplaced import JReplaced
+            obj = JReplaced()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # JournalBatch
+    def ReplacedLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # JournalBatch
+    def ReplacedIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        return o == 0
+
+    # JournalBatch
+    def BookDeltas(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 32
+            from caldera.wire.JBookDelta import JBookDelta
+            obj = JBookDelta()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # JournalBatch
+    def BookDeltasLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # JournalBatch
+    def BookDeltasIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        return o == 0
+
+    # JournalBatch
+    def MassCancelled(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 24
+            from caldera.wire.JMassCancelled import JMassCancelled
+            obj = JMassCancelled()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # JournalBatch
+    def MassCancelledLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # JournalBatch
+    def MassCancelledIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        return o == 0
+
+    # JournalBatch
+    def Statuses(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 16
+            from caldera.wire.JInstrumentStatus import JInstrumentStatus
+            obj = JInstrumentStatus()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # JournalBatch
+    def StatusesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # JournalBatch
+    def StatusesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        return o == 0
+
 def JournalBatchStart(builder):
-    builder.StartObject(6)
+    builder.StartObject(16)
 
 def Start(builder):
     JournalBatchStart(builder)
@@ -158,6 +388,120 @@ def JournalBatchAddWrittenNs(builder, writtenNs):
 
 def AddWrittenNs(builder, writtenNs):
     JournalBatchAddWrittenNs(builder, writtenNs)
+
+def JournalBatchAddFormat(builder, format):
+    builder.PrependUint16Slot(6, format, 0)
+
+def AddFormat(builder, format):
+    JournalBatchAddFormat(builder, format)
+
+def JournalBatchAddCmds(builder, cmds):
+    builder.PrependUOffsetTRelativeSlot(7, flatbuffers.number_types.UOffsetTFlags.py_type(cmds), 0)
+
+def AddCmds(builder, cmds):
+    JournalBatchAddCmds(builder, cmds)
+
+def JournalBatchStartCmdsVector(builder, numElems):
+    return builder.StartVector(48, numElems, 8)
+
+def StartCmdsVector(builder, numElems: int) -> int:
+    return JournalBatchStartCmdsVector(builder, numElems)
+
+def JournalBatchAddAccepted(builder, accepted):
+    builder.PrependUOffsetTRelativeSlot(8, flatbuffers.number_types.UOffsetTFlags.py_type(accepted), 0)
+
+def AddAccepted(builder, accepted):
+    JournalBatchAddAccepted(builder, accepted)
+
+def JournalBatchStartAcceptedVector(builder, numElems):
+    return builder.StartVector(56, numElems, 8)
+
+def StartAcceptedVector(builder, numElems: int) -> int:
+    return JournalBatchStartAcceptedVector(builder, numElems)
+
+def JournalBatchAddRejected(builder, rejected):
+    builder.PrependUOffsetTRelativeSlot(9, flatbuffers.number_types.UOffsetTFlags.py_type(rejected), 0)
+
+def AddRejected(builder, rejected):
+    JournalBatchAddRejected(builder, rejected)
+
+def JournalBatchStartRejectedVector(builder, numElems):
+    return builder.StartVector(40, numElems, 8)
+
+def StartRejectedVector(builder, numElems: int) -> int:
+    return JournalBatchStartRejectedVector(builder, numElems)
+
+def JournalBatchAddTrades(builder, trades):
+    builder.PrependUOffsetTRelativeSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(trades), 0)
+
+def AddTrades(builder, trades):
+    JournalBatchAddTrades(builder, trades)
+
+def JournalBatchStartTradesVector(builder, numElems):
+    return builder.StartVector(96, numElems, 8)
+
+def StartTradesVector(builder, numElems: int) -> int:
+    return JournalBatchStartTradesVector(builder, numElems)
+
+def JournalBatchAddDones(builder, dones):
+    builder.PrependUOffsetTRelativeSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(dones), 0)
+
+def AddDones(builder, dones):
+    JournalBatchAddDones(builder, dones)
+
+def JournalBatchStartDonesVector(builder, numElems):
+    return builder.StartVector(48, numElems, 8)
+
+def StartDonesVector(builder, numElems: int) -> int:
+    return JournalBatchStartDonesVector(builder, numElems)
+
+def JournalBatchAddReplaced(builder, replaced):
+    builder.PrependUOffsetTRelativeSlot(12, flatbuffers.number_types.UOffsetTFlags.py_type(replaced), 0)
+
+def AddReplaced(builder, replaced):
+    JournalBatchAddReplaced(builder, replaced)
+
+def JournalBatchStartReplacedVector(builder, numElems):
+    return builder.StartVector(56, numElems, 8)
+
+def StartReplacedVector(builder, numElems: int) -> int:
+    return JournalBatchStartReplacedVector(builder, numElems)
+
+def JournalBatchAddBookDeltas(builder, bookDeltas):
+    builder.PrependUOffsetTRelativeSlot(13, flatbuffers.number_types.UOffsetTFlags.py_type(bookDeltas), 0)
+
+def AddBookDeltas(builder, bookDeltas):
+    JournalBatchAddBookDeltas(builder, bookDeltas)
+
+def JournalBatchStartBookDeltasVector(builder, numElems):
+    return builder.StartVector(32, numElems, 8)
+
+def StartBookDeltasVector(builder, numElems: int) -> int:
+    return JournalBatchStartBookDeltasVector(builder, numElems)
+
+def JournalBatchAddMassCancelled(builder, massCancelled):
+    builder.PrependUOffsetTRelativeSlot(14, flatbuffers.number_types.UOffsetTFlags.py_type(massCancelled), 0)
+
+def AddMassCancelled(builder, massCancelled):
+    JournalBatchAddMassCancelled(builder, massCancelled)
+
+def JournalBatchStartMassCancelledVector(builder, numElems):
+    return builder.StartVector(24, numElems, 8)
+
+def StartMassCancelledVector(builder, numElems: int) -> int:
+    return JournalBatchStartMassCancelledVector(builder, numElems)
+
+def JournalBatchAddStatuses(builder, statuses):
+    builder.PrependUOffsetTRelativeSlot(15, flatbuffers.number_types.UOffsetTFlags.py_type(statuses), 0)
+
+def AddStatuses(builder, statuses):
+    JournalBatchAddStatuses(builder, statuses)
+
+def JournalBatchStartStatusesVector(builder, numElems):
+    return builder.StartVector(16, numElems, 8)
+
+def StartStatusesVector(builder, numElems: int) -> int:
+    return JournalBatchStartStatusesVector(builder, numElems)
 
 def JournalBatchEnd(builder):
     return builder.EndObject()

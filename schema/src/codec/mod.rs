@@ -1,7 +1,14 @@
 //! Batch encoding and decoding shared by the gateway, the Rust client and the loadgen.
 //!
 //! Requests and reports are the generated fixed-size structs wrapped in `Copy` enums, so a
-//! decoded batch is just a walk over the verified buffer.
+//! decoded batch is just a walk over the verified buffer. The hot paths are [`flat`]'s
+//! one-pass writers and readers; the functions built on `FlatBufferBuilder` and the generic
+//! verifier ([`encode_client_batch`], [`decode_client_batch`], …) are the reference they are
+//! tested against, and what tests use to build frames.
+
+pub mod flat;
+
+pub use flat::{read_client_batch, read_report_batch, write_client_batch, write_report_batch};
 
 use crate::wire;
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};

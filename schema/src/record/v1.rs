@@ -1,5 +1,8 @@
-//! `JournalBatch` encoding: the commands the engine executed and the events they produced.
+//! Journal format 1: one FlatBuffers table per command (`CommandRecord`) and per event
+//! (`EventRecord`). Written by Caldera before journal format 2; still read (old journals
+//! replay), and still written by [`encode_batch_v1`] to test that they do.
 
+use super::{bad, wall_ns, RecordError};
 use crate::map::order_ref;
 use crate::{convert, wire};
 use caldera_engine::{
@@ -8,42 +11,8 @@ use caldera_engine::{
 };
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
-/// A batch as read back from the journal.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DecodedBatch {
-    /// Writer's epoch.
-    pub epoch: u64,
-    /// First event sequence number.
-    pub first_seq: u64,
-    /// Last event sequence number (`first_seq - 1` for a batch without events).
-    pub last_seq: u64,
-    /// Commands in execution order.
-    pub commands: Vec<Command>,
-    /// Writer's wall clock at append (ns since the Unix epoch; 0 if unknown).
-    pub written_ns: u64,
-}
-
-/// The wall clock in ns since the Unix epoch (0 if the clock is before it).
-#[must_use]
-pub fn wall_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// A record that does not decode.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RecordError {
-    /// FlatBuffers verification failed.
-    #[error("journal batch does not verify: {0}")]
-    Malformed(String),
-    /// A field is out of range.
-    #[error("journal batch has an invalid {0}")]
-    Invalid(&'static str),
-}
-
-/// Encodes a batch into `fbb` (reset first) and returns the bytes.
-pub fn encode_batch<'a>(
+/// Encodes a batch in format 1 into `fbb` (reset first) and returns the bytes.
+pub fn encode_batch_v1<'a>(
     fbb: &'a mut FlatBufferBuilder<'static>,
     epoch: u64,
     commands: &[Command],
@@ -204,6 +173,8 @@ pub fn encode_batch<'a>(
             commands: Some(commands),
             events: Some(events),
             written_ns: wall_ns(),
+            format: 1,
+            ..Default::default()
         },
     );
     fbb.finish(root, None);
@@ -217,46 +188,17 @@ fn target(t: OrderRef) -> (u64, u64, bool) {
     }
 }
 
-fn opts() -> flatbuffers::VerifierOptions {
-    flatbuffers::VerifierOptions {
-        max_tables: 100_000_000,
-        max_apparent_size: 1 << 31,
-        ..Default::default()
-    }
-}
-
-/// Verifies a batch and returns its root.
-///
-/// # Errors
-/// [`RecordError::Malformed`].
-pub fn root(bytes: &[u8]) -> Result<wire::JournalBatch<'_>, RecordError> {
-    flatbuffers::root_with_opts::<wire::JournalBatch>(&opts(), bytes)
-        .map_err(|e| RecordError::Malformed(e.to_string()))
-}
-
-/// Decodes the header and the commands of a batch (what replay needs).
-///
-/// # Errors
-/// [`RecordError`] when the batch does not verify or a field is out of range.
-pub fn decode_commands(bytes: &[u8]) -> Result<DecodedBatch, RecordError> {
-    let b = root(bytes)?;
-    let mut commands = Vec::with_capacity(b.commands().map_or(0, |c| c.len()));
+/// The commands of a format-1 batch.
+pub(super) fn commands(
+    b: &wire::JournalBatch<'_>,
+    out: &mut Vec<Command>,
+) -> Result<(), RecordError> {
     if let Some(cs) = b.commands() {
         for c in cs {
-            commands.push(command_of(&c)?);
+            out.push(command_of(&c)?);
         }
     }
-    Ok(DecodedBatch {
-        epoch: b.epoch(),
-        first_seq: b.first_seq(),
-        last_seq: b.last_seq(),
-        written_ns: b.written_ns(),
-        commands,
-    })
-}
-
-fn bad(what: &'static str) -> RecordError {
-    RecordError::Invalid(what)
+    Ok(())
 }
 
 fn command_of(c: &wire::CommandRecord<'_>) -> Result<Command, RecordError> {
@@ -304,15 +246,12 @@ fn command_of(c: &wire::CommandRecord<'_>) -> Result<Command, RecordError> {
     Err(bad("command record (no field set)"))
 }
 
-/// Decodes the events of a batch (for dump/tail and consumers).
-///
-/// # Errors
-/// [`RecordError`] when the batch does not verify or a field is out of range.
-pub fn decode_events(bytes: &[u8], out: &mut Vec<Event>) -> Result<(), RecordError> {
-    let b = root(bytes)?;
-    let Some(es) = b.events() else { return Ok(()) };
-    for e in es {
-        out.push(event_of(&e)?);
+/// The events of a format-1 batch.
+pub(super) fn events(b: &wire::JournalBatch<'_>, out: &mut Vec<Event>) -> Result<(), RecordError> {
+    if let Some(es) = b.events() {
+        for e in es {
+            out.push(event_of(&e)?);
+        }
     }
     Ok(())
 }
@@ -429,36 +368,4 @@ fn event_of(e: &wire::EventRecord<'_>) -> Result<Event, RecordError> {
         });
     }
     Err(bad("event record (no field set)"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use caldera_engine::Engine;
-    use caldera_testkit::flow::{generate, FlowConfig};
-
-    #[test]
-    fn batches_round_trip_commands_and_events_exactly() {
-        let cfg = FlowConfig {
-            seed: 4,
-            symbols: 2,
-            accounts: 30,
-            target_orders: 50,
-            full_mix: true,
-        };
-        let cmds = generate(&cfg, 3000);
-        let mut e = Engine::new(cfg.engine_config()).unwrap();
-        let mut events = Vec::new();
-        for c in &cmds {
-            e.process(c, &mut events);
-        }
-        let mut fbb = FlatBufferBuilder::new();
-        let bytes = encode_batch(&mut fbb, 7, &cmds, &events, 1, e.last_seq()).to_vec();
-        let d = decode_commands(&bytes).unwrap();
-        assert_eq!((d.epoch, d.first_seq, d.last_seq), (7, 1, e.last_seq()));
-        assert_eq!(d.commands, cmds);
-        let mut back = Vec::new();
-        decode_events(&bytes, &mut back).unwrap();
-        assert_eq!(back, events);
-    }
 }
