@@ -7,6 +7,8 @@
 # Artifacts (latency plots, HdrHistogram logs, server log) go to target/demo/.
 # The server also serves /metrics, so the report gives the CPU a request costs on both sides
 # (server by thread, and the loadgen), and where it waits by stage.
+# Order entry runs over CURVE with keys made for the run by `caldera init` (target/demo/keys);
+# the echo ceiling is measured over CURVE too.
 # Env: DURATION (default 10s), RATE (open-loop rate, default 500000), WAIT (server wait
 # strategy, default auto = park on fewer than 4 cores), FSYNC (file journal: always |
 # interval | never, default always).
@@ -25,21 +27,22 @@ oe="tcp://127.0.0.1:$(port)"
 md="tcp://127.0.0.1:$(port)"
 metrics="127.0.0.1:$(port)"
 
-rm -rf "$out/journal"
+rm -rf "$out/journal" "$out/keys"
+./target/release/caldera init "$out/keys" > /dev/null 2>&1
 ./target/release/caldera serve --wait "$WAIT" --order-entry "$oe" --market-data "$md" \
-  --journal "file://$out/journal" --fsync "$FSYNC" --metrics "$metrics" \
+  --journal "file://$out/journal" --fsync "$FSYNC" --metrics "$metrics" --keys "$out/keys" \
   > "$out/serve-summary.json" 2> "$out/serve.log" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true' EXIT
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), server wait strategy: $WAIT"
 echo "== closed loop, maximum throughput ($DURATION)"
-./target/release/caldera-loadgen closed --endpoint "$oe" --duration "$DURATION" --connections 4 --window 512 \
+./target/release/caldera-loadgen closed --endpoint "$oe" --keys "$out/keys" --duration "$DURATION" --connections 4 --window 512 \
   --echo-baseline --server-metrics "http://$metrics/metrics" \
   --plot "$out/closed-latency.svg" --hist-log "$out/closed-latency.hlog"
 echo
 echo "== open loop at $RATE requests/s ($DURATION), latency from planned send times"
-./target/release/caldera-loadgen open --endpoint "$oe" --duration "$DURATION" --connections 4 --rate "$RATE" \
+./target/release/caldera-loadgen open --endpoint "$oe" --keys "$out/keys" --duration "$DURATION" --connections 4 --rate "$RATE" \
   --server-metrics "http://$metrics/metrics" \
   --plot "$out/open-latency.svg" --hist-log "$out/open-latency.hlog" --warmup-orders 0
 

@@ -6,25 +6,33 @@ Uses only docs/protocol.md and the code flatc generates from schema/fbs/caldera.
 the seller rests an order, the buyer takes part of it, then the seller cancels the rest.
 Prints every report as a JSON line and exits 0 if the exchange answered as expected.
 
-    python3 example_client.py --order-entry tcp://127.0.0.1:7001 --symbol 1
+Connects over CURVE with the keys `caldera init` made: this client's secret certificate
+(KEYS/trader.key_secret) and the server's public certificate (KEYS/server.key), read with
+pyzmq's own zmq.auth.load_certificate.
+
+    python3 example_client.py --order-entry tcp://127.0.0.1:7001 --keys caldera-keys
 """
 import argparse
 import json
+import os
 import sys
 import time
 
 import flatbuffers
 import zmq
+import zmq.auth
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(__file__))
 from caldera.wire import (  # noqa: E402
     Cancel, ClientBatch, Logon, NewOrder, ReportBatch, Request,
     OrderType, Side, SelfTradePrevention, TimeInForce,
 )
 from caldera.wire.RejectReason import RejectReason  # noqa: E402
 from caldera.wire.DoneReason import DoneReason  # noqa: E402
+from caldera.wire.LogoutReason import LogoutReason  # noqa: E402
 
 NAMES = {v: k for k, v in vars(RejectReason).items() if not k.startswith("_")}
+LOGOUT = {v: k for k, v in vars(LogoutReason).items() if not k.startswith("_")}
 DONE = {v: k for k, v in vars(DoneReason).items() if not k.startswith("_")}
 
 
@@ -51,10 +59,24 @@ def batch(requests):
     return bytes(b.Output())
 
 
+def curve_keys(keys_dir, name):
+    """(client public, client secret, server public) from a `caldera init` directory."""
+    public, secret = zmq.auth.load_certificate(os.path.join(keys_dir, name + ".key_secret"))
+    server, _ = zmq.auth.load_certificate(os.path.join(keys_dir, "server.key"))
+    if secret is None:
+        raise SystemExit("%s.key_secret has no secret key" % name)
+    return public, secret, server
+
+
 class Session:
-    def __init__(self, ctx, endpoint, account):
+    def __init__(self, ctx, endpoint, account, keys=None):
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            public, secret, server = keys
+            self.sock.curve_publickey = public
+            self.sock.curve_secretkey = secret
+            self.sock.curve_serverkey = server
         self.sock.connect(endpoint)
         self.account = account
         self.next_seq = 1
@@ -76,6 +98,10 @@ class Session:
             seq = self.next_seq + i
             if r.LoggedOn() is not None:
                 out.append({"seq": seq, "type": "LoggedOn", "account": r.LoggedOn().Account()})
+            elif r.LoggedOut() is not None:
+                lo = r.LoggedOut()
+                out.append({"seq": seq, "type": "LoggedOut", "account": lo.Account(),
+                            "reason": LOGOUT.get(lo.Reason(), lo.Reason())})
             elif r.Accepted() is not None:
                 a = r.Accepted()
                 out.append({"seq": seq, "type": "Accepted", "order_id": a.OrderId(),
@@ -116,10 +142,16 @@ def main():
     p.add_argument("--order-entry", default="tcp://127.0.0.1:7001")
     p.add_argument("--symbol", type=int, default=1)
     p.add_argument("--price", type=int, default=1000)
+    p.add_argument("--keys", default="caldera-keys", help="directory made by `caldera init`")
+    p.add_argument("--key-name", default="trader", help="which client key of --keys")
+    p.add_argument("--insecure", action="store_true", help="plain TCP (a node run with --insecure)")
     args = p.parse_args()
+    keys = None if args.insecure else curve_keys(args.keys, args.key_name)
+    if keys is not None and not zmq.has("curve"):
+        raise SystemExit("this pyzmq has no CURVE support")
     ctx = zmq.Context()
-    seller = Session(ctx, args.order_entry, 101)
-    buyer = Session(ctx, args.order_entry, 102)
+    seller = Session(ctx, args.order_entry, 101, keys)
+    buyer = Session(ctx, args.order_entry, 102, keys)
     gtc, allow, limit = TimeInForce.TimeInForce.Gtc, SelfTradePrevention.SelfTradePrevention.Allow, OrderType.OrderType.Limit
     buy, sell = Side.Side.Buy, Side.Side.Sell
     # Client order ids must be fresh per account: the engine remembers recent ones (its dedupe

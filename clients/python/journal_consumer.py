@@ -3,6 +3,8 @@
 embedded segment files) using only docs/protocol.md and the flatc-generated Python code.
 
     python3 journal_consumer.py --kafka 127.0.0.1:9092 --topic caldera.events
+    python3 journal_consumer.py --kafka broker:9093 --kafka-config security.protocol=sasl_ssl \
+        --kafka-config sasl.mechanism=SCRAM-SHA-512 --kafka-config sasl.username=reader ...
     python3 journal_consumer.py --segments ./caldera-journal
 
 Prints one JSON summary: batches, events, first/last sequence, counts per event type, and
@@ -103,11 +105,13 @@ class Summary:
         return out
 
 
-def from_kafka(brokers, topic, idle, s):
+def from_kafka(brokers, topic, idle, s, extra):
     from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "caldera-independent-%d" % os.getpid(),
-                  "enable.auto.commit": False, "fetch.message.max.bytes": 8388608,
-                  "fetch.wait.max.ms": 1})  # tansu 0.6 holds fetches for the full wait
+    conf = {"bootstrap.servers": brokers, "group.id": "caldera-independent-%d" % os.getpid(),
+            "enable.auto.commit": False, "fetch.message.max.bytes": 8388608,
+            "fetch.wait.max.ms": 1}  # tansu 0.6 holds fetches for the full wait
+    conf.update(extra)  # TLS / SASL: the same properties as the node's [journal.kafka]
+    c = Consumer(conf)
     c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     while True:  # poll until idle: never trust the broker's high watermark
         m = c.poll(idle)
@@ -145,10 +149,13 @@ def main():
     p.add_argument("--topic", default="caldera.events")
     p.add_argument("--segments")
     p.add_argument("--idle", type=float, default=2.0)
+    p.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
+                   help="librdkafka property, e.g. security.protocol=sasl_ssl (repeat)")
     a = p.parse_args()
+    extra = dict(kv.split("=", 1) for kv in a.kafka_config)
     s = Summary()
     if a.kafka:
-        from_kafka(a.kafka, a.topic, a.idle, s)
+        from_kafka(a.kafka, a.topic, a.idle, s, extra)
     elif a.segments:
         from_segments(a.segments, s)
     else:

@@ -12,7 +12,8 @@
 use crate::config::GatewayConfig;
 use crate::counters::{GatewayCounters, GatewayStats, Stage};
 use crate::market_data::MarketData;
-use crate::session::Sessions;
+use crate::session::{Access, LogonRefused, Sessions};
+use caldera_auth::{Guard, ServerKeys};
 use caldera_engine::{Command, EventBody, SymbolId};
 use caldera_pipeline::{Agent, Output, Shared};
 use caldera_schema::codec::{self, ClientRequest, FrameError, RequestError, ServerReport};
@@ -46,6 +47,17 @@ struct Sample {
     durable_ns: Option<u64>,
 }
 
+/// How the gateway authenticates its clients (docs/protocol.md, "Security").
+#[derive(Clone, Debug)]
+pub struct Security {
+    /// The node's CURVE server key pair.
+    pub keys: ServerKeys,
+    /// Who may connect and what they may do.
+    pub guard: Arc<Guard>,
+    /// Market data over CURVE too (subscribers need a listed key of any role).
+    pub market_data: bool,
+}
+
 /// The pipeline ends the gateway works with.
 pub struct GatewayRings {
     /// Commands to the engine.
@@ -68,6 +80,13 @@ pub struct Gateway<'a> {
     counters: Arc<GatewayCounters>,
     shutdown: &'a AtomicBool,
     sessions: Sessions,
+    /// None: `auth = "none"` (every session is open).
+    guard: Option<Arc<Guard>>,
+    /// The entitlements version the sessions were last checked against.
+    auth_version: u64,
+    /// One entry per all-symbols mass cancel sent to the engine, in order: the admin session
+    /// to copy its `MassCancelled` to (a `CancelAll`), or None (a client's own).
+    all_symbol_cancels: VecDeque<Option<usize>>,
     md: MarketData,
     /// The requests of the frame being handled (reused).
     requests: Vec<Result<ClientRequest, RequestError>>,
@@ -100,11 +119,20 @@ fn socket_error(what: &'static str, endpoint: &str) -> impl FnOnce(zmq::Error) -
     }
 }
 
-fn bind_order_entry(ctx: &zmq::Context, g: &GatewayConfig) -> Result<zmq::Socket, SocketError> {
+fn bind_order_entry(
+    ctx: &zmq::Context,
+    g: &GatewayConfig,
+    security: Option<&Security>,
+) -> Result<zmq::Socket, SocketError> {
     let ep = &g.order_entry;
     let router = ctx
         .socket(zmq::ROUTER)
         .map_err(socket_error("creating order-entry socket", ep))?;
+    if let Some(s) = security {
+        s.keys
+            .apply(&router)
+            .map_err(socket_error("setting up CURVE on", ep))?;
+    }
     router
         .set_router_mandatory(true)
         .map_err(socket_error("configuring", ep))?;
@@ -126,11 +154,20 @@ fn bind_order_entry(ctx: &zmq::Context, g: &GatewayConfig) -> Result<zmq::Socket
     Ok(router)
 }
 
-fn bind_market_data(ctx: &zmq::Context, g: &GatewayConfig) -> Result<zmq::Socket, SocketError> {
+fn bind_market_data(
+    ctx: &zmq::Context,
+    g: &GatewayConfig,
+    security: Option<&Security>,
+) -> Result<zmq::Socket, SocketError> {
     let ep = &g.market_data;
     let publisher = ctx
         .socket(zmq::PUB)
         .map_err(socket_error("creating market-data socket", ep))?;
+    if let Some(s) = security.filter(|s| s.market_data) {
+        s.keys
+            .apply(&publisher)
+            .map_err(socket_error("setting up CURVE on", ep))?;
+    }
     publisher
         .set_sndhwm(g.md_sndhwm)
         .map_err(socket_error("configuring", ep))?;
@@ -151,21 +188,25 @@ fn last_endpoint(s: &zmq::Socket, configured: &str) -> String {
 }
 
 impl<'a> Gateway<'a> {
-    /// Binds the order-entry and market-data sockets.
+    /// Binds the order-entry and market-data sockets; with `security`, as CURVE servers (the
+    /// context's ZAP handler must be bound first: see `caldera_auth::Authenticator`).
     ///
     /// # Errors
     /// [`SocketError`] when a socket cannot be created, configured or bound.
+    #[allow(clippy::too_many_arguments)] // the pipeline's ends, each needed once
     pub fn bind(
         ctx: &zmq::Context,
         cfg: &GatewayConfig,
+        security: Option<&Security>,
         symbols: impl IntoIterator<Item = SymbolId>,
         rings: GatewayRings,
         shared: Arc<Shared>,
         counters: Arc<GatewayCounters>,
         shutdown: &'a AtomicBool,
     ) -> Result<Self, SocketError> {
-        let router = bind_order_entry(ctx, cfg)?;
-        let publisher = bind_market_data(ctx, cfg)?;
+        let router = bind_order_entry(ctx, cfg, security)?;
+        let publisher = bind_market_data(ctx, cfg, security)?;
+        let guard = security.map(|s| Arc::clone(&s.guard));
         let order_entry = last_endpoint(&router, &cfg.order_entry);
         let market_data = last_endpoint(&publisher, &cfg.market_data);
         let snapshot_every = Duration::from_millis(cfg.md_snapshot_interval_ms);
@@ -180,7 +221,10 @@ impl<'a> Gateway<'a> {
             shared,
             counters,
             shutdown,
-            sessions: Sessions::new(),
+            sessions: Sessions::new(guard.is_some()),
+            auth_version: guard.as_ref().map_or(0, |g| g.version()),
+            guard,
+            all_symbol_cancels: VecDeque::new(),
             md: MarketData::new(symbols),
             stats: GatewayStats::default(),
             pushed: 0,
@@ -201,6 +245,12 @@ impl<'a> Gateway<'a> {
     #[must_use]
     pub fn order_entry(&self) -> &str {
         &self.order_entry
+    }
+
+    /// The order-entry and market-data sockets (to watch their handshakes).
+    #[must_use]
+    pub fn sockets(&self) -> (&zmq::Socket, &zmq::Socket) {
+        (&self.router, &self.publisher)
     }
 
     /// The bound market-data endpoint.
@@ -291,6 +341,21 @@ impl<'a> Gateway<'a> {
             n += 1;
             self.stats.frames_in += 1;
             let sid = self.sessions.session_for(&ident);
+            if self.guard.is_some() {
+                // The ZAP handler set the connection's User-Id to its key (module docs of
+                // caldera_auth::zap): frames of keys that are not listed go no further.
+                let user = payload.gets("User-Id").map(str::as_bytes);
+                let unlisted = matches!(
+                    self.sessions.authenticate(sid, user, self.guard.as_deref()),
+                    Access::Unlisted
+                );
+                if unlisted {
+                    self.frame_reject(sid, wire::RejectReason::NotEntitled);
+                    self.ident_msg = ident;
+                    self.payload_msg = payload;
+                    continue;
+                }
+            }
             if extra {
                 self.gateway_reject(
                     sid,
@@ -360,13 +425,36 @@ impl<'a> Gateway<'a> {
             }
         };
         let (kind, cl, oid) = match &req {
-            ClientRequest::Logon(l) => return self.sessions.logon(sid, l.account()),
+            ClientRequest::Logon(l) => {
+                let refused = self.sessions.logon(sid, l.account()).err();
+                return self.logon_refused(sid, index, wire::RequestKind::Logon, refused);
+            }
+            ClientRequest::Logout(l) => {
+                let refused = self.sessions.logout(sid, l.account()).err();
+                return self.logon_refused(sid, index, wire::RequestKind::Logout, refused);
+            }
             ClientRequest::Heartbeat(h) => {
                 return self.sessions.report(
                     sid,
                     ServerReport::HeartbeatAck(wire::HeartbeatAck::new(h.client_time_ns())),
                 );
             }
+            ClientRequest::ListSessions(l) => {
+                if !self.sessions.access(sid).may_admin() {
+                    return self.gateway_reject(
+                        sid,
+                        index,
+                        wire::RequestKind::ListSessions,
+                        wire::RejectReason::NotEntitled,
+                        0,
+                        0,
+                    );
+                }
+                return self.sessions.list_sessions(sid, l.request_id());
+            }
+            ClientRequest::HaltInstrument(_) => (wire::RequestKind::Halt, 0, 0),
+            ClientRequest::ResumeInstrument(_) => (wire::RequestKind::Resume, 0, 0),
+            ClientRequest::CancelAll(_) => (wire::RequestKind::CancelAll, 0, 0),
             ClientRequest::NewOrder(o) => (wire::RequestKind::New, o.client_order_id(), 0),
             ClientRequest::Cancel(c) => {
                 (wire::RequestKind::Cancel, c.client_order_id(), c.order_id())
@@ -379,8 +467,28 @@ impl<'a> Gateway<'a> {
             ClientRequest::MassCancel(_) => (wire::RequestKind::MassCancel, 0, 0),
         };
         let reject = |me: &mut Self, reason| me.gateway_reject(sid, index, kind, reason, cl, oid);
-        let Some(account) = self.sessions.account(sid) else {
-            return reject(self, wire::RejectReason::NotLoggedOn);
+        let admin = matches!(
+            req,
+            ClientRequest::HaltInstrument(_)
+                | ClientRequest::ResumeInstrument(_)
+                | ClientRequest::CancelAll(_)
+        );
+        // Order entry acts for the session's account; admin requests name their own target.
+        let account = if admin {
+            if !self.sessions.access(sid).may_admin() {
+                return reject(self, wire::RejectReason::NotEntitled);
+            }
+            self.sessions.observe_venue(sid);
+            caldera_schema::map::VENUE
+        } else {
+            match self.sessions.account(sid) {
+                Some(a) => a,
+                None if self.sessions.access(sid).trades() => {
+                    return reject(self, wire::RejectReason::NotLoggedOn);
+                }
+                // A read, admin or peer key never enters orders.
+                None => return reject(self, wire::RejectReason::NotEntitled),
+            }
         };
         if self.sessions.backlog_len(sid) >= self.cfg.max_session_backlog {
             return reject(self, wire::RejectReason::Busy);
@@ -398,9 +506,30 @@ impl<'a> Gateway<'a> {
         if self.rings.commands.push(cmd).is_ok() {
             self.pushed += 1;
             self.stats.commands += 1;
+            if let Command::MassCancel(m) = cmd {
+                if m.symbol.is_none() {
+                    self.all_symbol_cancels.push_back(admin.then_some(sid));
+                }
+            }
         } else {
             reject(self, wire::RejectReason::Busy);
         }
+    }
+
+    fn logon_refused(
+        &mut self,
+        sid: usize,
+        index: usize,
+        request: wire::RequestKind,
+        refused: Option<LogonRefused>,
+    ) {
+        let reason = match refused {
+            None => return,
+            Some(LogonRefused::NotEntitled) => wire::RejectReason::NotEntitled,
+            Some(LogonRefused::AlreadyLoggedOn) => wire::RejectReason::AlreadyLoggedOn,
+            Some(LogonRefused::NotLoggedOn) => wire::RejectReason::NotLoggedOn,
+        };
+        self.gateway_reject(sid, index, request, reason, 0, 0);
     }
 
     fn frame_reject(&mut self, sid: usize, reason: wire::RejectReason) {
@@ -474,11 +603,22 @@ impl<'a> Gateway<'a> {
                     self.counters.reject(convert::reject_reason(r.reason));
                 }
                 let (sessions, stats) = (&mut self.sessions, &mut self.stats);
+                let mut last = None;
                 map::reports(&ev, |account, report| {
+                    last = Some(report);
                     if !sessions.report_to_account(account, report) {
                         stats.undeliverable += 1;
                     }
                 });
+                if let (EventBody::MassCancelled(m), Some(report)) = (&ev.body, last) {
+                    // Exactly one per all-symbols mass cancel, in command order: a CancelAll's
+                    // outcome also goes to the admin who sent it.
+                    if m.symbol.is_none() {
+                        if let Some(Some(admin)) = self.all_symbol_cancels.pop_front() {
+                            self.sessions.report(admin, report);
+                        }
+                    }
+                }
                 match &ev.body {
                     EventBody::Trade(t) => self.md.trade(ev.seq, t),
                     EventBody::BookDelta(d) => self.md.delta(ev.seq, d),
@@ -531,6 +671,22 @@ impl<'a> Gateway<'a> {
             c.stages[Stage::Report as usize].observe(d(durable, out_ns));
             c.stages[Stage::Total as usize].observe(d(s.read_ns, out_ns));
             self.samples.pop_front();
+        }
+    }
+
+    /// The entitlements were reloaded: sessions that lost an entitlement are logged out.
+    fn check_entitlements(&mut self) {
+        let Some(guard) = &self.guard else {
+            return;
+        };
+        let v = guard.version();
+        if v != self.auth_version {
+            self.auth_version = v;
+            let changed = self.sessions.revalidate(guard);
+            tracing::info!(
+                sessions_logged_out = changed,
+                "entitlements changed: sessions re-checked"
+            );
         }
     }
 
@@ -622,6 +778,7 @@ impl Agent for Gateway<'_> {
             self.publish(now);
         }
         self.publish_market_data(now);
+        self.check_entitlements();
         self.check_shutdown(now);
         work
     }

@@ -22,4 +22,4 @@ mod session;
 
 pub use config::GatewayConfig;
 pub use counters::{GatewayCounters, GatewayStats, Stage};
-pub use gateway::{Gateway, GatewayRings, SocketError};
+pub use gateway::{Gateway, GatewayRings, Security, SocketError};

@@ -79,6 +79,65 @@ impl ProducerContext for DeliveryContext {
 
 const KEY: &[u8] = b"shard-0";
 
+/// Where the Kafka cluster is and how to reach it: the bootstrap servers and the client
+/// properties the operator passes through to librdkafka (TLS, SASL: `[journal.kafka]` in the
+/// node's configuration; see docs/configuration.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Brokers {
+    /// `host:port[,host:port…]` (`bootstrap.servers`).
+    pub servers: String,
+    /// librdkafka properties, set as given (only those [`Brokers::check_property`] allows).
+    pub properties: Vec<(String, String)>,
+}
+
+impl Brokers {
+    /// These servers, no extra properties (plain TCP).
+    #[must_use]
+    pub fn new(servers: impl Into<String>) -> Self {
+        Self {
+            servers: servers.into(),
+            properties: Vec::new(),
+        }
+    }
+
+    /// Whether the operator may set librdkafka property `key`: connection security
+    /// (`security.protocol`, `sasl.*`, `ssl.*`) and `client.id`. Everything else is Caldera's
+    /// (acknowledgements, idempotence, timeouts and sizes are part of its guarantees).
+    ///
+    /// # Errors
+    /// Why the property is refused.
+    pub fn check_property(key: &str) -> Result<(), String> {
+        let ok = key == "security.protocol"
+            || key == "client.id"
+            || key.starts_with("sasl.")
+            || key.starts_with("ssl.");
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "journal.kafka: {key:?} cannot be set here: only security.protocol, sasl.*, \
+                 ssl.* and client.id (the rest is part of Caldera's durability guarantees)"
+            ))
+        }
+    }
+
+    /// A librdkafka configuration with the servers and the operator's properties.
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.servers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+impl std::fmt::Display for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.servers)
+    }
+}
+
 fn check_topic<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     brokers: &str,
@@ -114,7 +173,7 @@ fn check_topic<C: ClientContext>(
 /// reports [`KafkaJournal::fenced`] and nothing it wrote after the gap is ever acknowledged.
 pub struct KafkaJournal {
     producer: BaseProducer<DeliveryContext>,
-    brokers: String,
+    brokers: Brokers,
     topic: String,
     epoch: u64,
     deliveries: Arc<Mutex<VecDeque<(i64, u64)>>>,
@@ -138,7 +197,7 @@ impl KafkaJournal {
     /// # Errors
     /// [`KafkaJournalError`].
     pub fn connect(
-        brokers: &str,
+        brokers: &Brokers,
         topic: &str,
         durable_seq: u64,
         next_offset: i64,
@@ -147,8 +206,8 @@ impl KafkaJournal {
     ) -> Result<Self, KafkaJournalError> {
         let deliveries = Arc::new(Mutex::new(VecDeque::new()));
         let failed = Arc::new(Mutex::new(None));
-        let producer: BaseProducer<DeliveryContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer: BaseProducer<DeliveryContext> = brokers
+            .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
@@ -159,10 +218,15 @@ impl KafkaJournal {
                 deliveries: Arc::clone(&deliveries),
                 failed: Arc::clone(&failed),
             })?;
-        check_topic(producer.client(), brokers, topic, Duration::from_secs(10))?;
+        check_topic(
+            producer.client(),
+            &brokers.servers,
+            topic,
+            Duration::from_secs(10),
+        )?;
         Ok(Self {
             producer,
-            brokers: brokers.into(),
+            brokers: brokers.clone(),
             topic: topic.into(),
             epoch,
             deliveries,
@@ -414,9 +478,9 @@ impl JournalWriter for KafkaJournal {
     }
 }
 
-fn reader_consumer(brokers: &str) -> Result<BaseConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn reader_consumer(brokers: &Brokers) -> Result<BaseConsumer, KafkaError> {
+    brokers
+        .client_config()
         .set("group.id", format!("caldera-reader-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -447,9 +511,14 @@ impl KafkaReader {
     ///
     /// # Errors
     /// [`KafkaJournalError`] when the brokers or the topic are missing.
-    pub fn open(brokers: &str, topic: &str) -> Result<Self, KafkaJournalError> {
+    pub fn open(brokers: &Brokers, topic: &str) -> Result<Self, KafkaJournalError> {
         let consumer = reader_consumer(brokers)?;
-        check_topic(consumer.client(), brokers, topic, Duration::from_secs(10))?;
+        check_topic(
+            consumer.client(),
+            &brokers.servers,
+            topic,
+            Duration::from_secs(10),
+        )?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
         consumer.assign(&tpl)?;
@@ -525,7 +594,7 @@ pub fn apply_record(
 /// # Errors
 /// [`KafkaJournalError`].
 pub fn recover(
-    brokers: &str,
+    brokers: &Brokers,
     topic: &str,
     config: &EngineConfig,
     idle: Duration,

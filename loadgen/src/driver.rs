@@ -32,6 +32,8 @@ pub enum Mode {
 /// One run.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
+    /// How connections authenticate.
+    pub credentials: caldera_client::ClientCredentials,
     /// Gateway endpoints; connections are spread over them round-robin.
     pub endpoints: Vec<String>,
     /// Connections (each logs on as its own account).
@@ -197,7 +199,7 @@ fn drive(
         let ep = &spec.endpoints[i % spec.endpoints.len()];
         // libzmq starts its I/O thread with the first socket: named so its CPU is told apart.
         let mut client = caldera_pipeline::cpu::with_thread_name("loadgen-zmq-io", || {
-            OrderClient::connect(&ctx, ep)
+            OrderClient::connect(&ctx, ep, &spec.credentials)
         })
         .with_context(|| format!("connecting to {ep}"))?;
         let account = spec.account_base + i as u32;

@@ -2,6 +2,7 @@
 //! connections, window and batching as a gateway run, in the same process and run.
 
 use anyhow::Result;
+use caldera_auth::{Certificate, ClientCredentials, ServerKeys};
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,8 +24,12 @@ pub struct EchoResult {
 /// Socket errors.
 pub fn start_server(
     ctx: &zmq::Context,
+    curve: Option<&ServerKeys>,
 ) -> Result<(String, Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
     let router = ctx.socket(zmq::ROUTER)?;
+    if let Some(k) = curve {
+        k.apply(&router)?;
+    }
     router.set_sndhwm(1_000_000)?;
     router.set_rcvhwm(1_000_000)?;
     router.bind("tcp://127.0.0.1:*")?;
@@ -59,6 +64,7 @@ pub fn start_server(
 /// Socket errors.
 pub fn run(
     endpoint: &str,
+    credentials: &ClientCredentials,
     connections: usize,
     window: usize,
     batch: usize,
@@ -71,6 +77,7 @@ pub fn run(
         let s = ctx.socket(zmq::DEALER)?;
         s.set_sndhwm(1_000_000)?;
         s.set_rcvhwm(1_000_000)?;
+        credentials.apply(&s)?;
         s.connect(endpoint)?;
         socks.push(s);
     }
@@ -119,6 +126,7 @@ pub fn run(
 /// Socket errors.
 pub fn run_open(
     endpoint: &str,
+    credentials: &ClientCredentials,
     connections: usize,
     rate: f64,
     duration: Duration,
@@ -129,6 +137,7 @@ pub fn run_open(
         let s = ctx.socket(zmq::DEALER)?;
         s.set_sndhwm(1_000_000)?;
         s.set_rcvhwm(1_000_000)?;
+        credentials.apply(&s)?;
         s.connect(endpoint)?;
         socks.push(s);
     }
@@ -188,4 +197,23 @@ pub fn run_open(
         requests_per_sec: fps,
         latency: hist,
     })
+}
+
+/// Keys for an echo baseline that pays what the gateway's clients pay: with `curve`, a fresh
+/// server key pair and client key pair (the echo server admits any key; no ZAP handler).
+///
+/// # Errors
+/// When libzmq cannot generate keys.
+pub fn keys(curve: bool) -> Result<(Option<ServerKeys>, ClientCredentials)> {
+    if !curve {
+        return Ok((None, ClientCredentials::Insecure));
+    }
+    let server = ServerKeys::generate()?;
+    let client = Certificate::generate()?;
+    let creds = ClientCredentials::Curve {
+        public: client.public,
+        secret: client.secret.expect("generated with its secret"),
+        server: server.public,
+    };
+    Ok((Some(server), creds))
 }

@@ -91,6 +91,9 @@ enum Cmd {
         /// Duration.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         duration: Duration,
+        /// Over CURVE (fresh keys), as the gateway's clients connect.
+        #[arg(long)]
+        curve: bool,
     },
 }
 
@@ -139,9 +142,19 @@ struct Common {
     /// First account id.
     #[arg(long, default_value_t = 1000)]
     account_base: u32,
-    /// Also measure the raw ZeroMQ echo ceiling in this run and print the ratio.
+    /// Also measure the raw ZeroMQ echo ceiling in this run and print the ratio (over CURVE
+    /// unless --insecure, like the run itself).
     #[arg(long)]
     echo_baseline: bool,
+    /// Directory made by `caldera init`: connects with KEY_NAME.key_secret and server.key.
+    #[arg(long, value_name = "DIR", default_value = "caldera-keys")]
+    keys: PathBuf,
+    /// Which client key of --keys to use.
+    #[arg(long, default_value = "trader")]
+    key_name: String,
+    /// INSECURE: plain TCP, for a node run with --insecure.
+    #[arg(long)]
+    insecure: bool,
     /// Print a JSON report on stdout (after the table, which goes to stderr then).
     #[arg(long)]
     json: bool,
@@ -204,8 +217,27 @@ fn next_client_id_base() -> u64 {
     base
 }
 
-fn spec(c: &Common, mode: Mode, warmup: bool) -> RunSpec {
-    RunSpec {
+/// How the connections authenticate: the --keys directory's key, or nothing (--insecure).
+fn credentials(c: &Common) -> Result<caldera_client::ClientCredentials> {
+    if c.insecure {
+        return Ok(caldera_client::ClientCredentials::Insecure);
+    }
+    anyhow::Context::with_context(
+        caldera_client::ClientCredentials::from_dir(&c.keys, &c.key_name),
+        || {
+            format!(
+                "reading the client key {name}.key_secret and server.key in {dir} (make them with \
+             `caldera init {dir}`, point --keys at yours, or use --insecure for a node run with \
+             --insecure)",
+                name = c.key_name,
+                dir = c.keys.display()
+            )
+        },
+    )
+}
+
+fn spec(c: &Common, mode: Mode, warmup: bool) -> Result<RunSpec> {
+    Ok(RunSpec {
         endpoints: c.endpoints.clone(),
         connections: c.connections.max(1),
         threads: c.threads.max(1),
@@ -220,9 +252,10 @@ fn spec(c: &Common, mode: Mode, warmup: bool) -> RunSpec {
             client_id_base: next_client_id_base(),
         },
         account_base: c.account_base,
+        credentials: credentials(c)?,
         coalesce: c.coalesce,
         frame_gap: c.frame_gap,
-    }
+    })
 }
 
 /// Reads the server's metrics (and this process's CPU) when the measured window starts and
@@ -364,11 +397,12 @@ fn finish(
 ) -> Result<()> {
     let echo = if c.echo_baseline {
         let ctx = zmq::Context::new();
-        let (ep, stop, h) = echo::start_server(&ctx)?;
+        let (server, creds) = echo::keys(!c.insecure)?;
+        let (ep, stop, h) = echo::start_server(&ctx, server.as_ref())?;
         let d = c.duration.min(Duration::from_secs(5));
         let e = match shape {
-            Shape::Closed(window) => echo::run(&ep, c.connections, window, c.batch, d)?,
-            Shape::Open(rate) => echo::run_open(&ep, c.connections, rate, d)?,
+            Shape::Closed(window) => echo::run(&ep, &creds, c.connections, window, c.batch, d)?,
+            Shape::Open(rate) => echo::run_open(&ep, &creds, c.connections, rate, d)?,
         };
         stop.store(true, Ordering::Relaxed);
         let _ = h.join();
@@ -475,7 +509,7 @@ fn main() -> Result<()> {
         Cmd::Closed { common, window } => {
             let show = common.progress || std::io::stderr().is_terminal();
             let (r, cost) = run_with_progress(
-                &spec(&common, Mode::Closed { window }, true),
+                &spec(&common, Mode::Closed { window }, true)?,
                 show,
                 common.server_metrics.clone(),
             )?;
@@ -490,7 +524,7 @@ fn main() -> Result<()> {
         Cmd::Open { common, rate } => {
             let show = common.progress || std::io::stderr().is_terminal();
             let (r, cost) = run_with_progress(
-                &spec(&common, Mode::Open { rate }, true),
+                &spec(&common, Mode::Open { rate }, true)?,
                 show,
                 common.server_metrics.clone(),
             )?;
@@ -515,10 +549,12 @@ fn main() -> Result<()> {
             window,
             batch,
             duration,
+            curve,
         } => {
             let ctx = zmq::Context::new();
-            let (ep, stop, h) = echo::start_server(&ctx)?;
-            let e = echo::run(&ep, connections, window, batch, duration)?;
+            let (server, creds) = echo::keys(curve)?;
+            let (ep, stop, h) = echo::start_server(&ctx, server.as_ref())?;
+            let e = echo::run(&ep, &creds, connections, window, batch, duration)?;
             stop.store(true, Ordering::Relaxed);
             let _ = h.join();
             let p = report::percentiles(&e.latency);
@@ -549,7 +585,7 @@ fn sweep(
     let mut rate = start;
     for step in 0..max_steps {
         let r = driver::run(
-            &spec(c, Mode::Open { rate }, step == 0),
+            &spec(c, Mode::Open { rate }, step == 0)?,
             &Arc::new(Progress::default()),
         )?;
         let achieved = r.rate();

@@ -167,6 +167,9 @@ pub struct JournalSection {
     /// Kafka: no acknowledgement for this long while batches are pending = journal unavailable
     /// (new requests rejected with `JournalUnavailable`; pending ones held and retried).
     pub kafka_stall_ms: u64,
+    /// Kafka: librdkafka properties for the connection's security, passed through as given
+    /// (`[journal.kafka]`: `security.protocol`, `sasl.*`, `ssl.*`, `client.id`).
+    pub kafka: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for JournalSection {
@@ -183,6 +186,7 @@ impl Default for JournalSection {
             group_commit_us: 0,
             kafka_catchup_idle_ms: 1000,
             kafka_stall_ms: 1000,
+            kafka: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -194,6 +198,20 @@ impl JournalSection {
     /// An invalid URI.
     pub fn parsed(&self) -> Result<JournalUri, ConfigFileError> {
         self.uri.parse().map_err(ConfigFileError::Invalid)
+    }
+
+    /// The Kafka cluster at `servers`, with the `[journal.kafka]` properties.
+    #[cfg(feature = "kafka")]
+    #[must_use]
+    pub fn brokers(&self, servers: &str) -> caldera_journal::kafka::Brokers {
+        caldera_journal::kafka::Brokers {
+            servers: servers.into(),
+            properties: self
+                .kafka
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
     }
 }
 
@@ -233,6 +251,77 @@ impl Default for FailoverSection {
     }
 }
 
+/// How clients are authenticated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// CURVE encryption and keys; only keys in the entitlements file may connect.
+    #[default]
+    Curve,
+    /// Plain TCP, no authentication: anyone who reaches the port may trade as any account.
+    None,
+}
+
+impl AuthMode {
+    /// Its name in the configuration and in metrics.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::Curve => "curve",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+/// Who may use the node (docs/protocol.md, "Security").
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    /// `curve` (default) or `none` (insecure; also `--insecure`).
+    pub auth: AuthMode,
+    /// Directory made by `caldera init`: `server.key_secret` and `entitlements.toml` are
+    /// looked for here unless named below (also `--keys`).
+    pub keys_dir: String,
+    /// The server's secret key file (default `KEYS_DIR/server.key_secret`).
+    pub server_key: Option<String>,
+    /// The entitlements file (default `KEYS_DIR/entitlements.toml`); re-read on SIGHUP.
+    pub entitlements: Option<String>,
+    /// Market data over CURVE too: subscribers need a listed key (any role).
+    pub market_data_curve: bool,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self {
+            auth: AuthMode::Curve,
+            keys_dir: "caldera-keys".into(),
+            server_key: None,
+            entitlements: None,
+            market_data_curve: false,
+        }
+    }
+}
+
+impl SecuritySection {
+    /// The server's secret key file.
+    #[must_use]
+    pub fn server_key_path(&self) -> std::path::PathBuf {
+        self.server_key.as_ref().map_or_else(
+            || Path::new(&self.keys_dir).join("server.key_secret"),
+            Into::into,
+        )
+    }
+
+    /// The entitlements file.
+    #[must_use]
+    pub fn entitlements_path(&self) -> std::path::PathBuf {
+        self.entitlements.as_ref().map_or_else(
+            || Path::new(&self.keys_dir).join("entitlements.toml"),
+            Into::into,
+        )
+    }
+}
+
 /// Metrics and health HTTP listener.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -259,6 +348,8 @@ pub struct Config {
     pub failover: FailoverSection,
     /// Metrics and health endpoints.
     pub metrics: MetricsSection,
+    /// Authentication and entitlements.
+    pub security: SecuritySection,
 }
 
 impl Default for Config {
@@ -280,6 +371,7 @@ impl Default for Config {
             journal: JournalSection::default(),
             failover: FailoverSection::default(),
             metrics: MetricsSection::default(),
+            security: SecuritySection::default(),
         }
     }
 }
@@ -356,6 +448,11 @@ impl Config {
         self.engine_config().validate()?;
         self.gateway.validate().map_err(ConfigFileError::Invalid)?;
         self.journal.parsed()?;
+        #[cfg(feature = "kafka")]
+        for key in self.journal.kafka.keys() {
+            caldera_journal::kafka::Brokers::check_property(key)
+                .map_err(ConfigFileError::Invalid)?;
+        }
         if self.threads.ring_capacity < 16 {
             return Err(ConfigFileError::Invalid(
                 "threads.ring_capacity must be >= 16".into(),

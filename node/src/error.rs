@@ -23,6 +23,9 @@ pub enum NodeError {
     /// The journal could not be read back (recovery, following).
     #[error("journal: {0}")]
     Recover(String),
+    /// The server key or the entitlements cannot be used.
+    #[error("security: {0}")]
+    Security(String),
     /// A newer primary took over; this one stopped without releasing anything more.
     #[error("fenced: {0}")]
     Fenced(String),

@@ -8,6 +8,7 @@
 //! - [`engine_stage`]: the engine thread's agent (core-pinned, allocation-free).
 //! - [`journal_stage`]: the journal thread's agent (batch, append, release when durable).
 //! - [`snapshotter`]: snapshots off the request path, from the durable log, at low priority.
+//! - [`security`]: the server key, the entitlements and the ZAP handler's thread.
 //! - [`standby`]: the hot standby following the journal, and its promotion.
 //! - [`metrics`]: Prometheus metrics and the health endpoints.
 //! - [`status`]: the node's role and standby progress.
@@ -24,6 +25,7 @@ pub mod journal_stage;
 pub mod metrics;
 pub mod primary;
 pub mod recovery;
+pub mod security;
 pub mod snapshotter;
 pub mod standby;
 pub mod status;
@@ -34,5 +36,6 @@ pub use error::NodeError;
 pub use handover::Primary;
 pub use metrics::Metrics;
 pub use primary::{PrimaryNode, ServeSummary};
+pub use security::NodeSecurity;
 pub use standby::{run_standby, StandbyExit, StandbySummary};
 pub use status::{NodeStatus, Role};

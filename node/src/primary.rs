@@ -10,6 +10,7 @@ use crate::error::NodeError;
 pub use crate::handover::Primary;
 use crate::journal_stage::{JournalSettings, JournalStage, JournalStats, JournalThread};
 use crate::metrics::Metrics;
+use crate::security::{AuthThread, NodeSecurity};
 use crate::snapshotter::{self, SnapshotSettings, SnapshotWriter};
 use caldera_engine::Command;
 use caldera_gateway::{Gateway, GatewayRings, GatewayStats};
@@ -43,16 +44,18 @@ pub struct ServeSummary {
 /// every report.
 pub struct PrimaryNode<'a> {
     cfg: &'a Config,
+    security: &'a NodeSecurity,
     metrics: Arc<Metrics>,
     on_ready: Box<dyn FnOnce(&str) + 'a>,
 }
 
 impl<'a> PrimaryNode<'a> {
-    /// A primary with this configuration (reporting into fresh metrics).
+    /// A primary with this configuration and security (reporting into fresh metrics).
     #[must_use]
-    pub fn new(cfg: &'a Config) -> Self {
+    pub fn new(cfg: &'a Config, security: &'a NodeSecurity) -> Self {
         Self {
             cfg,
+            security,
             metrics: Arc::new(Metrics::default()),
             on_ready: Box::new(|_| {}),
         }
@@ -86,17 +89,36 @@ impl<'a> PrimaryNode<'a> {
         // Bind first: a socket that cannot be bound stops the start before any thread runs.
         let ctx = zmq::Context::new();
         // libzmq starts its I/O thread with the first socket: named so its CPU is told apart.
-        let mut gw = caldera_pipeline::cpu::with_thread_name("caldera-zmq-io", || {
-            Gateway::bind(
+        // The ZAP handler is bound before the server sockets: libzmq admits every CURVE client
+        // of a context that has none.
+        let (auth, mut gw) = caldera_pipeline::cpu::with_thread_name("caldera-zmq-io", || {
+            let auth = AuthThread::bind(&ctx, self.security)?;
+            let gw = Gateway::bind(
                 &ctx,
                 &self.cfg.gateway,
+                self.security.gateway.as_ref(),
                 self.cfg.instruments.iter().map(|i| i.id),
                 gateway_rings,
                 Arc::clone(&shared),
                 Arc::clone(&self.metrics.gateway),
                 shutdown,
-            )
+            )?;
+            Ok::<_, NodeError>((auth, gw))
         })?;
+        let _auth = match auth {
+            Some((mut a, stop)) => {
+                let (router, publisher) = gw.sockets();
+                let watch = a
+                    .watch(&ctx, router, "order-entry")
+                    .and_then(|()| a.watch(&ctx, publisher, "market-data"));
+                watch.map_err(|e| NodeError::Security(format!("monitoring handshakes: {e}")))?;
+                Some(AuthThread::start(a, stop)?)
+            }
+            None => {
+                tracing::warn!("INSECURE: authentication is off (auth = \"none\"): anyone who reaches {} can trade as any account", self.cfg.gateway.order_entry);
+                None
+            }
+        };
         let stages = self.start_stages(primary, stage_rings, &shared, &placement)?;
         let _ = caldera_pipeline::agent::pin("caldera-gateway", self.cfg.threads.gateway_core);
         tracing::info!(order_entry = %gw.order_entry(), market_data = %gw.market_data(), cores = placement.cores, wait = ?placement.wait, engine_core = ?placement.engine_core, "serving");

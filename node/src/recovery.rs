@@ -37,6 +37,7 @@ impl Primary {
             #[cfg(feature = "kafka")]
             JournalUri::Kafka { brokers, topic } => {
                 let idle = Duration::from_millis(cfg.journal.kafka_catchup_idle_ms);
+                let brokers = cfg.journal.brokers(&brokers);
                 let follower = KafkaFollower::start(&brokers, &topic, &engine_cfg, idle)?;
                 follower.take_over(cfg, Instant::now())
             }

@@ -140,7 +140,7 @@ impl SnapshotWriter {
     ) -> std::io::Result<std::thread::JoinHandle<(SnapshotWriter, Option<usize>)>> {
         // No spinning: with nothing to write it sleeps at once.
         let idle = Idle::with_phases(WaitStrategy::Park, 0, 0);
-        caldera_pipeline::spawn("caldera-snapshot", self, idle, None)
+        caldera_pipeline::spawn("caldera-snaps", self, idle, None)
     }
 
     fn give_back(&mut self, mut buf: Vec<u8>) {

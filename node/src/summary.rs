@@ -333,4 +333,8 @@ pub struct CheckLine<'a> {
     pub failover_timeout_ms: u64,
     /// Peers watched.
     pub peers: &'a [String],
+    /// `curve` or `none`.
+    pub auth: &'a str,
+    /// Client keys listed in the entitlements (0 without authentication).
+    pub entitled_keys: usize,
 }

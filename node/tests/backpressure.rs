@@ -3,7 +3,7 @@
 //! requests get a typed `Busy` reject; every request is still answered exactly once, in order,
 //! and other clients are served throughout.
 
-use caldera_client::{requests, wire, OrderClient, ServerReport};
+use caldera_client::{requests, wire, ServerReport};
 use caldera_schema::codec;
 use caldera_testkit::harness::Node;
 use flatbuffers::FlatBufferBuilder;
@@ -21,6 +21,7 @@ fn a_client_that_stops_reading_gets_busy_rejects_and_loses_nothing() {
     slow.set_rcvhwm(1).unwrap();
     slow.set_rcvbuf(4096).unwrap();
     slow.set_sndhwm(100_000).unwrap();
+    node.keys.trader().apply(&slow).unwrap();
     slow.connect(&node.order_entry).unwrap();
     let mut fbb = FlatBufferBuilder::new();
     let mut send = |reqs: &[caldera_client::ClientRequest]| {
@@ -48,7 +49,7 @@ fn a_client_that_stops_reading_gets_busy_rejects_and_loses_nothing() {
         send(&reqs);
     }
     // Meanwhile another client is served normally.
-    let mut other = OrderClient::connect(&ctx, &node.order_entry).unwrap();
+    let mut other = node.client(&ctx);
     std::thread::sleep(Duration::from_millis(500));
     other.push(requests::logon(10));
     other.push(requests::limit(

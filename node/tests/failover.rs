@@ -8,8 +8,9 @@
 //! (scripts/chaos.sh runs 10); failover times (kill → first order accepted by the new primary)
 //! are printed as JSON lines.
 
+use caldera_client::ClientCredentials;
 use caldera_client::{requests, wire, FailoverClient, ServerReport};
-use caldera_testkit::harness::{answering, caldera, free_port, temp_dir, Broker, Process};
+use caldera_testkit::harness::{answering, caldera, free_port, temp_dir, Broker, Keys, Process};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
@@ -52,11 +53,24 @@ fn standby(dir: &Path, name: &str, journal: &str, order_entry: &str, peer: &str)
     .unwrap();
     let log = dir.join(format!("{name}.{}.log", free_port()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_caldera"));
-    cmd.args(["standby", "--config"]).arg(&cfg);
+    // Both nodes of the pair serve with the same server key and entitlements.
+    cmd.args(["standby", "--config"])
+        .arg(&cfg)
+        .arg("--keys")
+        .arg(keys(dir).dir);
     Proc {
         process: Process::spawn(cmd, log),
         order_entry: order_entry.to_string(),
     }
+}
+
+/// The pair's keys (in `dir/keys`).
+fn keys(dir: &Path) -> Keys {
+    Keys::in_dir(&dir.join("keys"))
+}
+
+fn trader(dir: &Path) -> ClientCredentials {
+    keys(dir).trader()
 }
 
 fn wait_log(p: &Proc, needle: &str, within: Duration) {
@@ -88,7 +102,7 @@ struct Load {
     handles: Vec<std::thread::JoinHandle<Seen>>,
 }
 
-fn start_load(endpoints: Vec<String>, clients: u32) -> Load {
+fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: u32) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Load {
         stop: Arc::clone(&stop),
@@ -100,15 +114,21 @@ fn start_load(endpoints: Vec<String>, clients: u32) -> Load {
         let account = 100 + i;
         let stop = Arc::clone(&stop);
         let endpoints = endpoints.clone();
+        let credentials = credentials.clone();
         let generation = Arc::new(AtomicU64::new(0));
         let first_accept = Arc::new(Mutex::new(HashMap::new()));
         load.generation.push(Arc::clone(&generation));
         load.first_accept.push(Arc::clone(&first_accept));
         load.handles.push(std::thread::spawn(move || {
             let ctx = zmq::Context::new();
-            let mut c =
-                FailoverClient::connect(&ctx, &endpoints, account, Duration::from_millis(300))
-                    .unwrap();
+            let mut c = FailoverClient::connect(
+                &ctx,
+                &endpoints,
+                &credentials,
+                account,
+                Duration::from_millis(300),
+            )
+            .unwrap();
             let mut seen = Seen::default();
             let mut out = Vec::new();
             let mut cl = 0u64;
@@ -319,14 +339,15 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
         format!("tcp://127.0.0.1:{}", free_port()),
     ];
     let mut primary = standby(&dir, "a", journal, &eps[0], &eps[1]);
+    let creds = trader(&dir);
     assert!(
-        answering(&eps[0], Duration::from_secs(60)),
+        answering(&eps[0], &creds, Duration::from_secs(60)),
         "the first node did not become primary; see {}",
         primary.log.display()
     );
     let mut backup = standby(&dir, "b", journal, &eps[1], &eps[0]);
     wait_log(&backup, "standby: following", Duration::from_secs(60));
-    let load = start_load(eps.to_vec(), 4);
+    let load = start_load(eps.to_vec(), &creds, 4);
     let mut times = Vec::new();
     for round in 0..rounds {
         std::thread::sleep(Duration::from_millis(1500));
@@ -346,7 +367,11 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
         times.push(ms);
         let (code, _) = primary.wait(Duration::from_secs(10));
         assert_eq!(code, -9);
-        assert!(answering(&backup.order_entry, Duration::from_secs(10)));
+        assert!(answering(
+            &backup.order_entry,
+            &creds,
+            Duration::from_secs(10)
+        ));
         // The killed node comes back as the standby of the new primary.
         let name = if round % 2 == 0 { "a" } else { "b" };
         let (ep, peer) = if round % 2 == 0 {
@@ -400,16 +425,17 @@ fn zombie(tag: &str, journal: &str) -> i32 {
         format!("tcp://127.0.0.1:{}", free_port()),
     ];
     let old = standby(&dir, "a", journal, &eps[0], &eps[1]);
-    assert!(answering(&eps[0], Duration::from_secs(60)));
+    let creds = trader(&dir);
+    assert!(answering(&eps[0], &creds, Duration::from_secs(60)));
     let new = standby(&dir, "b", journal, &eps[1], &eps[0]);
     wait_log(&new, "standby: following", Duration::from_secs(60));
-    let load = start_load(eps.to_vec(), 4);
+    let load = start_load(eps.to_vec(), &creds, 4);
     std::thread::sleep(Duration::from_millis(1500));
     let before = load.generations();
     old.signal(rustix::process::Signal::STOP);
     load.first_accept_after(&before, Duration::from_secs(60))
         .unwrap_or_else(|| panic!("the standby did not take over; see {}", new.log.display()));
-    assert!(answering(&new.order_entry, Duration::from_secs(10)));
+    assert!(answering(&new.order_entry, &creds, Duration::from_secs(10)));
     // The zombie wakes up while clients are still trading with the new primary.
     let _ = rustix::process::kill_process(old.pid(), rustix::process::Signal::CONT);
     let (old_code, _) = old.wait(Duration::from_secs(30));

@@ -4,9 +4,8 @@
 //! the metrics port, and the dashboard only queries metrics a node really exports.
 
 use caldera_client::{requests, wire, OrderClient, ServerReport};
-use caldera_testkit::harness::{free_port, temp_dir};
+use caldera_testkit::harness::{free_port, http_get, metric, temp_dir, Keys};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -92,9 +91,24 @@ fn kubernetes_manifests_parse_and_pass_exactly_the_arguments_the_binary_accepts(
     let toml = cm["data"]["caldera.toml"].as_str().unwrap();
     let dir = temp_dir("k8s");
     let cfg = dir.join("caldera.toml");
-    std::fs::write(&cfg, toml).unwrap();
+    // The Secret's keys, made the way the manifest's comment says, where the pod mounts them.
     let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
     let spec = &sts["spec"]["template"]["spec"];
+    let keys_mount = spec["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "keys")
+        .expect("the keys Secret is mounted");
+    let mount_path = keys_mount["mountPath"].as_str().unwrap();
+    assert!(toml.contains(&format!("keys_dir = \"{mount_path}\"")));
+    assert!(spec["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|v| v["secret"]["secretName"] == "caldera-keys"));
+    let keys = Keys::in_dir(&dir.join("keys"));
+    std::fs::write(&cfg, toml.replace(mount_path, keys.dir.to_str().unwrap())).unwrap();
     let c = &spec["containers"][0];
     let args = strings(&c["args"]);
     let mount = spec["containers"][0]["volumeMounts"][0]["mountPath"]
@@ -170,7 +184,27 @@ fn compose_prometheus_and_grafana_files_parse_and_agree_with_the_binaries() {
             "service {name}"
         );
     }
-    let container_cfg = repo().join("infra/caldera.container.toml");
+    // The baked configuration, with the `keys` volume's path mapped to keys made here.
+    let container_toml = read("infra/caldera.container.toml");
+    assert!(container_toml.contains("keys_dir = \"/keys\""));
+    let dir = temp_dir("compose");
+    let keys = Keys::in_dir(&dir.join("keys"));
+    let container_cfg = dir.join("caldera.toml");
+    std::fs::write(
+        &container_cfg,
+        container_toml.replace("\"/keys\"", &format!("{:?}", keys.dir.to_str().unwrap())),
+    )
+    .unwrap();
+    for node in ["caldera-a", "caldera-b", "loadgen"] {
+        assert_eq!(
+            strings(&compose["services"][node]["volumes"]),
+            ["keys:/keys:ro"],
+            "{node} reads the deployment's keys"
+        );
+    }
+    assert!(strings(&compose["services"]["keys"]["entrypoint"])
+        .concat()
+        .contains("caldera init /keys"));
     for node in ["caldera-a", "caldera-b"] {
         let args = strings(&compose["services"][node]["command"]);
         let v = check(
@@ -213,29 +247,17 @@ fn compose_prometheus_and_grafana_files_parse_and_agree_with_the_binaries() {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out[9..12].parse().unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("{name} not exported"))
-        .parse()
-        .unwrap()
-}
-
 struct Node {
     child: Child,
     metrics: String,
     order_entry: String,
+    keys: Keys,
+}
+
+impl Node {
+    fn client(&self, ctx: &zmq::Context) -> OrderClient {
+        OrderClient::connect(ctx, &self.order_entry, &self.keys.trader()).unwrap()
+    }
 }
 
 impl Drop for Node {
@@ -246,6 +268,7 @@ impl Drop for Node {
 }
 
 fn start(cmd: &str, journal: &Path, dir: &Path) -> Node {
+    let keys = Keys::in_dir(&dir.join("keys"));
     let metrics = format!("127.0.0.1:{}", free_port());
     let order_entry = format!("tcp://127.0.0.1:{}", free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_caldera"))
@@ -261,6 +284,8 @@ fn start(cmd: &str, journal: &Path, dir: &Path) -> Node {
             &format!("tcp://127.0.0.1:{}", free_port()),
             "--wait",
             "park",
+            "--keys",
+            keys.dir.to_str().unwrap(),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::from(
@@ -277,6 +302,7 @@ fn start(cmd: &str, journal: &Path, dir: &Path) -> Node {
         child,
         metrics,
         order_entry,
+        keys,
     }
 }
 
@@ -310,7 +336,7 @@ fn metrics_count_orders_rejects_and_latency_and_readiness_follows_the_role() {
     assert_eq!(http_get(&primary.metrics, "/nope").0, 404);
 
     let ctx = zmq::Context::new();
-    let mut c = OrderClient::connect(&ctx, &primary.order_entry).unwrap();
+    let mut c = primary.client(&ctx);
     c.push(requests::logon(7));
     for i in 0..50 {
         c.push(requests::limit(

@@ -14,9 +14,7 @@ fn kill_9_under_load_then_replay_and_restart_lose_nothing_reported() {
     let uri = format!("file://{}", journal.display());
     let ctx = zmq::Context::new();
     let n = 3;
-    let mut clients: Vec<OrderClient> = (0..n)
-        .map(|_| OrderClient::connect(&ctx, &node.order_entry).unwrap())
-        .collect();
+    let mut clients: Vec<OrderClient> = (0..n).map(|_| node.client(&ctx)).collect();
     let mut reports: Vec<Vec<ServerReport>> = vec![Vec::new(); n];
     for (i, c) in clients.iter_mut().enumerate() {
         c.push(requests::logon(i as u32 + 1));
@@ -123,7 +121,7 @@ fn retention_deletes_old_segments_behind_snapshots_and_state_still_recovers() {
     let journal = node.journal.clone();
     let uri = format!("file://{}", journal.display());
     let ctx = zmq::Context::new();
-    let mut c = OrderClient::connect(&ctx, &node.order_entry).unwrap();
+    let mut c = node.client(&ctx);
     let mut reports = Vec::new();
     c.push(requests::logon(7));
     let total = 12_000u64;
@@ -175,7 +173,7 @@ fn a_mass_cancel_larger_than_a_journal_batch_goes_through() {
     // than the journal's batch cap (2 × 16,384 items) — the batch must stretch, not stall.
     let node = Node::start("masscancel", "");
     let ctx = zmq::Context::new();
-    let mut c = OrderClient::connect(&ctx, &node.order_entry).unwrap();
+    let mut c = node.client(&ctx);
     let mut reports = Vec::new();
     c.push(requests::logon(3));
     let total = 20_000u64;

@@ -4,7 +4,7 @@
 use caldera_client::requests::{self, limit};
 use caldera_client::wire::{self, Side, TimeInForce};
 use caldera_client::{OrderClient, ServerReport};
-use caldera_testkit::harness::{caldera, free_port, Broker, Node};
+use caldera_testkit::harness::{caldera, free_port, Broker, Keys, Node};
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ fn serve_kill_then_replay_from_kafka_gives_the_same_state_and_an_independent_con
     let uri = broker.uri("caldera.events");
     let node = start_serve("kafka-kill", &uri);
     let ctx = zmq::Context::new();
-    let mut c = OrderClient::connect(&ctx, &node.order_entry).unwrap();
+    let mut c = node.client(&ctx);
     let mut reports = Vec::new();
     c.push(requests::logon(1));
     // 3,000 crossing orders, pipelined with at most 500 unanswered.
@@ -88,6 +88,11 @@ fn serve_kill_then_replay_from_kafka_gives_the_same_state_and_an_independent_con
             "caldera.events",
             "--idle",
             "2",
+            // Passed through to librdkafka like the node's [journal.kafka] properties.
+            "--kafka-config",
+            "security.protocol=plaintext",
+            "--kafka-config",
+            "client.id=caldera-journal-consumer",
         ])
         .output()
         .unwrap();
@@ -122,6 +127,8 @@ fn broker_absent_or_topic_missing_at_start_is_a_clear_error() {
             &format!("tcp://127.0.0.1:{}", free_port()),
             "--journal",
             &dead,
+            "--keys",
+            Keys::create("kafka-absent").dir.to_str().unwrap(),
         ])
         .env("RUST_BACKTRACE", "0")
         .output()
@@ -147,7 +154,7 @@ fn broker_outage_mid_run_holds_or_rejects_then_resumes_and_loses_nothing_acknowl
     let uri = broker.uri("caldera.events");
     let node = start_serve("kafka-outage", &uri);
     let ctx = zmq::Context::new();
-    let mut c = OrderClient::connect(&ctx, &node.order_entry).unwrap();
+    let mut c = node.client(&ctx);
     let mut reports = Vec::new();
     c.push(requests::logon(5));
     c.push(limit(1, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
@@ -229,5 +236,66 @@ fn broker_outage_mid_run_holds_or_rejects_then_resumes_and_loses_nothing_acknowl
     assert_eq!(
         replay["state_hash"], summary["state_hash"],
         "everything acknowledged is in Kafka"
+    );
+}
+
+#[test]
+fn kafka_security_properties_pass_through_to_librdkafka_and_caldera_keeps_its_own() {
+    let broker = Broker::start("caldera.props");
+    let uri = broker.uri("caldera.props");
+    // Connection security and client.id reach librdkafka as given: an explicit plaintext
+    // protocol with a client id serves like the default.
+    let node = Node::start_kafka(
+        "kafka-props",
+        &format!(
+            "{}[journal.kafka]\n\"security.protocol\" = \"plaintext\"\n\"client.id\" = \"caldera-test\"\n",
+            kafka_toml(&uri)
+        ),
+    );
+    let ctx = zmq::Context::new();
+    let mut c = node.client(&ctx);
+    c.push(requests::logon(3));
+    c.push(limit(1, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
+    c.flush().unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.iter().any(|r| matches!(r, ServerReport::Accepted(_))) {
+        assert!(Instant::now() < deadline, "no Accepted: {out:?}");
+        c.recv(&mut out, Duration::from_millis(100)).unwrap();
+    }
+    let (code, _, _) = node.stop();
+    assert_eq!(code, 0);
+
+    let dir = caldera_testkit::harness::temp_dir("kafka-props-bad");
+    let keys = Keys::create("kafka-props-bad");
+    let run = |props: &str| {
+        let cfg = dir.join(format!("c{}.toml", free_port()));
+        std::fs::write(
+            &cfg,
+            format!("{}[journal.kafka]\n{props}\n", kafka_toml(&uri)),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_caldera"))
+            .args(["serve", "--config", cfg.to_str().unwrap(), "--keys"])
+            .arg(&keys.dir)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    // Caldera's own settings (acknowledgements, idempotence, …) cannot be overridden.
+    let out = run("\"acks\" = \"1\"");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"acks\" cannot be set here"), "{err}");
+    // A protocol this build cannot speak is a clear start-up error naming the property
+    // (TLS needs the `kafka-tls` feature), never a silent fallback to plain TCP.
+    let out = run("\"security.protocol\" = \"sasl_ssl\"\n\"sasl.mechanism\" = \"PLAIN\"");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Without TLS in the build: refused by librdkafka, naming the property. With it: tansu
+    // speaks no TLS, so the connection fails.
+    assert!(
+        err.contains("\"security.protocol\"") || err.contains("cannot reach Kafka"),
+        "{err}"
     );
 }

@@ -25,7 +25,8 @@ fn python_example_client_trades_against_the_real_binary() {
     );
     let out = Command::new(py)
         .arg(script)
-        .args(["--order-entry", &node.order_entry])
+        .args(["--order-entry", &node.order_entry, "--keys"])
+        .arg(&node.keys.dir)
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);

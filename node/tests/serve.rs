@@ -2,7 +2,9 @@
 
 use caldera_client::requests::{self, limit};
 use caldera_client::wire::{self, Side, TimeInForce};
-use caldera_client::{ClientRequest, MarketDataClient, OrderClient, ServerReport};
+use caldera_client::{
+    ClientCredentials, ClientRequest, MarketDataClient, OrderClient, ServerReport,
+};
 use caldera_engine::Engine;
 use caldera_testkit::harness::{drain, Node};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,13 +27,12 @@ fn account_of(cl: u64) -> u64 {
 fn clients_trade_with_each_other_and_each_gets_exactly_its_own_reports_in_order() {
     let node = Node::start("trade", "");
     let ctx = zmq::Context::new();
-    let mut md = MarketDataClient::connect(&ctx, &node.market_data, &[]).unwrap();
+    let mut md =
+        MarketDataClient::connect(&ctx, &node.market_data, &ClientCredentials::Insecure, &[])
+            .unwrap();
     std::thread::sleep(Duration::from_millis(300)); // PUB/SUB slow joiner
     let accounts = [1u32, 2, 3, 4];
-    let mut clients: Vec<OrderClient> = accounts
-        .iter()
-        .map(|_| OrderClient::connect(&ctx, &node.order_entry).unwrap())
-        .collect();
+    let mut clients: Vec<OrderClient> = accounts.iter().map(|_| node.client(&ctx)).collect();
     let mut logs: Vec<OrderLog> = accounts.iter().map(|_| OrderLog::default()).collect();
     let mut reports: Vec<Vec<ServerReport>> = vec![Vec::new(); accounts.len()];
     for (c, a) in clients.iter_mut().zip(accounts) {
@@ -195,7 +196,7 @@ fn reject_of(r: &ServerReport) -> Option<(wire::RejectReason, wire::RequestKind,
 fn malformed_frames_get_typed_rejects_and_the_process_stays_up() {
     let node = Node::start("malformed", "max_frame_bytes = 4096\nmax_batch = 64\n");
     let ctx = zmq::Context::new();
-    let mut c = OrderClient::connect(&ctx, &node.order_entry).unwrap();
+    let mut c = node.client(&ctx);
     let expect = |c: &mut OrderClient, what: &str, check: &dyn Fn(&[ServerReport]) -> bool| {
         let mut got = Vec::new();
         c.recv(&mut got, Duration::from_secs(5)).unwrap();
@@ -435,9 +436,7 @@ fn sigterm_under_load_loses_no_acknowledged_order_and_exits_zero() {
     let node = Node::start("sigterm", "");
     let ctx = zmq::Context::new();
     let n_clients = 3;
-    let mut clients: Vec<OrderClient> = (0..n_clients)
-        .map(|_| OrderClient::connect(&ctx, &node.order_entry).unwrap())
-        .collect();
+    let mut clients: Vec<OrderClient> = (0..n_clients).map(|_| node.client(&ctx)).collect();
     let mut reports: Vec<Vec<ServerReport>> = vec![Vec::new(); n_clients];
     for (i, c) in clients.iter_mut().enumerate() {
         c.push(requests::logon(i as u32 + 1));

@@ -97,10 +97,11 @@ pub fn role_of(t: &ThreadCpu, main_tid: u32, main_role: &str) -> String {
     if t.name.starts_with("ZMQbg/") {
         return "zmq-other".into();
     }
-    t.name
-        .strip_prefix("caldera-")
-        .unwrap_or(&t.name)
-        .to_string()
+    // Linux keeps 15 bytes of a thread name: names are chosen to fit.
+    match t.name.strip_prefix("caldera-").unwrap_or(&t.name) {
+        "snaps" => "snapshot".into(),
+        other => other.to_string(),
+    }
 }
 
 /// This process's id (the main thread's id).

@@ -559,10 +559,10 @@ impl flatbuffers::SimpleToVerifyInSlice for Liquidity {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_KIND: u8 = 8;
+pub const ENUM_MAX_REQUEST_KIND: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_KIND: [RequestKind; 9] = [
+pub const ENUM_VALUES_REQUEST_KIND: [RequestKind; 12] = [
   RequestKind::New,
   RequestKind::Cancel,
   RequestKind::Replace,
@@ -572,6 +572,9 @@ pub const ENUM_VALUES_REQUEST_KIND: [RequestKind; 9] = [
   RequestKind::Logon,
   RequestKind::Heartbeat,
   RequestKind::Frame,
+  RequestKind::Logout,
+  RequestKind::CancelAll,
+  RequestKind::ListSessions,
 ];
 
 /// Which request a reject answers.
@@ -589,9 +592,12 @@ impl RequestKind {
   pub const Logon: Self = Self(6);
   pub const Heartbeat: Self = Self(7);
   pub const Frame: Self = Self(8);
+  pub const Logout: Self = Self(9);
+  pub const CancelAll: Self = Self(10);
+  pub const ListSessions: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::New,
     Self::Cancel,
@@ -602,6 +608,9 @@ impl RequestKind {
     Self::Logon,
     Self::Heartbeat,
     Self::Frame,
+    Self::Logout,
+    Self::CancelAll,
+    Self::ListSessions,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -615,6 +624,9 @@ impl RequestKind {
       Self::Logon => Some("Logon"),
       Self::Heartbeat => Some("Heartbeat"),
       Self::Frame => Some("Frame"),
+      Self::Logout => Some("Logout"),
+      Self::CancelAll => Some("CancelAll"),
+      Self::ListSessions => Some("ListSessions"),
       _ => None,
     }
   }
@@ -673,10 +685,10 @@ impl flatbuffers::SimpleToVerifyInSlice for RequestKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REJECT_REASON: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_REASON: u16 = 111;
+pub const ENUM_MAX_REJECT_REASON: u16 = 113;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 30] = [
+pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 32] = [
   RejectReason::None,
   RejectReason::UnknownSymbol,
   RejectReason::ZeroPrice,
@@ -707,6 +719,8 @@ pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 30] = [
   RejectReason::UnexpectedFrames,
   RejectReason::NotPrimary,
   RejectReason::JournalUnavailable,
+  RejectReason::NotEntitled,
+  RejectReason::AlreadyLoggedOn,
 ];
 
 /// 1..99: engine reasons (same codes as caldera-engine). 100..: gateway reasons.
@@ -745,9 +759,11 @@ impl RejectReason {
   pub const UnexpectedFrames: Self = Self(109);
   pub const NotPrimary: Self = Self(110);
   pub const JournalUnavailable: Self = Self(111);
+  pub const NotEntitled: Self = Self(112);
+  pub const AlreadyLoggedOn: Self = Self(113);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 111;
+  pub const ENUM_MAX: u16 = 113;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::UnknownSymbol,
@@ -779,6 +795,8 @@ impl RejectReason {
     Self::UnexpectedFrames,
     Self::NotPrimary,
     Self::JournalUnavailable,
+    Self::NotEntitled,
+    Self::AlreadyLoggedOn,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -813,6 +831,8 @@ impl RejectReason {
       Self::UnexpectedFrames => Some("UnexpectedFrames"),
       Self::NotPrimary => Some("NotPrimary"),
       Self::JournalUnavailable => Some("JournalUnavailable"),
+      Self::NotEntitled => Some("NotEntitled"),
+      Self::AlreadyLoggedOn => Some("AlreadyLoggedOn"),
       _ => None,
     }
   }
@@ -868,6 +888,190 @@ impl<'a> flatbuffers::Verifiable for RejectReason {
 }
 
 impl flatbuffers::SimpleToVerifyInSlice for RejectReason {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_LOGOUT_REASON: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_LOGOUT_REASON: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_LOGOUT_REASON: [LogoutReason; 3] = [
+  LogoutReason::Replaced,
+  LogoutReason::Requested,
+  LogoutReason::Revoked,
+];
+
+/// Why a session stopped receiving an account's reports.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct LogoutReason(pub u8);
+#[allow(non_upper_case_globals)]
+impl LogoutReason {
+  pub const Replaced: Self = Self(0);
+  pub const Requested: Self = Self(1);
+  pub const Revoked: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Replaced,
+    Self::Requested,
+    Self::Revoked,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Replaced => Some("Replaced"),
+      Self::Requested => Some("Requested"),
+      Self::Revoked => Some("Revoked"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for LogoutReason {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for LogoutReason {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<u8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for LogoutReason {
+    type Output = LogoutReason;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<u8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for LogoutReason {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for LogoutReason {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for LogoutReason {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_SESSION_ROLE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_SESSION_ROLE: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_SESSION_ROLE: [SessionRole; 4] = [
+  SessionRole::Trade,
+  SessionRole::Read,
+  SessionRole::Admin,
+  SessionRole::Open,
+];
+
+/// What a session may do (ListSessions).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct SessionRole(pub u8);
+#[allow(non_upper_case_globals)]
+impl SessionRole {
+  pub const Trade: Self = Self(0);
+  pub const Read: Self = Self(1);
+  pub const Admin: Self = Self(2);
+  pub const Open: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Trade,
+    Self::Read,
+    Self::Admin,
+    Self::Open,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Trade => Some("Trade"),
+      Self::Read => Some("Read"),
+      Self::Admin => Some("Admin"),
+      Self::Open => Some("Open"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for SessionRole {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for SessionRole {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<u8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for SessionRole {
+    type Output = SessionRole;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<u8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for SessionRole {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for SessionRole {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for SessionRole {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
@@ -970,7 +1174,9 @@ impl<'a> flatbuffers::Verifiable for CommandKind {
 }
 
 impl flatbuffers::SimpleToVerifyInSlice for CommandKind {}
-/// Binds the session to an account. The latest Logon for an account wins.
+/// Binds the session to an account its key is entitled to. Trade role: one account per
+/// session, and the latest Logon for an account wins (the previous session gets LoggedOut).
+/// Read role: adds the account to those whose reports the session receives (drop copy).
 // struct Logon, aligned to 4
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq)]
@@ -1023,6 +1229,99 @@ impl<'a> flatbuffers::Verifiable for Logon {
 }
 
 impl<'a> Logon {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    account: u32,
+  ) -> Self {
+    let mut s = Self([0; 4]);
+    s.set_account(account);
+    s
+  }
+
+  pub fn account(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_account(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// Ends the session's logon for an account (LoggedOut{reason: Requested}).
+// struct Logout, aligned to 4
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct Logout(pub [u8; 4]);
+impl Default for Logout { 
+  fn default() -> Self { 
+    Self([0; 4])
+  }
+}
+impl core::fmt::Debug for Logout {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("Logout")
+      .field("account", &self.account())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for Logout {}
+impl<'a> flatbuffers::Follow<'a> for Logout {
+  type Inner = &'a Logout;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a Logout>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a Logout {
+  type Inner = &'a Logout;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<Logout>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for Logout {
+    type Output = Logout;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const Logout as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for Logout {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> Logout {
   #[allow(clippy::too_many_arguments)]
   pub fn new(
     account: u32,
@@ -2006,6 +2305,377 @@ impl<'a> Heartbeat {
 
 }
 
+/// New orders and replaces on the instrument are rejected (InstrumentHalted); cancels work.
+// struct HaltInstrument, aligned to 4
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct HaltInstrument(pub [u8; 4]);
+impl Default for HaltInstrument { 
+  fn default() -> Self { 
+    Self([0; 4])
+  }
+}
+impl core::fmt::Debug for HaltInstrument {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("HaltInstrument")
+      .field("symbol", &self.symbol())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for HaltInstrument {}
+impl<'a> flatbuffers::Follow<'a> for HaltInstrument {
+  type Inner = &'a HaltInstrument;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a HaltInstrument>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a HaltInstrument {
+  type Inner = &'a HaltInstrument;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<HaltInstrument>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for HaltInstrument {
+    type Output = HaltInstrument;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const HaltInstrument as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for HaltInstrument {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> HaltInstrument {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    symbol: u32,
+  ) -> Self {
+    let mut s = Self([0; 4]);
+    s.set_symbol(symbol);
+    s
+  }
+
+  pub fn symbol(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_symbol(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+// struct ResumeInstrument, aligned to 4
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct ResumeInstrument(pub [u8; 4]);
+impl Default for ResumeInstrument { 
+  fn default() -> Self { 
+    Self([0; 4])
+  }
+}
+impl core::fmt::Debug for ResumeInstrument {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("ResumeInstrument")
+      .field("symbol", &self.symbol())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for ResumeInstrument {}
+impl<'a> flatbuffers::Follow<'a> for ResumeInstrument {
+  type Inner = &'a ResumeInstrument;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a ResumeInstrument>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a ResumeInstrument {
+  type Inner = &'a ResumeInstrument;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<ResumeInstrument>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for ResumeInstrument {
+    type Output = ResumeInstrument;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const ResumeInstrument as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for ResumeInstrument {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> ResumeInstrument {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    symbol: u32,
+  ) -> Self {
+    let mut s = Self([0; 4]);
+    s.set_symbol(symbol);
+    s
+  }
+
+  pub fn symbol(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_symbol(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// Cancels every resting order of an account (as its own MassCancel of all symbols would).
+// struct CancelAll, aligned to 4
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct CancelAll(pub [u8; 4]);
+impl Default for CancelAll { 
+  fn default() -> Self { 
+    Self([0; 4])
+  }
+}
+impl core::fmt::Debug for CancelAll {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("CancelAll")
+      .field("account", &self.account())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for CancelAll {}
+impl<'a> flatbuffers::Follow<'a> for CancelAll {
+  type Inner = &'a CancelAll;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a CancelAll>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a CancelAll {
+  type Inner = &'a CancelAll;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<CancelAll>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for CancelAll {
+    type Output = CancelAll;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const CancelAll as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for CancelAll {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> CancelAll {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    account: u32,
+  ) -> Self {
+    let mut s = Self([0; 4]);
+    s.set_account(account);
+    s
+  }
+
+  pub fn account(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_account(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// Answered at once with one SessionInfo per session, tagged with request_id.
+// struct ListSessions, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct ListSessions(pub [u8; 8]);
+impl Default for ListSessions { 
+  fn default() -> Self { 
+    Self([0; 8])
+  }
+}
+impl core::fmt::Debug for ListSessions {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("ListSessions")
+      .field("request_id", &self.request_id())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for ListSessions {}
+impl<'a> flatbuffers::Follow<'a> for ListSessions {
+  type Inner = &'a ListSessions;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a ListSessions>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a ListSessions {
+  type Inner = &'a ListSessions;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<ListSessions>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for ListSessions {
+    type Output = ListSessions;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const ListSessions as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for ListSessions {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> ListSessions {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    request_id: u64,
+  ) -> Self {
+    let mut s = Self([0; 8]);
+    s.set_request_id(request_id);
+    s
+  }
+
+  pub fn request_id(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_request_id(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
 // struct LoggedOn, aligned to 4
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq)]
@@ -2098,20 +2768,21 @@ impl<'a> LoggedOn {
 
 }
 
-/// Another session logged on for this account; this session gets no more of its reports.
+/// This session gets no more of the account's reports, for the reason given.
 // struct LoggedOut, aligned to 4
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq)]
-pub struct LoggedOut(pub [u8; 4]);
+pub struct LoggedOut(pub [u8; 8]);
 impl Default for LoggedOut { 
   fn default() -> Self { 
-    Self([0; 4])
+    Self([0; 8])
   }
 }
 impl core::fmt::Debug for LoggedOut {
   fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
     f.debug_struct("LoggedOut")
       .field("account", &self.account())
+      .field("reason", &self.reason())
       .finish()
   }
 }
@@ -2154,9 +2825,11 @@ impl<'a> LoggedOut {
   #[allow(clippy::too_many_arguments)]
   pub fn new(
     account: u32,
+    reason: LogoutReason,
   ) -> Self {
-    let mut s = Self([0; 4]);
+    let mut s = Self([0; 8]);
     s.set_account(account);
+    s.set_reason(reason);
     s
   }
 
@@ -2185,6 +2858,35 @@ impl<'a> LoggedOut {
         &x_le as *const _ as *const u8,
         self.0[0..].as_mut_ptr(),
         core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn reason(&self) -> LogoutReason {
+    let mut mem = core::mem::MaybeUninit::<<LogoutReason as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[4..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<LogoutReason as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_reason(&mut self, x: LogoutReason) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[4..].as_mut_ptr(),
+        core::mem::size_of::<<LogoutReason as EndianScalar>::Scalar>(),
       );
     }
   }
@@ -4077,6 +4779,514 @@ impl<'a> HeartbeatAck {
         &x_le as *const _ as *const u8,
         self.0[0..].as_mut_ptr(),
         core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// An instrument was halted or resumed (to admin sessions).
+// struct InstrumentStatus, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct InstrumentStatus(pub [u8; 16]);
+impl Default for InstrumentStatus { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl core::fmt::Debug for InstrumentStatus {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("InstrumentStatus")
+      .field("engine_seq", &self.engine_seq())
+      .field("symbol", &self.symbol())
+      .field("halted", &self.halted())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for InstrumentStatus {}
+impl<'a> flatbuffers::Follow<'a> for InstrumentStatus {
+  type Inner = &'a InstrumentStatus;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a InstrumentStatus>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a InstrumentStatus {
+  type Inner = &'a InstrumentStatus;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<InstrumentStatus>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for InstrumentStatus {
+    type Output = InstrumentStatus;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const InstrumentStatus as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for InstrumentStatus {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> InstrumentStatus {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    engine_seq: u64,
+    symbol: u32,
+    halted: bool,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_engine_seq(engine_seq);
+    s.set_symbol(symbol);
+    s.set_halted(halted);
+    s
+  }
+
+  pub fn engine_seq(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_engine_seq(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn symbol(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_symbol(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn halted(&self) -> bool {
+    let mut mem = core::mem::MaybeUninit::<<bool as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[12..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<bool as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_halted(&mut self, x: bool) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[12..].as_mut_ptr(),
+        core::mem::size_of::<<bool as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// One session of the node (answer to ListSessions). key_id: the first 8 bytes of the
+/// session's CURVE public key, little-endian (0 without authentication); account 0: not
+/// logged on; a read session appears once per account it receives.
+// struct SessionInfo, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct SessionInfo(pub [u8; 48]);
+impl Default for SessionInfo { 
+  fn default() -> Self { 
+    Self([0; 48])
+  }
+}
+impl core::fmt::Debug for SessionInfo {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("SessionInfo")
+      .field("request_id", &self.request_id())
+      .field("key_id", &self.key_id())
+      .field("reports_sent", &self.reports_sent())
+      .field("account", &self.account())
+      .field("index", &self.index())
+      .field("count", &self.count())
+      .field("backlog_frames", &self.backlog_frames())
+      .field("role", &self.role())
+      .field("logged_on", &self.logged_on())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for SessionInfo {}
+impl<'a> flatbuffers::Follow<'a> for SessionInfo {
+  type Inner = &'a SessionInfo;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a SessionInfo>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a SessionInfo {
+  type Inner = &'a SessionInfo;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<SessionInfo>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for SessionInfo {
+    type Output = SessionInfo;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const SessionInfo as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for SessionInfo {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> SessionInfo {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    request_id: u64,
+    key_id: u64,
+    reports_sent: u64,
+    account: u32,
+    index: u32,
+    count: u32,
+    backlog_frames: u32,
+    role: SessionRole,
+    logged_on: bool,
+  ) -> Self {
+    let mut s = Self([0; 48]);
+    s.set_request_id(request_id);
+    s.set_key_id(key_id);
+    s.set_reports_sent(reports_sent);
+    s.set_account(account);
+    s.set_index(index);
+    s.set_count(count);
+    s.set_backlog_frames(backlog_frames);
+    s.set_role(role);
+    s.set_logged_on(logged_on);
+    s
+  }
+
+  pub fn request_id(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_request_id(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn key_id(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_key_id(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn reports_sent(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_reports_sent(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn account(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[24..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_account(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[24..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn index(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[28..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_index(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[28..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn count(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[32..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_count(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[32..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn backlog_frames(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[36..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_backlog_frames(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[36..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn role(&self) -> SessionRole {
+    let mut mem = core::mem::MaybeUninit::<<SessionRole as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[40..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<SessionRole as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_role(&mut self, x: SessionRole) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[40..].as_mut_ptr(),
+        core::mem::size_of::<<SessionRole as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn logged_on(&self) -> bool {
+    let mut mem = core::mem::MaybeUninit::<<bool as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[41..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<bool as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_logged_on(&mut self, x: bool) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[41..].as_mut_ptr(),
+        core::mem::size_of::<<bool as EndianScalar>::Scalar>(),
       );
     }
   }
@@ -8744,6 +9954,11 @@ impl<'a> Request<'a> {
   pub const VT_REPLACE: flatbuffers::VOffsetT = 10;
   pub const VT_MASS_CANCEL: flatbuffers::VOffsetT = 12;
   pub const VT_HEARTBEAT: flatbuffers::VOffsetT = 14;
+  pub const VT_LOGOUT: flatbuffers::VOffsetT = 16;
+  pub const VT_HALT_INSTRUMENT: flatbuffers::VOffsetT = 18;
+  pub const VT_RESUME_INSTRUMENT: flatbuffers::VOffsetT = 20;
+  pub const VT_CANCEL_ALL: flatbuffers::VOffsetT = 22;
+  pub const VT_LIST_SESSIONS: flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -8755,6 +9970,11 @@ impl<'a> Request<'a> {
     args: &'args RequestArgs<'args>
   ) -> flatbuffers::WIPOffset<Request<'bldr>> {
     let mut builder = RequestBuilder::new(_fbb);
+    if let Some(x) = args.list_sessions { builder.add_list_sessions(x); }
+    if let Some(x) = args.cancel_all { builder.add_cancel_all(x); }
+    if let Some(x) = args.resume_instrument { builder.add_resume_instrument(x); }
+    if let Some(x) = args.halt_instrument { builder.add_halt_instrument(x); }
+    if let Some(x) = args.logout { builder.add_logout(x); }
     if let Some(x) = args.heartbeat { builder.add_heartbeat(x); }
     if let Some(x) = args.mass_cancel { builder.add_mass_cancel(x); }
     if let Some(x) = args.replace { builder.add_replace(x); }
@@ -8807,6 +10027,41 @@ impl<'a> Request<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Heartbeat>(Request::VT_HEARTBEAT, None)}
   }
+  #[inline]
+  pub fn logout(&self) -> Option<&'a Logout> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Logout>(Request::VT_LOGOUT, None)}
+  }
+  #[inline]
+  pub fn halt_instrument(&self) -> Option<&'a HaltInstrument> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<HaltInstrument>(Request::VT_HALT_INSTRUMENT, None)}
+  }
+  #[inline]
+  pub fn resume_instrument(&self) -> Option<&'a ResumeInstrument> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ResumeInstrument>(Request::VT_RESUME_INSTRUMENT, None)}
+  }
+  #[inline]
+  pub fn cancel_all(&self) -> Option<&'a CancelAll> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<CancelAll>(Request::VT_CANCEL_ALL, None)}
+  }
+  #[inline]
+  pub fn list_sessions(&self) -> Option<&'a ListSessions> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ListSessions>(Request::VT_LIST_SESSIONS, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -8822,6 +10077,11 @@ impl flatbuffers::Verifiable for Request<'_> {
      .visit_field::<Replace>("replace", Self::VT_REPLACE, false)?
      .visit_field::<MassCancel>("mass_cancel", Self::VT_MASS_CANCEL, false)?
      .visit_field::<Heartbeat>("heartbeat", Self::VT_HEARTBEAT, false)?
+     .visit_field::<Logout>("logout", Self::VT_LOGOUT, false)?
+     .visit_field::<HaltInstrument>("halt_instrument", Self::VT_HALT_INSTRUMENT, false)?
+     .visit_field::<ResumeInstrument>("resume_instrument", Self::VT_RESUME_INSTRUMENT, false)?
+     .visit_field::<CancelAll>("cancel_all", Self::VT_CANCEL_ALL, false)?
+     .visit_field::<ListSessions>("list_sessions", Self::VT_LIST_SESSIONS, false)?
      .finish();
     Ok(())
   }
@@ -8833,6 +10093,11 @@ pub struct RequestArgs<'a> {
     pub replace: Option<&'a Replace>,
     pub mass_cancel: Option<&'a MassCancel>,
     pub heartbeat: Option<&'a Heartbeat>,
+    pub logout: Option<&'a Logout>,
+    pub halt_instrument: Option<&'a HaltInstrument>,
+    pub resume_instrument: Option<&'a ResumeInstrument>,
+    pub cancel_all: Option<&'a CancelAll>,
+    pub list_sessions: Option<&'a ListSessions>,
 }
 impl<'a> Default for RequestArgs<'a> {
   #[inline]
@@ -8844,6 +10109,11 @@ impl<'a> Default for RequestArgs<'a> {
       replace: None,
       mass_cancel: None,
       heartbeat: None,
+      logout: None,
+      halt_instrument: None,
+      resume_instrument: None,
+      cancel_all: None,
+      list_sessions: None,
     }
   }
 }
@@ -8878,6 +10148,26 @@ impl<'a: 'b, 'b> RequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<&Heartbeat>(Request::VT_HEARTBEAT, heartbeat);
   }
   #[inline]
+  pub fn add_logout(&mut self, logout: &Logout) {
+    self.fbb_.push_slot_always::<&Logout>(Request::VT_LOGOUT, logout);
+  }
+  #[inline]
+  pub fn add_halt_instrument(&mut self, halt_instrument: &HaltInstrument) {
+    self.fbb_.push_slot_always::<&HaltInstrument>(Request::VT_HALT_INSTRUMENT, halt_instrument);
+  }
+  #[inline]
+  pub fn add_resume_instrument(&mut self, resume_instrument: &ResumeInstrument) {
+    self.fbb_.push_slot_always::<&ResumeInstrument>(Request::VT_RESUME_INSTRUMENT, resume_instrument);
+  }
+  #[inline]
+  pub fn add_cancel_all(&mut self, cancel_all: &CancelAll) {
+    self.fbb_.push_slot_always::<&CancelAll>(Request::VT_CANCEL_ALL, cancel_all);
+  }
+  #[inline]
+  pub fn add_list_sessions(&mut self, list_sessions: &ListSessions) {
+    self.fbb_.push_slot_always::<&ListSessions>(Request::VT_LIST_SESSIONS, list_sessions);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     RequestBuilder {
@@ -8901,6 +10191,11 @@ impl core::fmt::Debug for Request<'_> {
       ds.field("replace", &self.replace());
       ds.field("mass_cancel", &self.mass_cancel());
       ds.field("heartbeat", &self.heartbeat());
+      ds.field("logout", &self.logout());
+      ds.field("halt_instrument", &self.halt_instrument());
+      ds.field("resume_instrument", &self.resume_instrument());
+      ds.field("cancel_all", &self.cancel_all());
+      ds.field("list_sessions", &self.list_sessions());
       ds.finish()
   }
 }
@@ -9027,6 +10322,8 @@ impl<'a> Report<'a> {
   pub const VT_REPLACED: flatbuffers::VOffsetT = 16;
   pub const VT_MASS_CANCELLED: flatbuffers::VOffsetT = 18;
   pub const VT_HEARTBEAT_ACK: flatbuffers::VOffsetT = 20;
+  pub const VT_INSTRUMENT_STATUS: flatbuffers::VOffsetT = 22;
+  pub const VT_SESSION_INFO: flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -9038,6 +10335,8 @@ impl<'a> Report<'a> {
     args: &'args ReportArgs<'args>
   ) -> flatbuffers::WIPOffset<Report<'bldr>> {
     let mut builder = ReportBuilder::new(_fbb);
+    if let Some(x) = args.session_info { builder.add_session_info(x); }
+    if let Some(x) = args.instrument_status { builder.add_instrument_status(x); }
     if let Some(x) = args.heartbeat_ack { builder.add_heartbeat_ack(x); }
     if let Some(x) = args.mass_cancelled { builder.add_mass_cancelled(x); }
     if let Some(x) = args.replaced { builder.add_replaced(x); }
@@ -9114,6 +10413,20 @@ impl<'a> Report<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<HeartbeatAck>(Report::VT_HEARTBEAT_ACK, None)}
   }
+  #[inline]
+  pub fn instrument_status(&self) -> Option<&'a InstrumentStatus> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<InstrumentStatus>(Report::VT_INSTRUMENT_STATUS, None)}
+  }
+  #[inline]
+  pub fn session_info(&self) -> Option<&'a SessionInfo> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<SessionInfo>(Report::VT_SESSION_INFO, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for Report<'_> {
@@ -9132,6 +10445,8 @@ impl flatbuffers::Verifiable for Report<'_> {
      .visit_field::<Replaced>("replaced", Self::VT_REPLACED, false)?
      .visit_field::<MassCancelled>("mass_cancelled", Self::VT_MASS_CANCELLED, false)?
      .visit_field::<HeartbeatAck>("heartbeat_ack", Self::VT_HEARTBEAT_ACK, false)?
+     .visit_field::<InstrumentStatus>("instrument_status", Self::VT_INSTRUMENT_STATUS, false)?
+     .visit_field::<SessionInfo>("session_info", Self::VT_SESSION_INFO, false)?
      .finish();
     Ok(())
   }
@@ -9146,6 +10461,8 @@ pub struct ReportArgs<'a> {
     pub replaced: Option<&'a Replaced>,
     pub mass_cancelled: Option<&'a MassCancelled>,
     pub heartbeat_ack: Option<&'a HeartbeatAck>,
+    pub instrument_status: Option<&'a InstrumentStatus>,
+    pub session_info: Option<&'a SessionInfo>,
 }
 impl<'a> Default for ReportArgs<'a> {
   #[inline]
@@ -9160,6 +10477,8 @@ impl<'a> Default for ReportArgs<'a> {
       replaced: None,
       mass_cancelled: None,
       heartbeat_ack: None,
+      instrument_status: None,
+      session_info: None,
     }
   }
 }
@@ -9206,6 +10525,14 @@ impl<'a: 'b, 'b> ReportBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<&HeartbeatAck>(Report::VT_HEARTBEAT_ACK, heartbeat_ack);
   }
   #[inline]
+  pub fn add_instrument_status(&mut self, instrument_status: &InstrumentStatus) {
+    self.fbb_.push_slot_always::<&InstrumentStatus>(Report::VT_INSTRUMENT_STATUS, instrument_status);
+  }
+  #[inline]
+  pub fn add_session_info(&mut self, session_info: &SessionInfo) {
+    self.fbb_.push_slot_always::<&SessionInfo>(Report::VT_SESSION_INFO, session_info);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReportBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ReportBuilder {
@@ -9232,6 +10559,8 @@ impl core::fmt::Debug for Report<'_> {
       ds.field("replaced", &self.replaced());
       ds.field("mass_cancelled", &self.mass_cancelled());
       ds.field("heartbeat_ack", &self.heartbeat_ack());
+      ds.field("instrument_status", &self.instrument_status());
+      ds.field("session_info", &self.session_info());
       ds.finish()
   }
 }

@@ -8,6 +8,10 @@ use caldera_engine::{
     AccountId, Cancel, Command, Event, EventBody, MassCancel, NewOrder, OrderRef, Replace,
 };
 
+/// The venue's own account: instrument status and rejected admin requests (the engine rejects
+/// a halt of an unknown symbol on account 0) are its reports; admin sessions receive them.
+pub const VENUE: AccountId = 0;
+
 /// A request field that does not map to an engine value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
@@ -19,7 +23,8 @@ pub enum MapError {
     NotACommand,
 }
 
-/// The engine command for an order-entry request of `account`.
+/// The engine command for an order-entry request of `account` (admin requests name their own
+/// instrument or account).
 ///
 /// # Errors
 /// [`MapError`] when an enum field is out of range or the request is not an engine command.
@@ -52,7 +57,17 @@ pub fn command(account: AccountId, req: &ClientRequest) -> Result<Command, MapEr
             account,
             symbol: (!m.all_symbols()).then(|| m.symbol()),
         }),
-        ClientRequest::Logon(_) | ClientRequest::Heartbeat(_) => return Err(MapError::NotACommand),
+        ClientRequest::HaltInstrument(h) => Command::Halt(h.symbol()),
+        ClientRequest::ResumeInstrument(r) => Command::Resume(r.symbol()),
+        // An admin's cancel-all names the account; it is that account's own mass cancel.
+        ClientRequest::CancelAll(c) => Command::MassCancel(MassCancel {
+            account: c.account(),
+            symbol: None,
+        }),
+        ClientRequest::Logon(_)
+        | ClientRequest::Logout(_)
+        | ClientRequest::Heartbeat(_)
+        | ClientRequest::ListSessions(_) => return Err(MapError::NotACommand),
     })
 }
 
@@ -159,6 +174,11 @@ pub fn reports(ev: &Event, mut deliver: impl FnMut(AccountId, ServerReport)) {
                 m.symbol.is_none(),
             )),
         ),
-        EventBody::BookDelta(_) | EventBody::InstrumentStatus(_) => {}
+        // The venue's own account: admin sessions receive it.
+        EventBody::InstrumentStatus(s) => deliver(
+            VENUE,
+            ServerReport::InstrumentStatus(wire::InstrumentStatus::new(seq, s.symbol, s.halted)),
+        ),
+        EventBody::BookDelta(_) => {}
     }
 }

@@ -2,7 +2,7 @@
 //! signals; a real Kafka-protocol broker (tansu); helpers to talk to them. Every file a test
 //! writes goes to a fresh temporary directory ([`temp_dir`]).
 
-use caldera_client::{OrderClient, ServerReport};
+use caldera_client::{ClientCredentials, OrderClient, ServerReport};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,6 +52,76 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A deployment's keys, made as `caldera init` makes them: `server`, `admin`, `trader`
+/// (accounts 1–9999) and `reader` (the same accounts, read-only), and `entitlements.toml`.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// The directory (`--keys`).
+    pub dir: PathBuf,
+}
+
+impl Keys {
+    /// Creates them in a fresh temporary directory.
+    #[must_use]
+    pub fn create(tag: &str) -> Keys {
+        Self::in_dir(&temp_dir(&format!("{tag}-keys")))
+    }
+
+    /// The keys in `dir`, created there first if it has none (the nodes of a pair share them).
+    #[must_use]
+    pub fn in_dir(dir: &Path) -> Keys {
+        if !dir.join("entitlements.toml").exists() {
+            caldera_auth::init::init(dir, "1-9999").expect("creating keys");
+        }
+        Keys {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The credentials of key `name` (`trader`, `admin`, `reader`, or one made by [`Keys::add`]).
+    #[must_use]
+    pub fn client(&self, name: &str) -> ClientCredentials {
+        ClientCredentials::from_dir(&self.dir, name).expect("reading client keys")
+    }
+
+    /// The trader's credentials.
+    #[must_use]
+    pub fn trader(&self) -> ClientCredentials {
+        self.client("trader")
+    }
+
+    /// Makes a new key pair `name` and lists it with `role` for `accounts` (e.g. `["7"]`);
+    /// the node sees it after a SIGHUP (or when started after this). Returns its credentials.
+    pub fn add(&self, name: &str, role: &str, accounts: &[&str]) -> ClientCredentials {
+        let cert = caldera_auth::Certificate::generate().unwrap();
+        cert.write(&self.dir, name).unwrap();
+        let list = accounts
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let path = self.dir.join("entitlements.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&format!(
+            "\n[[client]]\nname = \"{name}\"\nkey = \"{}\"\nrole = \"{role}\"\naccounts = [{list}]\n",
+            cert.public
+        ));
+        std::fs::write(&path, text).unwrap();
+        self.client(name)
+    }
+
+    /// Removes the `[[client]]` entry named `name` from the entitlements file.
+    pub fn remove(&self, name: &str) {
+        let path = self.dir.join("entitlements.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = text
+            .split("\n[[client]]")
+            .filter(|block| !block.contains(&format!("name = \"{name}\"")))
+            .collect();
+        std::fs::write(&path, kept.join("\n[[client]]")).unwrap();
+    }
+}
+
 /// A running `caldera serve`.
 pub struct Node {
     /// The process.
@@ -66,6 +136,10 @@ pub struct Node {
     pub dir: PathBuf,
     /// Its journal directory (empty for a Kafka journal).
     pub journal: PathBuf,
+    /// Its keys (`--keys`).
+    pub keys: Keys,
+    /// How [`Node::client`] connects: the trader key, or plain TCP for [`Node::start_insecure`].
+    pub credentials: ClientCredentials,
 }
 
 /// A fresh directory under the system's temporary directory.
@@ -93,16 +167,33 @@ impl Node {
     /// Starts `caldera serve` with a journal given in the TOML snippet (e.g. Kafka).
     #[must_use]
     pub fn start_kafka(tag: &str, extra_toml: &str) -> Node {
-        Self::launch(tag, extra_toml, None)
+        Self::launch(tag, extra_toml, None, Keys::create(tag))
     }
 
     /// Starts `caldera serve` on an existing (or new) journal directory.
     #[must_use]
     pub fn start_on(tag: &str, extra_toml: &str, journal: &Path) -> Node {
-        Self::launch(tag, extra_toml, Some(journal))
+        Self::launch(tag, extra_toml, Some(journal), Keys::create(tag))
     }
 
-    fn launch(tag: &str, extra_toml: &str, journal: Option<&Path>) -> Node {
+    /// Starts `caldera serve` (fresh journal) with these keys.
+    #[must_use]
+    pub fn start_with_keys(tag: &str, extra_toml: &str, keys: Keys) -> Node {
+        let journal = temp_dir(tag).join("journal");
+        Self::launch(tag, extra_toml, Some(&journal), keys)
+    }
+
+    /// Starts `caldera serve --insecure` (fresh journal): plain TCP, no authentication.
+    #[must_use]
+    pub fn start_insecure(tag: &str, extra_toml: &str) -> Node {
+        let journal = temp_dir(tag).join("journal");
+        let mut keys = Keys::create(tag);
+        keys.dir = PathBuf::new();
+        Self::launch(tag, extra_toml, Some(&journal), keys)
+    }
+
+    fn launch(tag: &str, extra_toml: &str, journal: Option<&Path>, keys: Keys) -> Node {
+        let insecure = keys.dir.as_os_str().is_empty();
         let dir = temp_dir(tag);
         let (oe, md) = (free_port(), free_port());
         let order_entry = format!("tcp://127.0.0.1:{oe}");
@@ -118,6 +209,11 @@ impl Node {
             .arg(&cfg)
             .arg("--snapshot-on-exit")
             .arg(&snapshot);
+        if insecure {
+            cmd.arg("--insecure");
+        } else {
+            cmd.arg("--keys").arg(&keys.dir);
+        }
         if let Some(j) = journal {
             cmd.arg("--journal").arg(format!("file://{}", j.display()));
         }
@@ -135,14 +231,26 @@ impl Node {
             snapshot,
             dir,
             journal: journal.map(Path::to_path_buf).unwrap_or_default(),
+            credentials: if insecure {
+                ClientCredentials::Insecure
+            } else {
+                keys.trader()
+            },
+            keys,
         };
         node.wait_ready();
         node
     }
 
+    /// An order-entry session of the trader key (entitled to accounts 1–9999).
+    #[must_use]
+    pub fn client(&self, ctx: &zmq::Context) -> OrderClient {
+        OrderClient::connect(ctx, &self.order_entry, &self.credentials).unwrap()
+    }
+
     fn wait_ready(&self) {
         let ctx = zmq::Context::new();
-        let mut c = OrderClient::connect(&ctx, &self.order_entry).unwrap();
+        let mut c = self.client(&ctx);
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut out = Vec::new();
         while Instant::now() < deadline {
@@ -202,6 +310,31 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET path` from an HTTP listener at `addr` (`HOST:PORT`): (status code, body).
+#[must_use]
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out[9..12].parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+/// The value of the series `name` (with its labels, e.g. `caldera_auth_mode{mode="none"}`) in
+/// a Prometheus text exposition; panics when it is not exported.
+#[must_use]
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("{name} not exported"))
+        .parse()
+        .unwrap()
 }
 
 /// Reads reports until none arrive for `quiet`.
@@ -401,11 +534,11 @@ impl Drop for Process {
     }
 }
 
-/// Whether `endpoint` answers a heartbeat within `within`.
+/// Whether `endpoint` answers a heartbeat from a client with `credentials` within `within`.
 #[must_use]
-pub fn answering(endpoint: &str, within: Duration) -> bool {
+pub fn answering(endpoint: &str, credentials: &ClientCredentials, within: Duration) -> bool {
     let ctx = zmq::Context::new();
-    let mut c = OrderClient::connect(&ctx, endpoint).unwrap();
+    let mut c = OrderClient::connect(&ctx, endpoint, credentials).unwrap();
     let deadline = Instant::now() + within;
     let mut out = Vec::new();
     while Instant::now() < deadline {

@@ -119,11 +119,12 @@ fn main() -> Result<()> {
     );
 
     if let Some(k) = &a.kafka {
-        let (brokers, topic) = k
+        let (servers, topic) = k
             .split_once('/')
             .ok_or_else(|| anyhow::anyhow!("--kafka HOST:PORT/TOPIC"))?;
+        let brokers = caldera_journal::kafka::Brokers::new(servers);
         let mut j = caldera_journal::kafka::KafkaJournal::connect(
-            brokers,
+            &brokers,
             topic,
             0,
             0,
@@ -147,7 +148,7 @@ fn main() -> Result<()> {
         );
         let t = Instant::now();
         let idle = Duration::from_millis(1000);
-        let (engine, rec, _) = caldera_journal::kafka::recover(brokers, topic, &cfg.0, idle)
+        let (engine, rec, _) = caldera_journal::kafka::recover(&brokers, topic, &cfg.0, idle)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let s = (t.elapsed() - idle).as_secs_f64();
         assert_eq!(engine.state_hash(), live_hash);

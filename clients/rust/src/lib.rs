@@ -2,10 +2,12 @@
 //! in flight, batched per frame) and market data over SUB with an L2 book rebuilt from deltas.
 //!
 //! ```no_run
-//! use caldera_client::{OrderClient, requests};
+//! use caldera_client::{ClientCredentials, OrderClient, requests};
 //! use caldera_client::wire::{Side, TimeInForce};
+//! // This client's secret key and the server's public key (from `caldera init`).
+//! let keys = ClientCredentials::from_dir("caldera-keys".as_ref(), "trader").unwrap();
 //! let ctx = zmq::Context::new();
-//! let mut c = OrderClient::connect(&ctx, "tcp://127.0.0.1:7001").unwrap();
+//! let mut c = OrderClient::connect(&ctx, "tcp://127.0.0.1:7001", &keys).unwrap();
 //! c.push(requests::logon(42));
 //! c.push(requests::limit(1, 1, Side::Buy, TimeInForce::Gtc, 100, 10));
 //! c.flush().unwrap();
@@ -15,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub use caldera_auth::{Certificate, ClientCredentials, KeyError, PublicKey};
 use caldera_schema::codec;
 pub use caldera_schema::codec::{ClientRequest, ServerReport};
 pub use caldera_schema::wire;
@@ -48,6 +51,36 @@ pub mod requests {
     #[must_use]
     pub fn logon(account: u32) -> ClientRequest {
         ClientRequest::Logon(wire::Logon::new(account))
+    }
+
+    /// Logout from an account.
+    #[must_use]
+    pub fn logout(account: u32) -> ClientRequest {
+        ClientRequest::Logout(wire::Logout::new(account))
+    }
+
+    /// Admin: halt an instrument.
+    #[must_use]
+    pub fn halt(symbol: u32) -> ClientRequest {
+        ClientRequest::HaltInstrument(wire::HaltInstrument::new(symbol))
+    }
+
+    /// Admin: resume an instrument.
+    #[must_use]
+    pub fn resume(symbol: u32) -> ClientRequest {
+        ClientRequest::ResumeInstrument(wire::ResumeInstrument::new(symbol))
+    }
+
+    /// Admin: cancel every resting order of an account.
+    #[must_use]
+    pub fn cancel_all(account: u32) -> ClientRequest {
+        ClientRequest::CancelAll(wire::CancelAll::new(account))
+    }
+
+    /// Admin: list the sessions (answered with `SessionInfo`s tagged `request_id`).
+    #[must_use]
+    pub fn list_sessions(request_id: u64) -> ClientRequest {
+        ClientRequest::ListSessions(wire::ListSessions::new(request_id))
     }
 
     /// A limit order (no self-trade prevention, not post-only).
@@ -133,12 +166,18 @@ pub struct OrderClient {
 }
 
 impl OrderClient {
-    /// Connects a DEALER socket to the gateway's ROUTER endpoint.
+    /// Connects a DEALER socket to the gateway's ROUTER endpoint with `credentials` (CURVE,
+    /// or [`ClientCredentials::Insecure`] for a node run with `auth = "none"`).
     ///
     /// # Errors
     /// ZeroMQ errors.
-    pub fn connect(ctx: &zmq::Context, endpoint: &str) -> Result<Self, ClientError> {
+    pub fn connect(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        credentials: &ClientCredentials,
+    ) -> Result<Self, ClientError> {
         let socket = Self::dealer(ctx)?;
+        credentials.apply(&socket)?;
         socket.set_linger(1000)?;
         socket.connect(endpoint)?;
         Ok(Self::on(socket))
@@ -167,8 +206,13 @@ impl OrderClient {
     ///
     /// # Errors
     /// ZeroMQ errors.
-    pub fn connect_any(ctx: &zmq::Context, endpoints: &[String]) -> Result<Self, ClientError> {
+    pub fn connect_any(
+        ctx: &zmq::Context,
+        endpoints: &[String],
+        credentials: &ClientCredentials,
+    ) -> Result<Self, ClientError> {
         let socket = Self::dealer(ctx)?;
+        credentials.apply(&socket)?;
         socket.set_linger(0)?;
         socket.set_immediate(true)?;
         socket.set_reconnect_ivl(1)?;
@@ -315,6 +359,7 @@ impl OrderClient {
 pub struct FailoverClient {
     ctx: zmq::Context,
     endpoints: Vec<String>,
+    credentials: ClientCredentials,
     account: u32,
     inner: OrderClient,
     /// Unanswered requests by send order.
@@ -332,21 +377,24 @@ pub struct FailoverClient {
 }
 
 impl FailoverClient {
-    /// Connects to `endpoints` and logs on as `account`.
+    /// Connects to `endpoints` (every node of the pair serves with the same server key) and
+    /// logs on as `account`.
     ///
     /// # Errors
     /// ZeroMQ errors.
     pub fn connect(
         ctx: &zmq::Context,
         endpoints: &[String],
+        credentials: &ClientCredentials,
         account: u32,
         resend_after: Duration,
     ) -> Result<Self, ClientError> {
-        let mut inner = OrderClient::connect_any(ctx, endpoints)?;
+        let mut inner = OrderClient::connect_any(ctx, endpoints, credentials)?;
         inner.push(requests::logon(account));
         Ok(Self {
             ctx: ctx.clone(),
             endpoints: endpoints.to_vec(),
+            credentials: credentials.clone(),
             account,
             inner,
             unacked: BTreeMap::new(),
@@ -513,7 +561,7 @@ impl FailoverClient {
     /// # Errors
     /// ZeroMQ errors.
     pub fn reconnect(&mut self) -> Result<(), ClientError> {
-        let mut inner = OrderClient::connect_any(&self.ctx, &self.endpoints)?;
+        let mut inner = OrderClient::connect_any(&self.ctx, &self.endpoints, &self.credentials)?;
         inner.push(requests::logon(self.account));
         let lost_replaces = std::mem::take(&mut self.replaces);
         self.unconfirmed_replaces
@@ -617,15 +665,19 @@ pub struct MarketDataClient {
 
 impl MarketDataClient {
     /// Subscribes to `symbols` (all when empty) on the gateway's PUB endpoint.
+    /// `credentials`: [`ClientCredentials::Insecure`] for open market data (the default), a
+    /// listed key when the node runs `market_data_curve = true`.
     ///
     /// # Errors
     /// ZeroMQ errors.
     pub fn connect(
         ctx: &zmq::Context,
         endpoint: &str,
+        credentials: &ClientCredentials,
         symbols: &[u32],
     ) -> Result<Self, ClientError> {
         let socket = ctx.socket(zmq::SUB)?;
+        credentials.apply(&socket)?;
         socket.set_rcvhwm(1_000_000)?;
         if symbols.is_empty() {
             socket.set_subscribe(b"md.")?;

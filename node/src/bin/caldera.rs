@@ -4,9 +4,10 @@
 //! the journal and takes over; `caldera replay` and `caldera journal` read a journal.
 
 use anyhow::{Context, Result};
+use caldera_node::config::AuthMode;
 use caldera_node::config::{FsyncSetting, JournalUri, WaitStrategy};
 use caldera_node::summary::{BookLine, CheckLine, EventLine, ReplayLine, ServeLine};
-use caldera_node::{Config, NodeError, Primary, PrimaryNode, Role, StandbyExit};
+use caldera_node::{Config, NodeError, NodeSecurity, Primary, PrimaryNode, Role, StandbyExit};
 use caldera_pipeline::alloc_count::CountingAlloc;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -60,6 +61,28 @@ enum Cmd {
         #[command(subcommand)]
         cmd: JournalCmd,
     },
+    /// Create a new deployment's keys: the server key pair, key pairs for an admin, a trader
+    /// and a drop-copy reader, and entitlements.toml listing them (never overwrites).
+    ///
+    /// Give clients `server.key` (public) and their own `NAME.key_secret`; keep
+    /// `server.key_secret` on the nodes only.
+    Init {
+        /// Directory for the keys (`caldera serve` looks in ./caldera-keys by default).
+        #[arg(default_value = "caldera-keys")]
+        dir: PathBuf,
+        /// Accounts the trader and the reader are entitled to: ids and A-B ranges, or "*".
+        #[arg(long, default_value = "1-9999")]
+        accounts: String,
+    },
+    /// Generate one CURVE key pair: DIR/NAME.key (public: list it in entitlements.toml) and
+    /// DIR/NAME.key_secret (keep it with the client). Prints the public key.
+    Keygen {
+        /// Name of the key files.
+        name: String,
+        /// Where to write them.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,9 +108,12 @@ struct ReplayArgs {
 
 #[derive(clap::Args, Debug)]
 struct DumpArgs {
-    /// Journal: file://DIR.
+    /// Journal: file://DIR or kafka://HOST:PORT/TOPIC.
     #[arg(long)]
     journal: JournalUri,
+    /// Configuration: its `[journal.kafka]` properties (TLS, SASL) are used to reach Kafka.
+    #[arg(short, long, env = "CALDERA_CONFIG")]
+    config: Option<PathBuf>,
     /// First event sequence to print.
     #[arg(long, default_value_t = 1)]
     from: u64,
@@ -135,6 +161,13 @@ struct ServeArgs {
     /// Serve /metrics (Prometheus), /healthz and /readyz on HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     metrics: Option<String>,
+    /// Directory with server.key_secret and entitlements.toml (made by `caldera init`).
+    #[arg(long, value_name = "DIR")]
+    keys: Option<String>,
+    /// INSECURE: plain TCP without authentication; anyone who can reach the order-entry port
+    /// may trade, cancel and read reports as any account. For closed test networks only.
+    #[arg(long)]
+    insecure: bool,
     /// Check the arguments and the configuration, print the effective configuration, exit.
     #[arg(long)]
     check: bool,
@@ -153,6 +186,8 @@ fn main() -> Result<()> {
         Cmd::Journal {
             cmd: JournalCmd::Tail(a),
         } => dump(a, true),
+        Cmd::Init { dir, accounts } => init(&dir, &accounts),
+        Cmd::Keygen { name, dir } => keygen(&name, &dir),
     }
 }
 
@@ -212,12 +247,19 @@ fn config_of(a: &ServeArgs) -> Result<Config> {
     if let Some(f) = a.fsync {
         cfg.journal.fsync = f;
     }
+    if let Some(k) = &a.keys {
+        cfg.security.keys_dir.clone_from(k);
+    }
+    if a.insecure {
+        cfg.security.auth = AuthMode::None;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
 
 fn serve(a: ServeArgs, standby: bool) -> Result<()> {
     let cfg = config_of(&a)?;
+    let security = NodeSecurity::load(&cfg.security)?;
     if a.check {
         let line = CheckLine {
             ok: true,
@@ -229,6 +271,11 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
             instruments: cfg.instruments.len(),
             failover_timeout_ms: cfg.failover.timeout_ms,
             peers: &cfg.failover.peers,
+            auth: security.mode().name(),
+            entitled_keys: security
+                .gateway
+                .as_ref()
+                .map_or(0, |s| s.guard.current().len() - 1),
         };
         println!("{}", serde_json::to_string(&line)?);
         return Ok(());
@@ -238,7 +285,14 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&shutdown))
             .context("installing signal handlers")?;
     }
+    // SIGHUP re-reads the entitlements (the ZAP handler's thread does the work).
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&security.reload))
+        .context("installing the SIGHUP handler")?;
+    if security.gateway.is_none() {
+        tracing::warn!("INSECURE MODE (auth = \"none\" / --insecure): no authentication, no encryption; anyone who can reach the order-entry port may act as any account");
+    }
     let metrics = Arc::new(caldera_node::Metrics::default());
+    metrics.set_security(&security);
     let status = &metrics.node;
     if !cfg.metrics.listen.is_empty() {
         let bound = caldera_node::metrics::serve_http(&cfg.metrics.listen, Arc::clone(&metrics))
@@ -246,7 +300,7 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
         tracing::info!(%bound, "metrics: /metrics /healthz /readyz");
     }
     let primary = if standby {
-        match caldera_node::run_standby(&cfg, &shutdown, status)? {
+        match caldera_node::run_standby(&cfg, &security.peer_credentials(), &shutdown, status)? {
             StandbyExit::Promoted(p) => *p,
             StandbyExit::Stopped(s) => {
                 let mut line = serde_json::to_value(s)?;
@@ -261,7 +315,7 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
     };
     status.set_role(Role::Primary);
     status.epoch.store(primary.epoch, Ordering::Relaxed);
-    let served = PrimaryNode::new(&cfg)
+    let served = PrimaryNode::new(&cfg, &security)
         .metrics(Arc::clone(&metrics))
         .on_ready(|ep| tracing::info!(order_entry = ep, "primary: accepting orders"))
         .serve(primary, &shutdown);
@@ -292,6 +346,31 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
     Ok(())
 }
 
+fn init(dir: &std::path::Path, accounts: &str) -> Result<()> {
+    let created = caldera_auth::init::init(dir, accounts)?;
+    for f in &created.files {
+        println!("{}", f.display());
+    }
+    eprintln!(
+        "keys for a new deployment are in {d}: `caldera serve --keys {d}` uses them; clients \
+         need {d}/server.key and their own NAME.key_secret",
+        d = dir.display()
+    );
+    Ok(())
+}
+
+fn keygen(name: &str, dir: &std::path::Path) -> Result<()> {
+    let cert = caldera_auth::Certificate::generate()?;
+    let (public, secret) = cert.write(dir, name)?;
+    println!("{}", cert.public);
+    eprintln!(
+        "wrote {} and {} (list the public key in entitlements.toml)",
+        public.display(),
+        secret.display()
+    );
+    Ok(())
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     Ok(match path {
         Some(p) => Config::load(p)?,
@@ -314,8 +393,12 @@ fn replay(a: ReplayArgs) -> Result<()> {
     let (engine, rec) = match &a.journal {
         #[cfg(feature = "kafka")]
         JournalUri::Kafka { brokers, topic } => {
-            let (e, rec, _) =
-                caldera_journal::kafka::recover(brokers, topic, &cfg.engine_config(), KAFKA_IDLE)?;
+            let (e, rec, _) = caldera_journal::kafka::recover(
+                &cfg.journal.brokers(brokers),
+                topic,
+                &cfg.engine_config(),
+                KAFKA_IDLE,
+            )?;
             (e, rec)
         }
         other => {
@@ -377,7 +460,11 @@ fn dump(a: DumpArgs, follow: bool) -> Result<()> {
     let mut source = match &a.journal {
         #[cfg(feature = "kafka")]
         JournalUri::Kafka { brokers, topic } => {
-            Source::Kafka(caldera_journal::kafka::KafkaReader::open(brokers, topic)?)
+            let cfg = load_config(a.config.as_ref())?;
+            Source::Kafka(caldera_journal::kafka::KafkaReader::open(
+                &cfg.journal.brokers(brokers),
+                topic,
+            )?)
         }
         other => {
             let dir = file_dir(other)?;

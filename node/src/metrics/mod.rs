@@ -13,6 +13,7 @@ mod http;
 
 pub use http::serve_http;
 
+use crate::security::NodeSecurity;
 use crate::status::{NodeStatus, Role};
 use caldera_gateway::GatewayCounters;
 use caldera_pipeline::histogram::BUCKETS;
@@ -44,6 +45,8 @@ pub struct Metrics {
     pub journal: CachePadded<JournalCounters>,
     /// Ring capacity (slots).
     pub ring_capacity: AtomicU64,
+    /// The authentication in force (set once at start).
+    pub security: std::sync::OnceLock<NodeSecurity>,
 }
 
 fn render_histogram(h: &Histogram, out: &mut String, name: &str, help: &str) {
@@ -83,6 +86,11 @@ fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
 }
 
 impl Metrics {
+    /// Records the node's security set-up (exported as `caldera_auth_*`).
+    pub fn set_security(&self, s: &NodeSecurity) {
+        let _ = self.security.set(s.clone());
+    }
+
     /// Whether this node should receive orders (the active primary, journal accepting).
     #[must_use]
     pub fn ready(&self) -> bool {
@@ -102,8 +110,64 @@ impl Metrics {
         self.render_node(&mut o);
         self.render_gateway(&mut o);
         self.render_journal_and_standby(&mut o);
+        self.render_security(&mut o);
         self.render_process(&mut o);
         o
+    }
+
+    /// The authentication mode and what the ZAP handler counted.
+    fn render_security(&self, o: &mut String) {
+        let Some(s) = self.security.get() else {
+            return;
+        };
+        let mode = s.mode().name();
+        let _ = writeln!(
+            o,
+            "# HELP caldera_auth_mode Authentication in force (curve, or none = INSECURE).\n# TYPE caldera_auth_mode gauge"
+        );
+        for m in ["curve", "none"] {
+            let _ = writeln!(
+                o,
+                "caldera_auth_mode{{mode=\"{m}\"}} {}",
+                u8::from(m == mode)
+            );
+        }
+        let Some(g) = &s.gateway else {
+            return;
+        };
+        let c = &g.guard.counters;
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            o,
+            "caldera_auth_admitted_total",
+            "Connections admitted (listed CURVE key).",
+            r(&c.admitted),
+        );
+        counter(
+            o,
+            "caldera_auth_denied_total",
+            "CURVE handshakes refused: key not in the entitlements.",
+            r(&c.denied),
+        );
+        counter(o, "caldera_auth_handshake_failures_total", "Connections whose handshake failed before authentication (no CURVE, wrong server key, not ZMTP).", r(&c.handshake_failures));
+        counter(
+            o,
+            "caldera_auth_reloads_total",
+            "Entitlement reloads (SIGHUP) that took effect.",
+            r(&c.reloads),
+        );
+        counter(
+            o,
+            "caldera_auth_reload_failures_total",
+            "Entitlement reloads refused (the file did not parse; the old entitlements stay).",
+            r(&c.reload_failures),
+        );
+        gauge(
+            o,
+            "caldera_auth_entitled_keys",
+            "Client keys listed in the entitlements.",
+            g.guard.current().len().saturating_sub(1) as u64,
+        );
     }
 
     /// Standard process metrics and CPU time by pipeline thread (what a request costs).

@@ -8,13 +8,13 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::handover::Primary;
 use caldera_engine::{Engine, EngineConfig};
-use caldera_journal::kafka::{self, KafkaJournal, KafkaReader};
+use caldera_journal::kafka::{self, Brokers, KafkaJournal, KafkaReader};
 use caldera_journal::recover::Recovered;
 use std::time::{Duration, Instant};
 
 /// Follows a Kafka journal.
 pub(crate) struct KafkaFollower {
-    brokers: String,
+    brokers: Brokers,
     topic: String,
     engine: Engine,
     rec: Recovered,
@@ -33,16 +33,16 @@ impl KafkaFollower {
     /// standby then catches up while following, since a live primary's heartbeats never let
     /// the topic go idle).
     pub(crate) fn start(
-        brokers: &str,
+        brokers: &Brokers,
         topic: &str,
         engine_cfg: &EngineConfig,
         idle: Duration,
     ) -> Result<Self, NodeError> {
         let (engine, rec, reader) =
             kafka::recover(brokers, topic, engine_cfg, idle).map_err(NodeError::recover)?;
-        tracing::info!(brokers, topic, batches = rec.batches, last_seq = engine.last_seq(), epoch = rec.last_epoch, next_offset = reader.next_offset(), elapsed = ?rec.elapsed, "recovered from Kafka");
+        tracing::info!(%brokers, topic, batches = rec.batches, last_seq = engine.last_seq(), epoch = rec.last_epoch, next_offset = reader.next_offset(), elapsed = ?rec.elapsed, "recovered from Kafka");
         Ok(Self {
-            brokers: brokers.into(),
+            brokers: brokers.clone(),
             topic: topic.into(),
             engine,
             rec,
@@ -58,17 +58,18 @@ impl KafkaFollower {
     /// A standby of the topic: a producer connected now (its start-up is then not on the
     /// failover path), and the peers watched.
     pub(crate) fn follow(
-        brokers: &str,
+        brokers: &Brokers,
         topic: &str,
         engine_cfg: &EngineConfig,
         cfg: &Config,
+        peer: &caldera_auth::ClientCredentials,
     ) -> Result<Self, NodeError> {
         let mut f = Self::start(brokers, topic, engine_cfg, Duration::ZERO)?;
         f.stall = Duration::from_millis(cfg.journal.kafka_stall_ms);
         f.writer = Some(f.connect_writer(0)?);
-        f.peers = PeerWatch::new(&cfg.failover.peers)?;
+        f.peers = PeerWatch::new(&cfg.failover.peers, peer)?;
         tracing::info!(
-            brokers,
+            %brokers,
             topic,
             seq = f.engine.last_seq(),
             epoch = f.rec.last_epoch,

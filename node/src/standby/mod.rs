@@ -101,18 +101,20 @@ impl StandbySummary {
 }
 
 /// Follows the journal as a hot standby until the primary is gone, then returns the promoted
-/// [`Primary`]; [`StandbyExit::Stopped`] when `shutdown` is set first.
+/// [`Primary`]; [`StandbyExit::Stopped`] when `shutdown` is set first. `peer`: how to connect
+/// to the other nodes' order entry (`failover.peers`; the pair's server key).
 ///
 /// # Errors
 /// [`NodeError`] when the journal cannot be read or written.
 pub fn run_standby(
     cfg: &Config,
+    peer: &caldera_auth::ClientCredentials,
     shutdown: &AtomicBool,
     status: &NodeStatus,
 ) -> Result<StandbyExit, NodeError> {
     cfg.validate()?;
     status.set_role(Role::Starting);
-    let mut f = follower(cfg)?;
+    let mut f = follower(cfg, peer)?;
     status.set_role(Role::Standby);
     let timeout = Duration::from_millis(cfg.failover.timeout_ms);
     let status_every = Duration::from_millis(cfg.failover.status_every_ms);
@@ -146,7 +148,10 @@ pub fn run_standby(
     }
 }
 
-fn follower(cfg: &Config) -> Result<Box<dyn Follower>, NodeError> {
+fn follower(
+    cfg: &Config,
+    #[allow(unused_variables)] peer: &caldera_auth::ClientCredentials,
+) -> Result<Box<dyn Follower>, NodeError> {
     let engine_cfg = cfg.engine_config();
     match cfg.journal.parsed()? {
         JournalUri::None => Err(NodeError::Recover(
@@ -155,10 +160,11 @@ fn follower(cfg: &Config) -> Result<Box<dyn Follower>, NodeError> {
         JournalUri::File(dir) => Ok(Box::new(file::FileFollower::follow(&dir, cfg)?)),
         #[cfg(feature = "kafka")]
         JournalUri::Kafka { brokers, topic } => Ok(Box::new(kafka::KafkaFollower::follow(
-            &brokers,
+            &cfg.journal.brokers(&brokers),
             &topic,
             &engine_cfg,
             cfg,
+            peer,
         )?)),
         #[cfg(not(feature = "kafka"))]
         JournalUri::Kafka { .. } => {

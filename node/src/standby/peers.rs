@@ -13,7 +13,12 @@ pub(crate) struct PeerWatch {
 
 impl PeerWatch {
     /// `None` when no peers are configured.
-    pub(crate) fn new(peers: &[String]) -> Result<Option<Self>, NodeError> {
+    /// `credentials`: the pair's server key as a client key (the other node admits it as a
+    /// peer, which may connect and do nothing else).
+    pub(crate) fn new(
+        peers: &[String],
+        credentials: &caldera_auth::ClientCredentials,
+    ) -> Result<Option<Self>, NodeError> {
         if peers.is_empty() {
             return Ok(None);
         }
@@ -23,6 +28,7 @@ impl PeerWatch {
         probe.set_linger(0).map_err(zerr)?;
         probe.set_reconnect_ivl(1).map_err(zerr)?;
         probe.set_reconnect_ivl_max(10).map_err(zerr)?;
+        credentials.apply(&probe).map_err(zerr)?;
         let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()
             | zmq::SocketEvent::DISCONNECTED.to_raw();
         probe

@@ -29,6 +29,11 @@ fn request_item(r: &ClientRequest) -> Item<'_> {
         ClientRequest::Replace(x) => (3, &x.0),
         ClientRequest::MassCancel(x) => (4, &x.0),
         ClientRequest::Heartbeat(x) => (5, &x.0),
+        ClientRequest::Logout(x) => (6, &x.0),
+        ClientRequest::HaltInstrument(x) => (7, &x.0),
+        ClientRequest::ResumeInstrument(x) => (8, &x.0),
+        ClientRequest::CancelAll(x) => (9, &x.0),
+        ClientRequest::ListSessions(x) => (10, &x.0),
     };
     Item { field, bytes }
 }
@@ -44,6 +49,8 @@ fn report_item(r: &ServerReport) -> Item<'_> {
         ServerReport::Replaced(x) => (6, &x.0),
         ServerReport::MassCancelled(x) => (7, &x.0),
         ServerReport::HeartbeatAck(x) => (8, &x.0),
+        ServerReport::InstrumentStatus(x) => (9, &x.0),
+        ServerReport::SessionInfo(x) => (10, &x.0),
     };
     Item { field, bytes }
 }
@@ -60,8 +67,8 @@ fn align(pos: usize, to: usize) -> usize {
     pos.div_ceil(to) * to
 }
 
-/// Most fields of an item table (the largest union-like table: `Report`).
-const MAX_FIELDS: usize = 9;
+/// Most fields of an item table (the largest union-like tables: `Request`, `Report`).
+const MAX_FIELDS: usize = 11;
 
 /// Writes the vector of item tables at `vec` (8-aligned): its length, the offsets, one vtable
 /// per kind used, then the tables (8-aligned, the struct at table + 8). Returns the end.
@@ -213,6 +220,13 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    fn u64(&mut self, pos: usize) -> Result<u64, FrameError> {
+        if pos % 8 != 0 {
+            return Err(malformed("unaligned u64", pos));
+        }
+        Ok(u64::from_le_bytes(self.bytes(pos)?))
+    }
+
     /// The position an unsigned offset at `pos` points to.
     fn follow(&mut self, pos: usize) -> Result<usize, FrameError> {
         let off = self.u32(pos)? as usize;
@@ -318,7 +332,7 @@ fn read_requests(
 }
 
 /// Struct sizes of `Request`'s fields, in field order.
-const REQUEST_FIELDS: [usize; 6] = [4, 40, 24, 40, 8, 8];
+const REQUEST_FIELDS: [usize; 11] = [4, 40, 24, 40, 8, 8, 4, 4, 4, 4, 8];
 
 fn request_of(
     r: &mut Reader<'_>,
@@ -338,7 +352,12 @@ fn request_of(
             2 => ClientRequest::Cancel(wire::Cancel(r.bytes(pos)?)),
             3 => ClientRequest::Replace(wire::Replace(r.bytes(pos)?)),
             4 => ClientRequest::MassCancel(wire::MassCancel(r.bytes(pos)?)),
-            _ => ClientRequest::Heartbeat(wire::Heartbeat(r.bytes(pos)?)),
+            5 => ClientRequest::Heartbeat(wire::Heartbeat(r.bytes(pos)?)),
+            6 => ClientRequest::Logout(wire::Logout(r.bytes(pos)?)),
+            7 => ClientRequest::HaltInstrument(wire::HaltInstrument(r.bytes(pos)?)),
+            8 => ClientRequest::ResumeInstrument(wire::ResumeInstrument(r.bytes(pos)?)),
+            9 => ClientRequest::CancelAll(wire::CancelAll(r.bytes(pos)?)),
+            _ => ClientRequest::ListSessions(wire::ListSessions(r.bytes(pos)?)),
         });
     }
     Ok(match (n, found) {
@@ -349,10 +368,10 @@ fn request_of(
 }
 
 /// Struct sizes of `Report`'s fields, in field order.
-const REPORT_FIELDS: [usize; 9] = [4, 4, 48, 40, 64, 40, 48, 24, 8];
+const REPORT_FIELDS: [usize; 11] = [4, 8, 48, 40, 64, 40, 48, 24, 8, 16, 48];
 
 /// Which of several fields a report is read as (a frame from a broken gateway).
-const PRECEDENCE: [usize; 9] = [2, 4, 5, 3, 6, 7, 8, 0, 1];
+const PRECEDENCE: [usize; 11] = [2, 4, 5, 3, 6, 7, 8, 0, 1, 9, 10];
 
 /// Reads a `ReportBatch` frame: returns its first session sequence number and the number of
 /// unknown reports (from a newer gateway; skipped), and pushes the reports to `out`.
@@ -367,7 +386,7 @@ pub fn read_report_batch(
     let root = r.follow(0)?;
     let batch = r.table(root)?;
     let first = match r.field(&batch, 0)? {
-        Some(pos) => u64::from_le_bytes(r.bytes(pos)?),
+        Some(pos) => r.u64(pos)?,
         None => 0,
     };
     let Some(field) = r.field(&batch, 1)? else {
@@ -403,7 +422,9 @@ pub fn read_report_batch(
                     5 => ServerReport::Done(wire::Done(r.bytes(pos)?)),
                     6 => ServerReport::Replaced(wire::Replaced(r.bytes(pos)?)),
                     7 => ServerReport::MassCancelled(wire::MassCancelled(r.bytes(pos)?)),
-                    _ => ServerReport::HeartbeatAck(wire::HeartbeatAck(r.bytes(pos)?)),
+                    8 => ServerReport::HeartbeatAck(wire::HeartbeatAck(r.bytes(pos)?)),
+                    9 => ServerReport::InstrumentStatus(wire::InstrumentStatus(r.bytes(pos)?)),
+                    _ => ServerReport::SessionInfo(wire::SessionInfo(r.bytes(pos)?)),
                 });
             }
         }

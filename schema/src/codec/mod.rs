@@ -28,6 +28,16 @@ pub enum ClientRequest {
     MassCancel(wire::MassCancel),
     /// Liveness / round-trip probe.
     Heartbeat(wire::Heartbeat),
+    /// End the logon for an account.
+    Logout(wire::Logout),
+    /// Admin: halt an instrument.
+    HaltInstrument(wire::HaltInstrument),
+    /// Admin: resume an instrument.
+    ResumeInstrument(wire::ResumeInstrument),
+    /// Admin: cancel every resting order of an account.
+    CancelAll(wire::CancelAll),
+    /// Admin: list the sessions.
+    ListSessions(wire::ListSessions),
 }
 
 /// One report to a client.
@@ -35,7 +45,7 @@ pub enum ClientRequest {
 pub enum ServerReport {
     /// Logon confirmed.
     LoggedOn(wire::LoggedOn),
-    /// Another session took this account.
+    /// The session gets no more of an account's reports (with the reason).
     LoggedOut(wire::LoggedOut),
     /// Order accepted.
     Accepted(wire::Accepted),
@@ -51,6 +61,10 @@ pub enum ServerReport {
     MassCancelled(wire::MassCancelled),
     /// Heartbeat echo.
     HeartbeatAck(wire::HeartbeatAck),
+    /// An instrument was halted or resumed (admin sessions).
+    InstrumentStatus(wire::InstrumentStatus),
+    /// One session (answer to `ListSessions`).
+    SessionInfo(wire::SessionInfo),
 }
 
 /// Why a frame could not be read at all.
@@ -145,6 +159,26 @@ fn request_of(r: &wire::Request<'_>) -> Result<ClientRequest, RequestError> {
         n += 1;
         found = Some(ClientRequest::Heartbeat(*x));
     }
+    if let Some(x) = r.logout() {
+        n += 1;
+        found = Some(ClientRequest::Logout(*x));
+    }
+    if let Some(x) = r.halt_instrument() {
+        n += 1;
+        found = Some(ClientRequest::HaltInstrument(*x));
+    }
+    if let Some(x) = r.resume_instrument() {
+        n += 1;
+        found = Some(ClientRequest::ResumeInstrument(*x));
+    }
+    if let Some(x) = r.cancel_all() {
+        n += 1;
+        found = Some(ClientRequest::CancelAll(*x));
+    }
+    if let Some(x) = r.list_sessions() {
+        n += 1;
+        found = Some(ClientRequest::ListSessions(*x));
+    }
     match (n, found) {
         (1, Some(req)) => Ok(req),
         (0, _) => Err(RequestError::UnknownType),
@@ -168,6 +202,11 @@ pub fn encode_client_batch<'a>(
             ClientRequest::Replace(x) => a.replace = Some(x),
             ClientRequest::MassCancel(x) => a.mass_cancel = Some(x),
             ClientRequest::Heartbeat(x) => a.heartbeat = Some(x),
+            ClientRequest::Logout(x) => a.logout = Some(x),
+            ClientRequest::HaltInstrument(x) => a.halt_instrument = Some(x),
+            ClientRequest::ResumeInstrument(x) => a.resume_instrument = Some(x),
+            ClientRequest::CancelAll(x) => a.cancel_all = Some(x),
+            ClientRequest::ListSessions(x) => a.list_sessions = Some(x),
         }
         offs.push(wire::Request::create(fbb, &a));
     }
@@ -199,6 +238,8 @@ pub fn encode_report_batch<'a>(
             ServerReport::Replaced(x) => a.replaced = Some(x),
             ServerReport::MassCancelled(x) => a.mass_cancelled = Some(x),
             ServerReport::HeartbeatAck(x) => a.heartbeat_ack = Some(x),
+            ServerReport::InstrumentStatus(x) => a.instrument_status = Some(x),
+            ServerReport::SessionInfo(x) => a.session_info = Some(x),
         }
         let off = wire::Report::create(fbb, &a);
         offsets.push(WIPOffset::new(off.value()));
@@ -252,6 +293,10 @@ pub fn decode_report_batch(
                 ServerReport::LoggedOn(*x)
             } else if let Some(x) = r.logged_out() {
                 ServerReport::LoggedOut(*x)
+            } else if let Some(x) = r.instrument_status() {
+                ServerReport::InstrumentStatus(*x)
+            } else if let Some(x) = r.session_info() {
+                ServerReport::SessionInfo(*x)
             } else {
                 unknown += 1;
                 continue;

@@ -6,13 +6,13 @@ import flatbuffers
 from flatbuffers.compat import import_numpy
 np = import_numpy()
 
-# Another session logged on for this account; this session gets no more of its reports.
+# This session gets no more of the account's reports, for the reason given.
 class LoggedOut(object):
     __slots__ = ['_tab']
 
     @classmethod
     def SizeOf(cls):
-        return 4
+        return 8
 
     # LoggedOut
     def Init(self, buf, pos):
@@ -20,8 +20,12 @@ class LoggedOut(object):
 
     # LoggedOut
     def Account(self): return self._tab.Get(flatbuffers.number_types.Uint32Flags, self._tab.Pos + flatbuffers.number_types.UOffsetTFlags.py_type(0))
+    # LoggedOut
+    def Reason(self): return self._tab.Get(flatbuffers.number_types.Uint8Flags, self._tab.Pos + flatbuffers.number_types.UOffsetTFlags.py_type(4))
 
-def CreateLoggedOut(builder, account):
-    builder.Prep(4, 4)
+def CreateLoggedOut(builder, account, reason):
+    builder.Prep(4, 8)
+    builder.Pad(3)
+    builder.PrependUint8(reason)
     builder.PrependUint32(account)
     return builder.Offset()

@@ -6,7 +6,9 @@ import flatbuffers
 from flatbuffers.compat import import_numpy
 np = import_numpy()
 
-# Binds the session to an account. The latest Logon for an account wins.
+# Binds the session to an account its key is entitled to. Trade role: one account per
+# session, and the latest Logon for an account wins (the previous session gets LoggedOut).
+# Read role: adds the account to those whose reports the session receives (drop copy).
 class Logon(object):
     __slots__ = ['_tab']
 

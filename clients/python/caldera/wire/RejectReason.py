@@ -34,3 +34,5 @@ class RejectReason(object):
     UnexpectedFrames = 109
     NotPrimary = 110
     JournalUnavailable = 111
+    NotEntitled = 112
+    AlreadyLoggedOn = 113

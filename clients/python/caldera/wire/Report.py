@@ -123,8 +123,30 @@ class Report(object):
             return obj
         return None
 
+    # Report
+    def InstrumentStatus(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.InstrumentStatus import InstrumentStatus
+            obj = InstrumentStatus()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Report
+    def SessionInfo(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.SessionInfo import SessionInfo
+            obj = SessionInfo()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
 def ReportStart(builder):
-    builder.StartObject(9)
+    builder.StartObject(11)
 
 def Start(builder):
     ReportStart(builder)
@@ -182,6 +204,18 @@ def ReportAddHeartbeatAck(builder, heartbeatAck):
 
 def AddHeartbeatAck(builder, heartbeatAck):
     ReportAddHeartbeatAck(builder, heartbeatAck)
+
+def ReportAddInstrumentStatus(builder, instrumentStatus):
+    builder.PrependStructSlot(9, flatbuffers.number_types.UOffsetTFlags.py_type(instrumentStatus), 0)
+
+def AddInstrumentStatus(builder, instrumentStatus):
+    ReportAddInstrumentStatus(builder, instrumentStatus)
+
+def ReportAddSessionInfo(builder, sessionInfo):
+    builder.PrependStructSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(sessionInfo), 0)
+
+def AddSessionInfo(builder, sessionInfo):
+    ReportAddSessionInfo(builder, sessionInfo)
 
 def ReportEnd(builder):
     return builder.EndObject()

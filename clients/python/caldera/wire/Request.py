@@ -90,8 +90,63 @@ class Request(object):
             return obj
         return None
 
+    # Request
+    def Logout(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.Logout import Logout
+            obj = Logout()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Request
+    def HaltInstrument(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.HaltInstrument import HaltInstrument
+            obj = HaltInstrument()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Request
+    def ResumeInstrument(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.ResumeInstrument import ResumeInstrument
+            obj = ResumeInstrument()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Request
+    def CancelAll(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.CancelAll import CancelAll
+            obj = CancelAll()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Request
+    def ListSessions(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.ListSessions import ListSessions
+            obj = ListSessions()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
 def RequestStart(builder):
-    builder.StartObject(6)
+    builder.StartObject(11)
 
 def Start(builder):
     RequestStart(builder)
@@ -131,6 +186,36 @@ def RequestAddHeartbeat(builder, heartbeat):
 
 def AddHeartbeat(builder, heartbeat):
     RequestAddHeartbeat(builder, heartbeat)
+
+def RequestAddLogout(builder, logout):
+    builder.PrependStructSlot(6, flatbuffers.number_types.UOffsetTFlags.py_type(logout), 0)
+
+def AddLogout(builder, logout):
+    RequestAddLogout(builder, logout)
+
+def RequestAddHaltInstrument(builder, haltInstrument):
+    builder.PrependStructSlot(7, flatbuffers.number_types.UOffsetTFlags.py_type(haltInstrument), 0)
+
+def AddHaltInstrument(builder, haltInstrument):
+    RequestAddHaltInstrument(builder, haltInstrument)
+
+def RequestAddResumeInstrument(builder, resumeInstrument):
+    builder.PrependStructSlot(8, flatbuffers.number_types.UOffsetTFlags.py_type(resumeInstrument), 0)
+
+def AddResumeInstrument(builder, resumeInstrument):
+    RequestAddResumeInstrument(builder, resumeInstrument)
+
+def RequestAddCancelAll(builder, cancelAll):
+    builder.PrependStructSlot(9, flatbuffers.number_types.UOffsetTFlags.py_type(cancelAll), 0)
+
+def AddCancelAll(builder, cancelAll):
+    RequestAddCancelAll(builder, cancelAll)
+
+def RequestAddListSessions(builder, listSessions):
+    builder.PrependStructSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(listSessions), 0)
+
+def AddListSessions(builder, listSessions):
+    RequestAddListSessions(builder, listSessions)
 
 def RequestEnd(builder):
     return builder.EndObject()

@@ -13,3 +13,6 @@ class RequestKind(object):
     Logon = 6
     Heartbeat = 7
     Frame = 8
+    Logout = 9
+    CancelAll = 10
+    ListSessions = 11
