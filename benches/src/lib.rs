@@ -2,6 +2,8 @@
 //! through peer order-book crates, so their figures come from one run on one machine.
 #![forbid(unsafe_code)]
 
+pub mod hostile;
+
 use caldera_engine::{
     Command, Engine, EngineConfig, Event, EventBody, EventSink, OrderRef, OrderType, Side,
     TimeInForce,

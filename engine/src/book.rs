@@ -1,5 +1,7 @@
 //! One instrument's book: a dense array of price levels per side over the price band, with a
-//! two-level bitmap of non-empty levels so the best price is O(1) to read and cheap to advance.
+//! two-level bitmap of non-empty levels so the best price is O(1) to read and cheap to advance,
+//! and two levels of quantity sums (per 64 levels, per 4,096 levels) so the quantity between
+//! two prices — what a fill-or-kill check needs — is bounded work however deep the book is.
 
 use crate::config::InstrumentSpec;
 use crate::types::{Price, Qty, Side};
@@ -28,7 +30,16 @@ pub(crate) struct BookSide {
     /// Index of the best non-empty level, or NIL.
     pub(crate) best: u32,
     is_bid: bool,
+    /// Open quantity of each block of 64 levels (the levels of one bitmap word).
+    block_qty: Box<[Qty]>,
+    /// Open quantity of each group of 4,096 levels (the levels of one summary word).
+    group_qty: Box<[Qty]>,
 }
+
+/// Levels per block (one bitmap word).
+const BLOCK: usize = 64;
+/// Levels per group (one summary word).
+const GROUP: usize = 64 * 64;
 
 impl BookSide {
     fn new(ticks: usize, is_bid: bool) -> Self {
@@ -40,7 +51,112 @@ impl BookSide {
             summary: vec![0; summary].into_boxed_slice(),
             best: NIL,
             is_bid,
+            block_qty: vec![0; words].into_boxed_slice(),
+            group_qty: vec![0; summary].into_boxed_slice(),
         }
+    }
+
+    /// Adds `q` to level `i`'s open quantity (and to its block's and group's); returns the
+    /// level's new quantity. Sums cannot overflow: the configuration bounds
+    /// `max_qty × max_orders` by `u64::MAX`.
+    #[inline]
+    pub(crate) fn add_qty(&mut self, i: u32, q: Qty) -> Qty {
+        let i = i as usize;
+        self.block_qty[i / BLOCK] += q;
+        self.group_qty[i / GROUP] += q;
+        let level = &mut self.levels[i];
+        level.qty += q;
+        level.qty
+    }
+
+    /// Takes `q` from level `i`'s open quantity (and from its block's and group's); returns
+    /// the level's new quantity.
+    #[inline]
+    pub(crate) fn sub_qty(&mut self, i: u32, q: Qty) -> Qty {
+        let i = i as usize;
+        self.block_qty[i / BLOCK] -= q;
+        self.group_qty[i / GROUP] -= q;
+        let level = &mut self.levels[i];
+        level.qty -= q;
+        level.qty
+    }
+
+    /// Whether the levels from `from` (inclusive, in priority order) up to `to` (inclusive;
+    /// worse than or equal to `from`) hold at least `want` open quantity. Walks levels, then
+    /// blocks, then groups, then back down near `to`, stopping as soon as the sum is reached:
+    /// at most ~2 × (64 + 64) steps plus one per 4,096 levels of band, whatever the book holds.
+    pub(crate) fn holds_at_least(&self, from: u32, to: u32, want: Qty) -> bool {
+        let mut sum: Qty = 0;
+        let (from, to) = (from as usize, to as usize);
+        if self.is_bid {
+            // Priority runs downwards: from ≥ to. `pos` is one past the next level to add.
+            let mut pos = from + 1;
+            while pos > to {
+                if pos % GROUP == 0 && pos - GROUP >= to {
+                    sum += self.group_qty[pos / GROUP - 1];
+                    pos -= GROUP;
+                } else if pos % BLOCK == 0 && pos - BLOCK >= to {
+                    sum += self.block_qty[pos / BLOCK - 1];
+                    pos -= BLOCK;
+                } else {
+                    sum += self.levels[pos - 1].qty;
+                    pos -= 1;
+                }
+                if sum >= want {
+                    return true;
+                }
+            }
+        } else {
+            let mut pos = from;
+            while pos <= to {
+                if pos % GROUP == 0 && pos + GROUP - 1 <= to {
+                    sum += self.group_qty[pos / GROUP];
+                    pos += GROUP;
+                } else if pos % BLOCK == 0 && pos + BLOCK - 1 <= to {
+                    sum += self.block_qty[pos / BLOCK];
+                    pos += BLOCK;
+                } else {
+                    sum += self.levels[pos].qty;
+                    pos += 1;
+                }
+                if sum >= want {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether the per-block and per-group sums agree with the non-empty levels (integrity
+    /// checks): each non-empty block's sum is its marked levels' quantities, and each group's
+    /// sum is both its non-empty blocks' sums and all its blocks' sums (so a stale sum in an
+    /// empty block shows). Costs one step per non-empty level and per block.
+    pub(crate) fn sums_consistent(&self) -> bool {
+        const WORDS_PER_GROUP: usize = GROUP / BLOCK;
+        for (g, &want) in self.group_qty.iter().enumerate() {
+            let mut group: Qty = 0;
+            let mut blocks = self.summary[g];
+            while blocks != 0 {
+                let w = g * WORDS_PER_GROUP + blocks.trailing_zeros() as usize;
+                blocks &= blocks - 1;
+                let mut block: Qty = 0;
+                let mut levels = self.words[w];
+                while levels != 0 {
+                    block += self.levels[w * BLOCK + levels.trailing_zeros() as usize].qty;
+                    levels &= levels - 1;
+                }
+                if block != self.block_qty[w] {
+                    return false;
+                }
+                group += block;
+            }
+            // Empty blocks must add nothing: every block's sum together is the group's.
+            let words = g * WORDS_PER_GROUP..((g + 1) * WORDS_PER_GROUP).min(self.block_qty.len());
+            if group != want || self.block_qty[words].iter().sum::<Qty>() != want {
+                return false;
+            }
+        }
+        true
     }
 
     /// Marks level `i` non-empty and updates the best index.
@@ -220,6 +336,55 @@ mod tests {
                         assert_eq!(got, want);
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn range_quantity_checks_agree_with_a_plain_sum() {
+        for &n in &[1usize, 63, 64, 65, 4096, 4097, 20_000] {
+            for is_bid in [true, false] {
+                let mut s = BookSide::new(n, is_bid);
+                let mut x: u64 = 7 + n as u64;
+                let mut next = || {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    x >> 33
+                };
+                for _ in 0..3_000 {
+                    let i = (next() % n as u64) as u32;
+                    let q = next() % 5;
+                    let was = s.levels[i as usize].qty;
+                    let now = if next() % 3 == 0 && was >= q {
+                        s.sub_qty(i, q)
+                    } else {
+                        s.add_qty(i, q)
+                    };
+                    // The book marks exactly the levels holding quantity.
+                    if was == 0 && now > 0 {
+                        s.mark_non_empty(i);
+                    } else if was > 0 && now == 0 {
+                        s.mark_empty(i);
+                    }
+                    assert!(s.sums_consistent());
+                    let (a, b) = ((next() % n as u64) as u32, (next() % n as u64) as u32);
+                    let (lo, hi) = (a.min(b), a.max(b));
+                    let total: u64 = (lo..=hi).map(|k| s.levels[k as usize].qty).sum();
+                    let (from, to) = if is_bid { (hi, lo) } else { (lo, hi) };
+                    for want in [1, total.max(1), total + 1, total / 2 + 1] {
+                        assert_eq!(
+                            s.holds_at_least(from, to, want),
+                            total >= want,
+                            "n {n} bid {is_bid} [{lo}, {hi}] total {total} want {want}"
+                        );
+                    }
+                }
+                // A stale sum, in an empty block or not, is found.
+                let last = s.block_qty.len() - 1;
+                s.block_qty[last] += 1;
+                assert!(!s.sums_consistent());
+                s.block_qty[last] -= 1;
+                s.group_qty[0] += 1;
+                assert!(!s.sums_consistent());
             }
         }
     }

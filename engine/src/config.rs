@@ -39,14 +39,19 @@ pub struct EngineConfig {
     pub max_orders: u32,
     /// Maximum number of distinct accounts that ever rest an order.
     pub max_accounts: u32,
-    /// Seed for the engine's internal hash tables (keeps adversarial client ids from
-    /// clustering). Part of the deterministic state: replicas must use the same seed.
+    /// Seed for the engine's internal hash tables. Keep it secret (a node draws a random one
+    /// per process): with the seed known, client order ids can be chosen to cluster in one
+    /// slot. It never changes behaviour — table layout is never observable, so replicas and
+    /// replays may use different seeds — and it is not part of snapshots or the state hash.
     pub hash_seed: u64,
     /// How many of the most recently accepted new orders are remembered by
     /// `(account, client order id)` after they are done, so that a resent order (a client
     /// retrying after a failover) is rejected as a duplicate instead of executed twice.
     /// Part of the replicated state. 0 = only live orders are checked.
     pub dedupe_window: u32,
+    /// Most live (resting) orders one account may have; a GTC limit order of an account that
+    /// has them gets `AccountOrderLimit`. 0 = no limit beyond `max_orders`.
+    pub max_orders_per_account: u32,
     /// The instruments.
     pub instruments: Vec<InstrumentSpec>,
 }
@@ -154,6 +159,10 @@ impl EngineConfig {
             }
             if s.max_qty == 0 || s.max_qty < s.lot_size {
                 return bad("max_qty must be >= lot_size");
+            }
+            // A level's quantity is the sum of up to max_orders orders of up to max_qty each.
+            if u128::from(s.max_qty) * u128::from(self.max_orders) > u128::from(u64::MAX) {
+                return bad("max_qty × max_orders must fit in 64 bits (a level's total quantity)");
             }
         }
         Ok(())

@@ -43,6 +43,10 @@ u8_enum!(
         InvalidTimeInForce = 16,
         /// Market orders must carry price 0.
         MarketOrderHasPrice = 17,
+        /// The account has `max_orders_per_account` live orders already.
+        AccountOrderLimit = 18,
+        /// Client order id 0 is reserved (a reject naming it would be ambiguous).
+        ZeroClientOrderId = 19,
     }
 );
 
@@ -72,6 +76,8 @@ impl RejectReason {
                 "market orders must be IOC or FOK and post-only orders must be GTC"
             }
             Self::MarketOrderHasPrice => "market orders must have price 0",
+            Self::AccountOrderLimit => "the account has its maximum number of live orders",
+            Self::ZeroClientOrderId => "client order id 0 is reserved",
         }
     }
 }

@@ -1,9 +1,13 @@
 //! Canonical state encoding: [`Engine::snapshot`], [`Engine::restore`] and [`Engine::state_hash`]
 //! share one writer, so the hash covers exactly what a snapshot carries.
 //!
-//! The encoding is logical (instruments, counters, registered accounts in registration order,
-//! and every resting order per book, side, level best-first, FIFO), not a memory dump: it is
-//! independent of pool slot numbers, so two engines with the same history hash the same.
+//! The encoding is logical (instruments, counters, the account slots in order with the free
+//! list, and every resting order per book, side, level best-first, FIFO), not a memory dump:
+//! it is independent of pool slot numbers and of the hash seed, so two engines with the same
+//! history hash the same.
+//!
+//! Version 3 adds `max_orders_per_account` and the account free list; version 2 snapshots are
+//! still read (their accounts without orders are freed on restore).
 
 use crate::book::NIL;
 use crate::config::{EngineConfig, InstrumentSpec};
@@ -11,7 +15,11 @@ use crate::engine::{Engine, OrderNode};
 use crate::types::{SelfTradePrevention, Side};
 
 const MAGIC: &[u8; 8] = b"CALDSNP1";
-const VERSION: u32 = 2;
+/// Above this a snapshot's sequence or id counter is damage (see `restore_seeded`).
+const MAX_COUNTER: u64 = 1 << 62;
+const VERSION: u32 = 3;
+/// The previous version, still restored.
+const VERSION_2: u32 = 2;
 
 /// Memory budget [`Engine::restore`] allows a snapshot's configuration (16 GiB).
 pub const DEFAULT_RESTORE_MEMORY_LIMIT: u64 = 16 << 30;
@@ -88,8 +96,10 @@ impl Engine {
         w.u32(VERSION);
         w.u32(c.max_orders);
         w.u32(c.max_accounts);
-        w.u64(c.hash_seed);
+        // The seed is not state (layout is never observable) and must stay secret.
+        w.u64(0);
         w.u32(c.dedupe_window);
+        w.u32(c.max_orders_per_account);
         w.u32(c.instruments.len() as u32);
         for (s, book) in c.instruments.iter().zip(&self.books) {
             w.u32(s.id);
@@ -106,6 +116,11 @@ impl Engine {
         w.u32(self.accounts.len() as u32);
         for a in &self.accounts {
             w.u32(a.id);
+            w.u8(u8::from(a.live > 0));
+        }
+        w.u32(self.free_accounts.len() as u32);
+        for &f in &self.free_accounts {
+            w.u32(f);
         }
         w.u32(self.recent_len as u32);
         self.for_each_recent(|account, client_order_id, order_id| {
@@ -184,11 +199,13 @@ impl Engine {
     pub fn snapshot_len_bound(&self) -> usize {
         let instruments = self.config.instruments.len();
         MAGIC.len()
-            + 36
+            + 40
             + instruments * 45
             + 24
             + 4
-            + 4 * self.accounts.len()
+            + 5 * self.accounts.len()
+            + 4
+            + 4 * self.free_accounts.len()
             + 4
             + 20 * self.recent_len
             // Per side a level count; per level (at most one per order) its price and length.
@@ -201,8 +218,9 @@ impl Engine {
     ///
     /// # Errors
     /// [`SnapshotError`] when the bytes are not a valid, consistent snapshot.
+    /// The engine's hash seed is 0: use [`Engine::restore_seeded`] for a secret one.
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
-        Self::restore_with_limit(bytes, DEFAULT_RESTORE_MEMORY_LIMIT)
+        Self::restore_seeded(bytes, DEFAULT_RESTORE_MEMORY_LIMIT, 0)
     }
 
     /// Rebuilds an engine from [`Engine::snapshot`] bytes. The configuration inside is checked
@@ -212,18 +230,32 @@ impl Engine {
     /// # Errors
     /// [`SnapshotError`] when the bytes are not a valid, consistent snapshot.
     pub fn restore_with_limit(bytes: &[u8], memory_limit: u64) -> Result<Engine, SnapshotError> {
+        Self::restore_seeded(bytes, memory_limit, 0)
+    }
+
+    /// [`Engine::restore_with_limit`] with the hash seed the restored engine uses (snapshots
+    /// carry none: see [`EngineConfig::hash_seed`]).
+    ///
+    /// # Errors
+    /// [`SnapshotError`] when the bytes are not a valid, consistent snapshot.
+    pub fn restore_seeded(
+        bytes: &[u8],
+        memory_limit: u64,
+        hash_seed: u64,
+    ) -> Result<Engine, SnapshotError> {
         let mut r = Reader { b: bytes, at: 0 };
         if r.take(8)? != MAGIC {
             return Err(SnapshotError::BadMagic);
         }
         let version = r.u32()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_2 {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let max_orders = r.u32()?;
         let max_accounts = r.u32()?;
-        let hash_seed = r.u64()?;
+        let _written_seed = r.u64()?;
         let dedupe_window = r.u32()?;
+        let max_orders_per_account = if version == VERSION { r.u32()? } else { 0 };
         let n = r.u32()? as usize;
         if n > bytes.len() / 8 {
             return Err(SnapshotError::Truncated);
@@ -246,6 +278,7 @@ impl Engine {
             max_accounts,
             hash_seed,
             dedupe_window,
+            max_orders_per_account,
             instruments,
         };
         config.validate()?;
@@ -264,17 +297,43 @@ impl Engine {
         e.next_seq = r.u64()?;
         e.next_order_id = r.u64()?;
         e.next_trade_id = r.u64()?;
+        // Counters far beyond anything reachable (2^62 events: centuries at 100M a second) are
+        // damage; refusing them keeps every later sequence and id from overflowing.
+        if [e.next_seq, e.next_order_id, e.next_trade_id]
+            .iter()
+            .any(|&c| c >= MAX_COUNTER)
+        {
+            return Err(SnapshotError::Corrupt(
+                "sequence or id counter out of range",
+            ));
+        }
         let accounts = r.u32()?;
         if accounts > max_accounts {
             return Err(SnapshotError::Corrupt("more accounts than max_accounts"));
         }
+        let mut slot_free = Vec::with_capacity(accounts as usize);
         for _ in 0..accounts {
             let id = r.u32()?;
-            if e.account_slots_contains(id) {
+            let live = if version == VERSION { r.bool()? } else { true };
+            if live && e.account_slots_contains(id) {
                 return Err(SnapshotError::Corrupt("duplicate account"));
             }
-            if e.account_slot(id).is_none() {
-                return Err(SnapshotError::Corrupt("more accounts than max_accounts"));
+            e.restore_account_slot(id, live);
+            slot_free.push(!live);
+        }
+        if version == VERSION {
+            let free = r.u32()?;
+            if free as usize != slot_free.iter().filter(|f| **f).count() {
+                return Err(SnapshotError::Corrupt("free account list does not match"));
+            }
+            let mut seen = vec![false; slot_free.len()];
+            for _ in 0..free {
+                let f = r.u32()? as usize;
+                if f >= slot_free.len() || !slot_free[f] || seen[f] {
+                    return Err(SnapshotError::Corrupt("bad free account slot"));
+                }
+                seen[f] = true;
+                e.free_accounts.push(f as u32);
             }
         }
         let recent = r.u32()?;
@@ -332,6 +391,10 @@ impl Engine {
                         if leaves == 0 || id == 0 || id > e.next_order_id {
                             return Err(SnapshotError::Corrupt("bad order"));
                         }
+                        // Within the instrument's limits, so level sums cannot overflow.
+                        if leaves > spec.max_qty || leaves % spec.lot_size != 0 {
+                            return Err(SnapshotError::Corrupt("bad order quantity"));
+                        }
                         if e.has_order_id(id) || e.has_client_id(account, client_order_id) {
                             return Err(SnapshotError::Corrupt("duplicate order"));
                         }
@@ -372,6 +435,23 @@ impl Engine {
                 return Err(SnapshotError::Corrupt("order of an unregistered account"));
             }
             e.link_account(h);
+        }
+        if e.per_account_limit_exceeded() {
+            return Err(SnapshotError::Corrupt(
+                "an account above max_orders_per_account",
+            ));
+        }
+        if version == VERSION {
+            if e.accounts
+                .iter()
+                .enumerate()
+                .any(|(slot, a)| a.live == 0 && e.account_slot_of(a.id) == Some(slot as u32))
+            {
+                return Err(SnapshotError::Corrupt("an account slot without orders"));
+            }
+        } else {
+            // Version 2 kept every account that ever rested an order: free the empty ones.
+            e.free_empty_account_slots();
         }
         for book in &e.books {
             if let (Some(b), Some(a)) = (book.best_price(Side::Buy), book.best_price(Side::Sell)) {

@@ -28,9 +28,9 @@ struct RBook {
 struct Reference {
     specs: Vec<InstrumentSpec>,
     books: Vec<RBook>,
-    accounts: Vec<AccountId>,
     max_orders: usize,
     max_accounts: usize,
+    max_per_account: usize,
     seq: u64,
     next_id: u64,
     next_trade: u64,
@@ -51,9 +51,9 @@ impl Reference {
         Self {
             specs: cfg.instruments.clone(),
             books: vec![RBook::default(); cfg.instruments.len()],
-            accounts: vec![],
             max_orders: cfg.max_orders as usize,
             max_accounts: cfg.max_accounts as usize,
+            max_per_account: cfg.max_orders_per_account as usize,
             seq: 0,
             next_id: 0,
             next_trade: 0,
@@ -71,6 +71,28 @@ impl Reference {
     }
     fn book_of(&self, s: SymbolId) -> Option<usize> {
         self.specs.iter().position(|x| x.id == s)
+    }
+    /// Resting orders of `account`.
+    fn live_of(&self, account: AccountId) -> usize {
+        self.books
+            .iter()
+            .flat_map(|b| b.bids.values().chain(b.asks.values()))
+            .flatten()
+            .filter(|o| o.account == account)
+            .count()
+    }
+    /// Accounts with a resting order (an account holds capacity only while it has one).
+    fn live_accounts(&self) -> usize {
+        let mut set: Vec<AccountId> = self
+            .books
+            .iter()
+            .flat_map(|b| b.bids.values().chain(b.asks.values()))
+            .flatten()
+            .map(|o| o.account)
+            .collect();
+        set.sort_unstable();
+        set.dedup();
+        set.len()
     }
     fn live(&self) -> usize {
         self.books
@@ -163,15 +185,43 @@ impl Reference {
         account: AccountId,
         stp: SelfTradePrevention,
     ) -> bool {
+        // Exact by quantity; with self-trade prevention on and own resting orders anywhere, the
+        // engine walks at most 1024 makers.
+        let reachable: Vec<(Price, Vec<ROrder>)> = self
+            .levels(b, side.opposite())
+            .into_iter()
+            .filter(|(price, _)| match limit {
+                Some(p) => {
+                    (side == Side::Buy && *price <= p) || (side == Side::Sell && *price >= p)
+                }
+                None => true,
+            })
+            .collect();
+        let total: Qty = reachable
+            .iter()
+            .flat_map(|(_, q)| q.iter().map(|o| o.leaves))
+            .sum();
+        if total < qty {
+            return false;
+        }
+        let own = self.books.iter().any(|bk| {
+            bk.bids
+                .values()
+                .chain(bk.asks.values())
+                .any(|q| q.iter().any(|o| o.account == account))
+        });
+        if stp == SelfTradePrevention::Allow || !own {
+            return true;
+        }
+        let mut budget = 1024;
         let mut sum = 0;
-        for (price, q) in self.levels(b, side.opposite()) {
-            if let Some(p) = limit {
-                if (side == Side::Buy && price > p) || (side == Side::Sell && price < p) {
+        for (_, q) in reachable {
+            for o in q {
+                if budget == 0 {
                     return false;
                 }
-            }
-            for o in q {
-                if stp != SelfTradePrevention::Allow && o.account == account {
+                budget -= 1;
+                if o.account == account {
                     if stp != SelfTradePrevention::CancelOldest {
                         return false;
                     }
@@ -263,9 +313,6 @@ impl Reference {
         }
     }
     fn rest(&mut self, b: usize, o: ROrder) {
-        if !self.accounts.contains(&o.account) {
-            self.accounts.push(o.account);
-        }
         let (side, price) = (o.side, o.price);
         self.side_mut(b, side)
             .entry(price)
@@ -295,6 +342,9 @@ impl Reference {
             check_price(&s, o.price)?;
         }
         check_qty(&s, o.qty)?;
+        if o.client_order_id == 0 {
+            return Err(RejectReason::ZeroClientOrderId);
+        }
         if self
             .locate(o.account, OrderRef::Client(o.client_order_id))
             .is_some()
@@ -312,8 +362,12 @@ impl Reference {
             if self.live() >= self.max_orders {
                 return Err(RejectReason::OrderCapacityReached);
             }
-            if !self.accounts.contains(&o.account) && self.accounts.len() >= self.max_accounts {
+            let mine = self.live_of(o.account);
+            if mine == 0 && self.live_accounts() >= self.max_accounts {
                 return Err(RejectReason::AccountCapacityReached);
+            }
+            if self.max_per_account != 0 && mine >= self.max_per_account {
+                return Err(RejectReason::AccountOrderLimit);
             }
         }
         Ok(())
@@ -593,6 +647,7 @@ fn config() -> EngineConfig {
         max_accounts: 3,
         hash_seed: 99,
         dedupe_window: 0,
+        max_orders_per_account: 6,
         instruments: vec![spec(1), spec(2)],
     }
 }

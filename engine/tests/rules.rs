@@ -480,6 +480,7 @@ fn capacity_reached_is_a_reject_not_a_panic() {
         max_accounts: 1,
         hash_seed: 0,
         dedupe_window: 0,
+        max_orders_per_account: 0,
         instruments: vec![spec(SYM)],
     })
     .unwrap();
@@ -541,6 +542,7 @@ fn invalid_config_is_an_error() {
             max_accounts: 4,
             hash_seed: 0,
             dedupe_window: 0,
+            max_orders_per_account: 0,
             instruments: vec![s],
         })
         .unwrap_err()
@@ -592,6 +594,7 @@ fn windowed(window: u32) -> Engine {
         max_accounts: 8,
         hash_seed: 3,
         dedupe_window: window,
+        max_orders_per_account: 0,
         instruments: vec![spec(SYM)],
     })
     .unwrap()
@@ -660,4 +663,203 @@ fn the_dedupe_window_forgets_the_oldest_order_and_survives_a_snapshot() {
         );
     }
     assert_eq!(restored.state_hash(), e.state_hash());
+}
+
+#[test]
+fn client_order_id_zero_is_rejected() {
+    let mut e = engine();
+    assert_eq!(
+        reject_reason(&place(&mut e, limit(1, 0, Side::Buy, 100, 10))),
+        Some(RejectReason::ZeroClientOrderId)
+    );
+    assert_eq!(e.live_orders(), 0);
+}
+
+#[test]
+fn an_account_holds_capacity_only_while_it_has_live_orders() {
+    // 8 account slots: eight throw-away accounts that rest and cancel an order each used to
+    // take them for good; now a slot is free again once its account has no live order.
+    let mut e = engine();
+    for account in 1..=8u32 {
+        let id = accepted_id(&place(&mut e, limit(account, 1, Side::Buy, 100, 10)));
+        run(
+            &mut e,
+            Command::Cancel(Cancel {
+                account,
+                target: OrderRef::Id(id),
+            }),
+        );
+    }
+    for account in 100..108u32 {
+        place(&mut e, limit(account, 1, Side::Buy, 100, 10));
+    }
+    assert_eq!(e.live_orders(), 8);
+    // Nine accounts with live orders do not fit.
+    assert_eq!(
+        reject_reason(&place(&mut e, limit(200, 1, Side::Buy, 100, 10))),
+        Some(RejectReason::AccountCapacityReached)
+    );
+    // A filled order frees its account's slot too (the taker is IOC: a GTC order of a ninth
+    // account is refused before it could match).
+    let mut ioc = limit(300, 1, Side::Sell, 100, 10);
+    ioc.tif = TimeInForce::Ioc;
+    place(&mut e, ioc);
+    assert_eq!(e.live_orders(), 7);
+    assert_eq!(
+        reject_reason(&place(&mut e, limit(200, 2, Side::Buy, 100, 10))),
+        None
+    );
+    e.check_integrity().unwrap();
+    let restored = Engine::restore(&e.snapshot()).unwrap();
+    assert_eq!(restored.state_hash(), e.state_hash());
+    restored.check_integrity().unwrap();
+}
+
+#[test]
+fn an_account_may_have_at_most_max_orders_per_account_live_orders() {
+    let mut e = Engine::new(EngineConfig {
+        max_orders_per_account: 3,
+        ..e_config()
+    })
+    .unwrap();
+    for cl in 1..=3 {
+        accepted_id(&place(&mut e, limit(1, cl, Side::Buy, 100, 10)));
+    }
+    assert_eq!(
+        reject_reason(&place(&mut e, limit(1, 4, Side::Buy, 100, 10))),
+        Some(RejectReason::AccountOrderLimit)
+    );
+    // Orders that cannot rest are not limited; other accounts are not affected.
+    let mut ioc = limit(1, 5, Side::Sell, 200, 10);
+    ioc.tif = TimeInForce::Ioc;
+    assert_eq!(reject_reason(&place(&mut e, ioc)), None);
+    assert_eq!(
+        reject_reason(&place(&mut e, limit(2, 1, Side::Buy, 100, 10))),
+        None
+    );
+    // One done: room for one more.
+    place(&mut e, limit(9, 1, Side::Sell, 100, 10));
+    assert_eq!(
+        reject_reason(&place(&mut e, limit(1, 6, Side::Buy, 95, 10))),
+        None
+    );
+    e.check_integrity().unwrap();
+}
+
+fn e_config() -> EngineConfig {
+    EngineConfig {
+        max_orders: 64,
+        max_accounts: 8,
+        hash_seed: 3,
+        dedupe_window: 0,
+        max_orders_per_account: 0,
+        instruments: vec![spec(SYM), spec(2)],
+    }
+}
+
+#[test]
+fn a_fill_or_kill_is_exact_over_a_deep_book_and_bounded_with_own_orders_in_the_way() {
+    // 1,100 asks of one lot (10) on 1,100 levels (account 1).
+    let deep = || {
+        let mut e = Engine::new(EngineConfig {
+            max_orders: 4096,
+            max_accounts: 16,
+            ..e_config()
+        })
+        .unwrap();
+        for i in 0..1100u64 {
+            accepted_id(&place(
+                &mut e,
+                limit(1, i + 1, Side::Sell, 1000 + 5 * i, 10),
+            ));
+        }
+        e
+    };
+    let fok = |cl, price, qty, stp| {
+        let mut o = limit(2, cl, Side::Buy, price, qty);
+        o.tif = TimeInForce::Fok;
+        o.stp = stp;
+        o
+    };
+    // Without self-trade prevention, or without own orders, the check is exact however deep:
+    // one lot more than the book holds is refused, all of it fills.
+    for stp in [
+        SelfTradePrevention::Allow,
+        SelfTradePrevention::CancelNewest,
+    ] {
+        let mut e = deep();
+        assert_eq!(
+            reject_reason(&place(&mut e, fok(1, 10_000, 11_010, stp))),
+            Some(RejectReason::FokNotFillable)
+        );
+        // The limit is honoured: up to price 1000 + 5 × 799 there are 800 levels.
+        assert_eq!(
+            reject_reason(&place(&mut e, fok(2, 1000 + 5 * 799, 8_010, stp))),
+            Some(RejectReason::FokNotFillable)
+        );
+        assert_eq!(
+            trades(&place(&mut e, fok(3, 1000 + 5 * 799, 8_000, stp))).len(),
+            800
+        );
+        assert_eq!(
+            trades(&place(&mut e, fok(4, 10_000, 3_000, stp))).len(),
+            300
+        );
+        e.check_integrity().unwrap();
+    }
+    // With self-trade prevention on and an own resting order on the side, the makers are
+    // walked (the own order would stop the match), at most 1,024 of them.
+    let mut e = deep();
+    accepted_id(&place(&mut e, limit(2, 99, Side::Sell, 9_000, 10)));
+    assert_eq!(
+        reject_reason(&place(
+            &mut e,
+            fok(1, 10_000, 10_500, SelfTradePrevention::CancelNewest)
+        )),
+        Some(RejectReason::FokNotFillable),
+        "1,050 makers: beyond the walk's bound"
+    );
+    assert_eq!(
+        trades(&place(
+            &mut e,
+            fok(2, 10_000, 10_000, SelfTradePrevention::CancelNewest)
+        ))
+        .len(),
+        1000
+    );
+    // Reaching an own order stops it, as matching would: 100 makers are left (levels
+    // 1,000..1,099); an own order behind the maker at level 1,050 stops a FOK needing 60.
+    accepted_id(&place(
+        &mut e,
+        limit(2, 98, Side::Sell, 1000 + 5 * 1050, 10),
+    ));
+    assert_eq!(
+        reject_reason(&place(
+            &mut e,
+            fok(3, 10_000, 600, SelfTradePrevention::CancelNewest)
+        )),
+        Some(RejectReason::FokNotFillable)
+    );
+    assert_eq!(
+        trades(&place(
+            &mut e,
+            fok(4, 10_000, 600, SelfTradePrevention::Allow)
+        ))
+        .len(),
+        60
+    );
+    e.check_integrity().unwrap();
+}
+
+#[test]
+fn level_totals_cannot_overflow() {
+    let mut s = spec(SYM);
+    s.max_qty = u64::MAX / 8;
+    let err = Engine::new(EngineConfig {
+        max_orders: 64,
+        instruments: vec![s],
+        ..e_config()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("64 bits"), "{err}");
 }

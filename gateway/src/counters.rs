@@ -26,6 +26,8 @@ pub struct GatewayStats {
     pub undeliverable: u64,
     /// Times the gateway stopped reading because the inbound ring was full.
     pub ring_full_pauses: u64,
+    /// Sessions ended, by [`crate::SessionEnd`] (disconnected, idle, backlog).
+    pub sessions_ended: [u64; 3],
 }
 
 /// The gateway's published counters and gauges.
@@ -47,6 +49,8 @@ pub struct Published {
     pub ring_full_pauses: AtomicU64,
     /// Sessions known.
     pub sessions: AtomicU64,
+    /// Sessions ended, by [`crate::SessionEnd`].
+    pub sessions_ended: [AtomicU64; 3],
     /// Inbound ring (gateway → engine) slots in use.
     pub inbound_ring_used: AtomicU64,
     /// Outbound ring (journal/engine → gateway) slots in use.

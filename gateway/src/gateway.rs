@@ -6,13 +6,14 @@
 //!   queue, then in TCP, then the client's DEALER send blocks or fails with EAGAIN);
 //! - a session that does not read its reports: its report frames are kept in a per-session
 //!   backlog (ROUTER_MANDATORY, so libzmq never drops them); once the backlog reaches
-//!   `max_session_backlog` frames its new order-entry requests are rejected with `Busy`;
+//!   `max_session_backlog` frames its new order-entry requests are rejected with `Busy`, and
+//!   once it reaches `max_session_backlog_bytes` the session ends (ADR 0012);
 //! - outbound ring full: the engine thread waits for room (never drops an event).
 
 use crate::config::GatewayConfig;
 use crate::counters::{GatewayCounters, GatewayStats, Stage};
 use crate::market_data::MarketData;
-use crate::session::{Access, LogonRefused, Sessions};
+use crate::session::{Access, LogonRefused, SessionEnd, SessionRef, Sessions};
 use caldera_auth::{Guard, ServerKeys};
 use caldera_engine::{Command, EventBody, SymbolId};
 use caldera_pipeline::{Agent, Output, Shared};
@@ -86,7 +87,11 @@ pub struct Gateway<'a> {
     auth_version: u64,
     /// One entry per all-symbols mass cancel sent to the engine, in order: the admin session
     /// to copy its `MassCancelled` to (a `CancelAll`), or None (a client's own).
-    all_symbol_cancels: VecDeque<Option<usize>>,
+    all_symbol_cancels: VecDeque<Option<SessionRef>>,
+    /// A frame being written outside any session (reused).
+    scratch: Vec<u8>,
+    /// This round's clock (rate limits).
+    round: Instant,
     md: MarketData,
     /// The requests of the frame being handled (reused).
     requests: Vec<Result<ClientRequest, RequestError>>,
@@ -107,6 +112,24 @@ pub struct Gateway<'a> {
     next_read: Instant,
 }
 
+/// The kind of a request and the order it names, for its rejects.
+fn describe(req: &ClientRequest) -> (wire::RequestKind, u64, u64) {
+    use wire::RequestKind as K;
+    match req {
+        ClientRequest::Logon(_) => (K::Logon, 0, 0),
+        ClientRequest::Logout(_) => (K::Logout, 0, 0),
+        ClientRequest::Heartbeat(_) => (K::Heartbeat, 0, 0),
+        ClientRequest::ListSessions(_) => (K::ListSessions, 0, 0),
+        ClientRequest::HaltInstrument(_) => (K::Halt, 0, 0),
+        ClientRequest::ResumeInstrument(_) => (K::Resume, 0, 0),
+        ClientRequest::CancelAll(_) => (K::CancelAll, 0, 0),
+        ClientRequest::NewOrder(o) => (K::New, o.client_order_id(), 0),
+        ClientRequest::Cancel(c) => (K::Cancel, c.client_order_id(), c.order_id()),
+        ClientRequest::Replace(r) => (K::Replace, r.client_order_id(), r.order_id()),
+        ClientRequest::MassCancel(_) => (K::MassCancel, 0, 0),
+    }
+}
+
 /// How long after finding the order-entry socket empty it is read again in a busy loop.
 const REREAD: Duration = Duration::from_micros(10);
 
@@ -125,7 +148,7 @@ fn bind_order_entry(
     security: Option<&Security>,
 ) -> Result<zmq::Socket, SocketError> {
     let ep = &g.order_entry;
-    let router = ctx
+    let mut router = ctx
         .socket(zmq::ROUTER)
         .map_err(socket_error("creating order-entry socket", ep))?;
     if let Some(s) = security {
@@ -143,8 +166,15 @@ fn bind_order_entry(
         .set_rcvhwm(g.rcvhwm)
         .map_err(socket_error("configuring", ep))?;
     router
-        .set_maxmsgsize(g.max_message_bytes)
+        .set_maxmsgsize(g.message_limit())
         .map_err(socket_error("configuring", ep))?;
+    // ZMTP heartbeats: a peer that stops answering (a dead host, a cut cable) is disconnected
+    // within seconds, and its session ends with it.
+    router
+        .set_heartbeat_ivl(5_000)
+        .and_then(|()| router.set_heartbeat_timeout(15_000))
+        .map_err(socket_error("configuring", ep))?;
+    notify_disconnects(&mut router).map_err(socket_error("configuring", ep))?;
     router
         .set_linger(i32::try_from(g.shutdown_linger_ms).unwrap_or(i32::MAX))
         .map_err(socket_error("configuring", ep))?;
@@ -152,6 +182,38 @@ fn bind_order_entry(
         .bind(ep)
         .map_err(socket_error("binding order entry to", ep))?;
     Ok(router)
+}
+
+/// Asks libzmq for a message (routing id + empty frame) when a peer disconnects
+/// (`ZMQ_ROUTER_NOTIFY`, a libzmq DRAFT option: the workspace's libzmq is built with it).
+#[allow(unsafe_code)]
+fn notify_disconnects(router: &mut zmq::Socket) -> Result<(), zmq::Error> {
+    const ZMQ_ROUTER_NOTIFY: i32 = 97;
+    const ZMQ_NOTIFY_DISCONNECT: i32 = 2;
+    let value: i32 = ZMQ_NOTIFY_DISCONNECT;
+    // SAFETY: `router.as_mut_ptr()` is a live ZeroMQ socket for the duration of the call (the
+    // borrow keeps it open); the option value is a 4-byte int read by libzmq during the call,
+    // and the length passed is its size.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            router.as_mut_ptr(),
+            ZMQ_ROUTER_NOTIFY,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<i32>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(zmq::Error::from_raw(unsafe_errno()))
+    }
+}
+
+/// The calling thread's last libzmq error number.
+#[allow(unsafe_code)]
+fn unsafe_errno() -> i32 {
+    // SAFETY: zmq_errno only reads the thread's errno.
+    unsafe { zmq_sys::zmq_errno() }
 }
 
 fn bind_market_data(
@@ -221,7 +283,9 @@ impl<'a> Gateway<'a> {
             shared,
             counters,
             shutdown,
-            sessions: Sessions::new(guard.is_some()),
+            sessions: Sessions::new(guard.is_some(), cfg.session_limits()),
+            scratch: Vec::with_capacity(256),
+            round: Instant::now(),
             auth_version: guard.as_ref().map_or(0, |g| g.version()),
             guard,
             all_symbol_cancels: VecDeque::new(),
@@ -310,13 +374,14 @@ impl<'a> Gateway<'a> {
     /// A ZeroMQ socket read empty costs libzmq a `poll` system call, so after the socket was
     /// found empty it is read again only [`REREAD`] later (or when the gateway wakes from
     /// `zmq_poll`): a busy round that only routes events does not pay that call every time.
+    /// While stopping, frames are still read and every request is answered `ShuttingDown`.
     fn read_requests(&mut self, now: Instant) -> usize {
-        if self.stopping || now < self.next_read {
+        if now < self.next_read {
             return 0;
         }
         let mut n = 0;
         while n < 256 {
-            if !self.ring_has_room() {
+            if !self.stopping && !self.ring_has_room() {
                 self.stats.ring_full_pauses += 1;
                 break;
             }
@@ -339,39 +404,96 @@ impl<'a> Gateway<'a> {
                 payload = zmq::Message::new();
             }
             n += 1;
-            self.stats.frames_in += 1;
-            let sid = self.sessions.session_for(&ident);
-            if self.guard.is_some() {
-                // The ZAP handler set the connection's User-Id to its key (module docs of
-                // caldera_auth::zap): frames of keys that are not listed go no further.
-                let user = payload.gets("User-Id").map(str::as_bytes);
-                let unlisted = matches!(
-                    self.sessions.authenticate(sid, user, self.guard.as_deref()),
-                    Access::Unlisted
-                );
-                if unlisted {
-                    self.frame_reject(sid, wire::RejectReason::NotEntitled);
-                    self.ident_msg = ident;
-                    self.payload_msg = payload;
-                    continue;
-                }
-            }
-            if extra {
-                self.gateway_reject(
-                    sid,
-                    0,
-                    wire::RequestKind::Frame,
-                    wire::RejectReason::UnexpectedFrames,
-                    0,
-                    0,
-                );
-            } else {
-                self.handle_frame(sid, &payload);
-            }
+            self.handle_message(&ident, &mut payload, extra, now);
             self.ident_msg = ident;
             self.payload_msg = payload;
         }
         n
+    }
+
+    /// One message from the order-entry socket: a disconnect notification, or a client frame.
+    fn handle_message(
+        &mut self,
+        ident: &[u8],
+        payload: &mut zmq::Message,
+        extra: bool,
+        now: Instant,
+    ) {
+        // libzmq's router notification (ZMQ_ROUTER_NOTIFY): the routing id and an empty frame,
+        // without the metadata every frame from a connection carries.
+        if payload.is_empty() && !extra && payload.gets("Peer-Address").is_none() {
+            if let Some(sid) = self.sessions.find(ident) {
+                self.sessions
+                    .end(sid, SessionEnd::Disconnected, &mut self.stats);
+            }
+            return;
+        }
+        self.stats.frames_in += 1;
+        let sid = match self.sessions.find(ident) {
+            Some(sid) => self.sessions.touch(sid, now),
+            None => {
+                let peer = payload
+                    .gets("Peer-Address")
+                    .unwrap_or("")
+                    .as_bytes()
+                    .to_vec();
+                match self.sessions.session_for(ident, &peer, now) {
+                    Some(sid) => sid,
+                    None => {
+                        return self.reply_without_session(ident, wire::RejectReason::SessionLimit);
+                    }
+                }
+            }
+        };
+        if self.guard.is_some() {
+            // The ZAP handler set the connection's User-Id to its key (module docs of
+            // caldera_auth::zap): frames of keys that are not listed go no further.
+            let user = payload.gets("User-Id").map(str::as_bytes);
+            let unlisted = matches!(
+                self.sessions.authenticate(sid, user, self.guard.as_deref()),
+                Access::Unlisted
+            );
+            if unlisted {
+                return self.frame_reject(sid, wire::RejectReason::NotEntitled);
+            }
+        }
+        if extra {
+            self.gateway_reject(
+                sid,
+                0,
+                wire::RequestKind::Frame,
+                wire::RejectReason::UnexpectedFrames,
+                0,
+                0,
+            );
+        } else {
+            self.handle_frame(sid, payload);
+        }
+    }
+
+    /// Answers a frame that gets no session (the session limits are reached): one `Rejected`
+    /// in a report frame with session sequence 0, sent if libzmq takes it at once.
+    fn reply_without_session(&mut self, ident: &[u8], reason: wire::RejectReason) {
+        self.stats.gateway_rejects += 1;
+        self.counters.reject(reason);
+        let r = ServerReport::Rejected(wire::Rejected::new(
+            0,
+            0,
+            0,
+            0,
+            0,
+            reason,
+            wire::RequestKind::Frame,
+        ));
+        codec::write_report_batch(&mut self.scratch, 0, &[r]);
+        let sent = self
+            .router
+            .send(ident, zmq::SNDMORE | zmq::DONTWAIT)
+            .is_ok()
+            && self.router.send(&self.scratch[..], zmq::DONTWAIT).is_ok();
+        if !sent {
+            self.stats.undeliverable += 1;
+        }
     }
 
     fn handle_frame(&mut self, sid: usize, payload: &[u8]) {
@@ -387,6 +509,7 @@ impl<'a> Gateway<'a> {
         }
         self.requests = requests;
         match result {
+            Ok(0) => self.frame_reject(sid, wire::RejectReason::EmptyBatch),
             Ok(_) => {}
             Err(FrameError::Malformed(_)) => {
                 self.frame_reject(sid, wire::RejectReason::MalformedMessage);
@@ -424,14 +547,28 @@ impl<'a> Gateway<'a> {
                 return self.request_reject(sid, index, wire::RejectReason::AmbiguousRequest);
             }
         };
-        let (kind, cl, oid) = match &req {
+        let (kind, cl, oid) = describe(&req);
+        if !self.sessions.admit(sid, self.round) {
+            return self.gateway_reject(sid, index, kind, wire::RejectReason::Throttled, cl, oid);
+        }
+        if self.stopping && !matches!(req, ClientRequest::Heartbeat(_)) {
+            return self.gateway_reject(
+                sid,
+                index,
+                kind,
+                wire::RejectReason::ShuttingDown,
+                cl,
+                oid,
+            );
+        }
+        match &req {
             ClientRequest::Logon(l) => {
                 let refused = self.sessions.logon(sid, l.account()).err();
-                return self.logon_refused(sid, index, wire::RequestKind::Logon, refused);
+                return self.logon_refused(sid, index, kind, refused);
             }
             ClientRequest::Logout(l) => {
                 let refused = self.sessions.logout(sid, l.account()).err();
-                return self.logon_refused(sid, index, wire::RequestKind::Logout, refused);
+                return self.logon_refused(sid, index, kind, refused);
             }
             ClientRequest::Heartbeat(h) => {
                 return self.sessions.report(
@@ -444,7 +581,7 @@ impl<'a> Gateway<'a> {
                     return self.gateway_reject(
                         sid,
                         index,
-                        wire::RequestKind::ListSessions,
+                        kind,
                         wire::RejectReason::NotEntitled,
                         0,
                         0,
@@ -452,20 +589,8 @@ impl<'a> Gateway<'a> {
                 }
                 return self.sessions.list_sessions(sid, l.request_id());
             }
-            ClientRequest::HaltInstrument(_) => (wire::RequestKind::Halt, 0, 0),
-            ClientRequest::ResumeInstrument(_) => (wire::RequestKind::Resume, 0, 0),
-            ClientRequest::CancelAll(_) => (wire::RequestKind::CancelAll, 0, 0),
-            ClientRequest::NewOrder(o) => (wire::RequestKind::New, o.client_order_id(), 0),
-            ClientRequest::Cancel(c) => {
-                (wire::RequestKind::Cancel, c.client_order_id(), c.order_id())
-            }
-            ClientRequest::Replace(r) => (
-                wire::RequestKind::Replace,
-                r.client_order_id(),
-                r.order_id(),
-            ),
-            ClientRequest::MassCancel(_) => (wire::RequestKind::MassCancel, 0, 0),
-        };
+            _ => {}
+        }
         let reject = |me: &mut Self, reason| me.gateway_reject(sid, index, kind, reason, cl, oid);
         let admin = matches!(
             req,
@@ -490,7 +615,7 @@ impl<'a> Gateway<'a> {
                 None => return reject(self, wire::RejectReason::NotEntitled),
             }
         };
-        if self.sessions.backlog_len(sid) >= self.cfg.max_session_backlog {
+        if self.sessions.busy(sid, self.cfg.max_session_backlog) {
             return reject(self, wire::RejectReason::Busy);
         }
         if self.shared.journal.failed.load(Ordering::Relaxed) {
@@ -508,7 +633,8 @@ impl<'a> Gateway<'a> {
             self.stats.commands += 1;
             if let Command::MassCancel(m) = cmd {
                 if m.symbol.is_none() {
-                    self.all_symbol_cancels.push_back(admin.then_some(sid));
+                    let who = admin.then(|| self.sessions.reference(sid));
+                    self.all_symbol_cancels.push_back(who);
                 }
             }
         } else {
@@ -528,6 +654,7 @@ impl<'a> Gateway<'a> {
             Some(LogonRefused::NotEntitled) => wire::RejectReason::NotEntitled,
             Some(LogonRefused::AlreadyLoggedOn) => wire::RejectReason::AlreadyLoggedOn,
             Some(LogonRefused::NotLoggedOn) => wire::RejectReason::NotLoggedOn,
+            Some(LogonRefused::InvalidAccount) => wire::RejectReason::InvalidAccount,
         };
         self.gateway_reject(sid, index, request, reason, 0, 0);
     }
@@ -615,7 +742,9 @@ impl<'a> Gateway<'a> {
                     // outcome also goes to the admin who sent it.
                     if m.symbol.is_none() {
                         if let Some(Some(admin)) = self.all_symbol_cancels.pop_front() {
-                            self.sessions.report(admin, report);
+                            if self.sessions.is_current(admin) {
+                                self.sessions.report(admin.sid, report);
+                            }
                         }
                     }
                 }
@@ -692,6 +821,7 @@ impl<'a> Gateway<'a> {
 
     /// Copies the gateway's counters and gauges into the shared counters (every 5 ms).
     fn publish(&mut self, now: Instant) {
+        self.stats.sessions_ended = self.sessions.ended;
         let m = &self.counters.published;
         let s = &self.stats;
         let st = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
@@ -703,6 +833,9 @@ impl<'a> Gateway<'a> {
         st(&m.undeliverable, s.undeliverable);
         st(&m.ring_full_pauses, s.ring_full_pauses);
         st(&m.sessions, self.sessions.len() as u64);
+        for (a, v) in m.sessions_ended.iter().zip(self.sessions.ended) {
+            st(a, v);
+        }
         st(
             &m.inbound_ring_used,
             (self.rings.capacity - self.rings.commands.slots()) as u64,
@@ -769,6 +902,7 @@ impl Agent for Gateway<'_> {
         // One clock read per round serves reading, latency samples, metrics, snapshots and
         // shutdown.
         let now = Instant::now();
+        self.round = now;
         let mut work = self.read_requests(now);
         self.released_before_routing = self.shared.releasable_commands();
         work += self.route_events(8192);
@@ -779,6 +913,7 @@ impl Agent for Gateway<'_> {
         }
         self.publish_market_data(now);
         self.check_entitlements();
+        self.sessions.sweep_idle(now, &mut self.stats);
         self.check_shutdown(now);
         work
     }
@@ -794,7 +929,7 @@ impl Agent for Gateway<'_> {
             } else {
                 50
             };
-            let read = if self.stopping || !self.ring_has_room() {
+            let read = if !self.stopping && !self.ring_has_room() {
                 zmq::PollEvents::empty()
             } else {
                 zmq::POLLIN

@@ -23,3 +23,4 @@ mod session;
 pub use config::GatewayConfig;
 pub use counters::{GatewayCounters, GatewayStats, Stage};
 pub use gateway::{Gateway, GatewayRings, Security, SocketError};
+pub use session::SessionEnd;

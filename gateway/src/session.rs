@@ -12,6 +12,13 @@
 //!   admin requests) and the outcome of its own `CancelAll`s;
 //! - a key that loses an entitlement (entitlements reloaded) gets `LoggedOut{Revoked}` for
 //!   each account it lost; a key no longer listed can do nothing more.
+//!
+//! Memory is bounded (docs/operations.md, "Limits"): a session ends when its connection drops
+//! (libzmq's router notification), when it has been idle and not logged on for
+//! `session_idle_timeout_ms`, or when the report frames it has not read exceed
+//! `max_session_backlog_bytes` (its queued reports are discarded — they stay in the journal —
+//! and its next frame starts a new session). At most `max_sessions` sessions exist, and at most
+//! `max_sessions_per_peer` from one IP address; beyond, frames get `SessionLimit`.
 
 use crate::counters::GatewayStats;
 use caldera_auth::{Client, Guard, PublicKey, Role};
@@ -21,6 +28,53 @@ use caldera_schema::wire;
 use foldhash::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// Most reports in one report frame (a large mass cancel is sent as several frames): bounds
+/// what one frame in libzmq's queue can weigh.
+pub(crate) const MAX_REPORTS_PER_FRAME: usize = 1024;
+
+/// The limits on sessions ([`crate::GatewayConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SessionLimits {
+    /// Requests a second a session may send (0 = no limit) and how many it may save up.
+    pub(crate) rate: u64,
+    pub(crate) burst: u64,
+    pub(crate) max_sessions: usize,
+    pub(crate) max_per_peer: usize,
+    pub(crate) max_backlog_bytes: usize,
+    pub(crate) idle_timeout: std::time::Duration,
+}
+
+/// Why a session ended (counted in `caldera_sessions_closed_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Its connection dropped.
+    Disconnected = 0,
+    /// Idle and never logged on.
+    Idle = 1,
+    /// It did not read its reports: the unread backlog passed `max_session_backlog_bytes`.
+    Backlog = 2,
+}
+
+impl SessionEnd {
+    /// Every reason, in order.
+    pub const ALL: [SessionEnd; 3] = [
+        SessionEnd::Disconnected,
+        SessionEnd::Idle,
+        SessionEnd::Backlog,
+    ];
+
+    /// Its label value.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionEnd::Disconnected => "disconnected",
+            SessionEnd::Idle => "idle",
+            SessionEnd::Backlog => "backlog",
+        }
+    }
+}
 
 /// What a session's connection may do.
 #[derive(Clone, Debug)]
@@ -90,7 +144,14 @@ impl Access {
 }
 
 struct Session {
+    /// False for a free slot (its session ended; reused by the next new session).
+    live: bool,
+    /// Increases every time the slot is reused (see [`SessionRef`]).
+    generation: u32,
     ident: Vec<u8>,
+    /// The connection's IP address (`Peer-Address`), for the per-peer limit.
+    peer: Vec<u8>,
+    last_frame: Instant,
     /// The connection's `User-Id` (the Z85 text of its CURVE key); empty without
     /// authentication.
     user: Vec<u8>,
@@ -103,8 +164,50 @@ struct Session {
     next_seq: u64,
     out: Vec<ServerReport>,
     backlog: VecDeque<Vec<u8>>,
+    backlog_bytes: usize,
+    bucket: Bucket,
     dirty: bool,
     gone: bool,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up. Integer arithmetic in
+/// nanoseconds, so it never drifts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bucket {
+    /// Tokens × 1e9 (nanosecond-tokens).
+    level: u128,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(burst: u64, now: Instant) -> Self {
+        Self {
+            level: u128::from(burst) * 1_000_000_000,
+            last: now,
+        }
+    }
+
+    /// Takes one token; false when there is none (the request is throttled).
+    fn take(&mut self, rate: u64, burst: u64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_nanos();
+        self.last = now;
+        let cap = u128::from(burst) * 1_000_000_000;
+        self.level = (self.level + elapsed * u128::from(rate)).min(cap);
+        if self.level >= 1_000_000_000 {
+            self.level -= 1_000_000_000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A session slot and its generation: refers to that session only, not to a later one that
+/// reuses the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionRef {
+    pub(crate) sid: usize,
+    generation: u32,
 }
 
 /// Why a `Logon` or `Logout` was refused.
@@ -113,12 +216,21 @@ pub(crate) enum LogonRefused {
     NotEntitled,
     AlreadyLoggedOn,
     NotLoggedOn,
+    InvalidAccount,
 }
 
 /// Every session the gateway knows, indexed by routing id and by account.
 pub(crate) struct Sessions {
     secure: bool,
+    limits: SessionLimits,
     list: Vec<Session>,
+    /// Free slots of `list`.
+    free: Vec<usize>,
+    live: usize,
+    by_peer: HashMap<Vec<u8>, usize>,
+    /// Sessions ended, by [`SessionEnd`].
+    pub(crate) ended: [u64; 3],
+    next_sweep: Instant,
     by_ident: HashMap<Vec<u8>, usize>,
     by_account: HashMap<u32, usize>,
     /// Read and admin sessions by the account whose reports they receive.
@@ -165,10 +277,16 @@ fn logged_out(account: u32, reason: wire::LogoutReason) -> ServerReport {
 impl Sessions {
     /// `secure`: connections are authenticated (CURVE); otherwise every session is
     /// [`Access::Open`].
-    pub(crate) fn new(secure: bool) -> Self {
+    pub(crate) fn new(secure: bool, limits: SessionLimits) -> Self {
         Self {
             secure,
+            limits,
             list: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            by_peer: HashMap::default(),
+            ended: [0; 3],
+            next_sweep: Instant::now(),
             by_ident: HashMap::default(),
             by_account: HashMap::default(),
             observers: HashMap::default(),
@@ -178,36 +296,172 @@ impl Sessions {
         }
     }
 
+    /// Live sessions.
     pub(crate) fn len(&self) -> usize {
-        self.list.len()
+        self.live
     }
 
-    /// The session of a routing id, created on its first frame.
-    pub(crate) fn session_for(&mut self, ident: &[u8]) -> usize {
+    /// The session of a routing id, if it has one.
+    pub(crate) fn find(&self, ident: &[u8]) -> Option<usize> {
+        self.by_ident.get(ident).copied()
+    }
+
+    /// The session of a routing id, created on its first frame; `None` when the session limits
+    /// are reached (`peer`: the connection's IP address).
+    pub(crate) fn session_for(&mut self, ident: &[u8], peer: &[u8], now: Instant) -> Option<usize> {
         if let Some(&s) = self.by_ident.get(ident) {
-            self.list[s].gone = false;
-            return s;
+            let x = &mut self.list[s];
+            x.gone = false;
+            x.last_frame = now;
+            return Some(s);
         }
-        let s = self.list.len();
-        self.list.push(Session {
-            ident: ident.to_vec(),
-            user: Vec::new(),
-            key_id: 0,
-            access: if self.secure {
-                Access::Unlisted
-            } else {
-                Access::Open
-            },
-            account: None,
-            observing: Vec::new(),
-            next_seq: 1,
-            out: Vec::with_capacity(256),
-            backlog: VecDeque::new(),
-            dirty: false,
-            gone: false,
-        });
+        let per_peer = self.by_peer.get(peer).copied().unwrap_or(0);
+        if self.live >= self.limits.max_sessions || per_peer >= self.limits.max_per_peer {
+            return None;
+        }
+        let access = if self.secure {
+            Access::Unlisted
+        } else {
+            Access::Open
+        };
+        let s = if let Some(s) = self.free.pop() {
+            let x = &mut self.list[s];
+            x.live = true;
+            x.generation = x.generation.wrapping_add(1);
+            x.ident.clear();
+            x.ident.extend_from_slice(ident);
+            x.peer.clear();
+            x.peer.extend_from_slice(peer);
+            x.last_frame = now;
+            x.user.clear();
+            x.key_id = 0;
+            x.access = access;
+            x.account = None;
+            x.observing.clear();
+            x.next_seq = 1;
+            x.out.clear();
+            x.backlog.clear();
+            x.backlog_bytes = 0;
+            x.bucket = Bucket::full(self.limits.burst, now);
+            x.dirty = false;
+            x.gone = false;
+            s
+        } else {
+            self.list.push(Session {
+                live: true,
+                generation: 0,
+                ident: ident.to_vec(),
+                peer: peer.to_vec(),
+                last_frame: now,
+                user: Vec::new(),
+                key_id: 0,
+                access,
+                account: None,
+                observing: Vec::new(),
+                next_seq: 1,
+                out: Vec::with_capacity(8),
+                backlog: VecDeque::new(),
+                backlog_bytes: 0,
+                bucket: Bucket::full(self.limits.burst, now),
+                dirty: false,
+                gone: false,
+            });
+            self.list.len() - 1
+        };
         self.by_ident.insert(ident.to_vec(), s);
-        s
+        *self.by_peer.entry(peer.to_vec()).or_default() += 1;
+        self.live += 1;
+        Some(s)
+    }
+
+    /// The session sent a frame now; returns `sid`.
+    pub(crate) fn touch(&mut self, sid: usize, now: Instant) -> usize {
+        let s = &mut self.list[sid];
+        s.gone = false;
+        s.last_frame = now;
+        sid
+    }
+
+    /// Whether new order entry from `sid` gets `Busy`: `max_frames` report frames, or half
+    /// of `max_session_backlog_bytes`, are waiting for it to read.
+    pub(crate) fn busy(&self, sid: usize, max_frames: usize) -> bool {
+        let s = &self.list[sid];
+        s.backlog.len() >= max_frames || s.backlog_bytes >= self.limits.max_backlog_bytes / 2
+    }
+
+    /// Whether `sid` may send one more request now (its rate limit); false = `Throttled`.
+    pub(crate) fn admit(&mut self, sid: usize, now: Instant) -> bool {
+        let l = self.limits;
+        l.rate == 0 || self.list[sid].bucket.take(l.rate, l.burst, now)
+    }
+
+    /// A reference to the session in slot `sid` as it is now.
+    pub(crate) fn reference(&self, sid: usize) -> SessionRef {
+        SessionRef {
+            sid,
+            generation: self.list[sid].generation,
+        }
+    }
+
+    /// Whether `r` still names a live session.
+    pub(crate) fn is_current(&self, r: SessionRef) -> bool {
+        let s = &self.list[r.sid];
+        s.live && s.generation == r.generation
+    }
+
+    /// Ends session `sid`: its logons end, its queued reports are discarded (counted as
+    /// undeliverable), its slot is freed. Its connection, if still open, starts a new session
+    /// with its next frame.
+    pub(crate) fn end(&mut self, sid: usize, why: SessionEnd, stats: &mut GatewayStats) {
+        if !self.list[sid].live {
+            return;
+        }
+        self.drop_logons(sid, None);
+        let s = &mut self.list[sid];
+        stats.undeliverable += s.out.len() as u64;
+        s.out.clear();
+        s.backlog.clear();
+        s.backlog_bytes = 0;
+        s.live = false;
+        let ident = std::mem::take(&mut s.ident);
+        let peer = std::mem::take(&mut s.peer);
+        if self.by_ident.get(&ident) == Some(&sid) {
+            self.by_ident.remove(&ident);
+        }
+        if let Some(n) = self.by_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_peer.remove(&peer);
+            }
+        }
+        // Keep the buffers' memory for the next session of this slot.
+        let s = &mut self.list[sid];
+        s.ident = ident;
+        s.peer = peer;
+        self.free.push(sid);
+        self.live -= 1;
+        self.ended[why as usize] += 1;
+    }
+
+    /// Ends the sessions that never logged on and sent nothing for the idle timeout (checked
+    /// once a second).
+    pub(crate) fn sweep_idle(&mut self, now: Instant, stats: &mut GatewayStats) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + std::time::Duration::from_secs(1);
+        let timeout = self.limits.idle_timeout;
+        for sid in 0..self.list.len() {
+            let s = &self.list[sid];
+            if s.live
+                && s.account.is_none()
+                && s.observing.is_empty()
+                && s.backlog.is_empty()
+                && now.duration_since(s.last_frame) >= timeout
+            {
+                self.end(sid, SessionEnd::Idle, stats);
+            }
+        }
     }
 
     /// Checks the `User-Id` of a frame from `sid` (the Z85 text of its connection's CURVE key,
@@ -248,11 +502,6 @@ impl Sessions {
         self.list[sid].account
     }
 
-    /// Report frames the session has not taken yet.
-    pub(crate) fn backlog_len(&self, sid: usize) -> usize {
-        self.list[sid].backlog.len()
-    }
-
     pub(crate) fn has_backlog(&self) -> bool {
         !self.backlogged.is_empty()
     }
@@ -260,6 +509,10 @@ impl Sessions {
     /// `Logon{account}` from `sid`, under the session rules (module docs).
     pub(crate) fn logon(&mut self, sid: usize, account: u32) -> Result<(), LogonRefused> {
         let access = &self.list[sid].access;
+        // 0 is the venue's (admins only), u32::MAX is reserved.
+        if account == u32::MAX || (account == VENUE && !access.may_admin()) {
+            return Err(LogonRefused::InvalidAccount);
+        }
         if access.may_trade(account) {
             match self.list[sid].account {
                 Some(a) if a != account => return Err(LogonRefused::AlreadyLoggedOn),
@@ -350,7 +603,7 @@ impl Sessions {
         let mut changed = 0;
         for sid in 0..self.list.len() {
             let s = &self.list[sid];
-            if s.user.is_empty() {
+            if !s.live || s.user.is_empty() {
                 continue;
             }
             let Some(key) = std::str::from_utf8(&s.user)
@@ -390,7 +643,7 @@ impl Sessions {
     /// One `SessionInfo` per session (and per account a read session receives), to `sid`.
     pub(crate) fn list_sessions(&mut self, sid: usize, request_id: u64) {
         let mut rows = Vec::new();
-        for (index, s) in self.list.iter().enumerate() {
+        for (index, s) in self.list.iter().enumerate().filter(|(_, s)| s.live) {
             let role = s.access.wire_role();
             let sent = s.next_seq - 1;
             let backlog = u32::try_from(s.backlog.len()).unwrap_or(u32::MAX);
@@ -440,57 +693,82 @@ impl Sessions {
         }
     }
 
-    /// Sends every session's pending reports as one frame per session, then retries the
-    /// backlogs in order (only sessions that have one are visited).
+    /// Sends every session's pending reports as one frame per session (several for more than
+    /// [`MAX_REPORTS_PER_FRAME`]), then retries the backlogs in order (only sessions that have
+    /// one are visited). A session whose unread frames pass `max_session_backlog_bytes` ends.
     pub(crate) fn flush(&mut self, router: &zmq::Socket, stats: &mut GatewayStats) {
         let dirty = std::mem::take(&mut self.dirty);
+        let mut overflow = Vec::new();
         for &sid in &dirty {
             let s = &mut self.list[sid];
             s.dirty = false;
-            if s.out.is_empty() {
+            if s.out.is_empty() || !s.live {
+                s.out.clear();
                 continue;
             }
-            let first = s.next_seq;
-            s.next_seq += s.out.len() as u64;
-            stats.reports += s.out.len() as u64;
-            codec::write_report_batch(&mut self.frame, first, &s.out);
-            let bytes = &self.frame[..];
-            s.out.clear();
-            if s.backlog.is_empty() && !s.gone {
-                match send_frame(router, &s.ident, bytes) {
-                    SendResult::Sent => {
-                        stats.report_frames += 1;
-                        continue;
-                    }
-                    SendResult::WouldBlock => {
-                        s.backlog.push_back(bytes.to_vec());
-                        self.backlogged.push(sid);
-                    }
-                    SendResult::Gone => {
-                        s.gone = true;
-                        stats.undeliverable += s.next_seq - first;
+            let mut start = 0;
+            while start < s.out.len() {
+                let end = (start + MAX_REPORTS_PER_FRAME).min(s.out.len());
+                let first = s.next_seq;
+                let n = (end - start) as u64;
+                s.next_seq += n;
+                stats.reports += n;
+                codec::write_report_batch(&mut self.frame, first, &s.out[start..end]);
+                start = end;
+                let bytes = &self.frame[..];
+                if s.gone {
+                    stats.undeliverable += n;
+                    continue;
+                }
+                if s.backlog.is_empty() {
+                    match send_frame(router, &s.ident, bytes) {
+                        SendResult::Sent => {
+                            stats.report_frames += 1;
+                            continue;
+                        }
+                        SendResult::WouldBlock => self.backlogged.push(sid),
+                        SendResult::Gone => {
+                            s.gone = true;
+                            stats.undeliverable += n;
+                            continue;
+                        }
                     }
                 }
-            } else if !s.gone {
-                // Already backlogged (and listed): keep the order.
+                // Behind earlier frames (already listed in `backlogged`): keep the order.
+                s.backlog_bytes += bytes.len();
                 s.backlog.push_back(bytes.to_vec());
-            } else {
-                stats.undeliverable += s.next_seq - first;
+                if s.backlog_bytes > self.limits.max_backlog_bytes {
+                    overflow.push(sid);
+                    break;
+                }
             }
+            s.out.clear();
         }
         self.dirty = dirty;
         self.dirty.clear();
+        for sid in overflow {
+            let s = &self.list[sid];
+            tracing::warn!(
+                session = sid,
+                backlog_bytes = s.backlog_bytes,
+                account = ?s.account,
+                "a session that does not read its reports passed max_session_backlog_bytes: session ended"
+            );
+            self.end(sid, SessionEnd::Backlog, stats);
+        }
         let list = &mut self.list;
         self.backlogged.retain(|&sid| {
             let s = &mut list[sid];
             while let Some(front) = s.backlog.front() {
-                if s.gone {
+                if s.gone || !s.live {
                     s.backlog.clear();
+                    s.backlog_bytes = 0;
                     break;
                 }
                 match send_frame(router, &s.ident, front) {
                     SendResult::Sent => {
                         stats.report_frames += 1;
+                        s.backlog_bytes -= front.len();
                         s.backlog.pop_front();
                     }
                     SendResult::WouldBlock => break,
@@ -499,5 +777,6 @@ impl Sessions {
             }
             !s.backlog.is_empty()
         });
+        self.backlogged.dedup();
     }
 }

@@ -96,7 +96,11 @@ pub fn recover_following(
 ) -> Result<(Engine, Recovered, LogReader), RecoverError> {
     let store = SnapshotStore::new(dir, 3);
     let (mut engine, snapshot_seq) = match store.latest() {
-        Some((seq, bytes)) => match Engine::restore(&bytes) {
+        Some((seq, bytes)) => match Engine::restore_seeded(
+            &bytes,
+            caldera_engine::DEFAULT_RESTORE_MEMORY_LIMIT,
+            config.hash_seed,
+        ) {
             Ok(e) if e.config() != config => return Err(RecoverError::ConfigMismatch),
             Ok(e) => (e, seq),
             // An older format or a damaged body: the log still holds the history unless

@@ -838,7 +838,23 @@ impl LogReader {
         else {
             return Ok(false);
         };
-        let file = File::open(&path).map_err(io(&path))?;
+        let mut file = File::open(&path).map_err(io(&path))?;
+        // The header is checked as recovery checks it: a segment with a wrong magic is damage,
+        // not history (one still being created, shorter than its header, is not there yet).
+        let mut header = [0u8; HEADER as usize];
+        let mut got = 0;
+        while got < header.len() {
+            match file.read(&mut header[got..]).map_err(io(&path))? {
+                0 => return Ok(false),
+                n => got += n,
+            }
+        }
+        if &header[..8] != MAGIC {
+            return Err(SegmentError::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "bad segment magic"),
+            });
+        }
         self.current = Some((base, path, file));
         self.offset = HEADER;
         Ok(true)

@@ -33,11 +33,15 @@ pub struct EngineSection {
     pub max_orders: u32,
     /// Accounts that may rest orders.
     pub max_accounts: u32,
-    /// Seed of the engine's hash tables (must match on replicas).
-    pub hash_seed: u64,
+    /// Seed of the engine's hash tables. Unset (the default): a random secret per process —
+    /// replicas need not agree (it changes no behaviour); set it only for reproducible
+    /// benchmarks, and never publish it (known seeds let clients collide their ids).
+    pub hash_seed: Option<u64>,
     /// Accepted orders remembered by (account, client order id) after they are done, so a
     /// client's resend after a failover is rejected as a duplicate (0 = live orders only).
     pub dedupe_window: u32,
+    /// Most live orders one account may have (0 = no limit beyond max_orders).
+    pub max_orders_per_account: u32,
 }
 
 impl Default for EngineSection {
@@ -45,8 +49,9 @@ impl Default for EngineSection {
         Self {
             max_orders: 1 << 20,
             max_accounts: 1 << 16,
-            hash_seed: 0xca1d_e7a5,
+            hash_seed: None,
             dedupe_window: 1 << 18,
+            max_orders_per_account: 1 << 16,
         }
     }
 }
@@ -86,6 +91,18 @@ pub enum FsyncSetting {
     Interval,
     /// Never forced (survives a process crash only).
     Never,
+}
+
+/// This process's secret hash seed (drawn once from the OS's randomness).
+fn process_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        // RandomState keys come from the OS's random source, fresh per process.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(u64::from(std::process::id()));
+        h.finish()
+    })
 }
 
 /// Why a `kafka://` journal cannot be used by a build without the `kafka` feature.
@@ -423,8 +440,9 @@ impl Config {
         EngineConfig {
             max_orders: self.engine.max_orders,
             max_accounts: self.engine.max_accounts,
-            hash_seed: self.engine.hash_seed,
+            hash_seed: self.engine.hash_seed.unwrap_or_else(process_seed),
             dedupe_window: self.engine.dedupe_window,
+            max_orders_per_account: self.engine.max_orders_per_account,
             instruments: self
                 .instruments
                 .iter()

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_client_that_stops_reading_gets_busy_rejects_and_loses_nothing() {
-    // A tiny backlog and high-water mark so a few thousand reports fill them.
+    // A tiny backlog and high-water mark so a few thousand reports fill them; no rate limit,
+    // per-account limit or byte bound on the backlog, which would answer first (limits.rs
+    // tests those).
     let node = Node::start(
         "backpressure",
-        "max_session_backlog = 4\nsndhwm = 8\n[journal]\nuri = \"none\"\n",
+        "max_session_backlog = 4\nsndhwm = 8\nsession_rate = 0\nmax_session_backlog_bytes = 268435456\n[engine]\nmax_orders_per_account = 0\n[journal]\nuri = \"none\"\n",
     );
     let ctx = zmq::Context::new();
     let slow = ctx.socket(zmq::DEALER).unwrap();

@@ -473,8 +473,8 @@ fn a_read_key_gets_its_accounts_reports_and_cannot_enter_orders() {
     expect(&mut reader, "LoggedOn 8", logged_on(8));
     expect(
         &mut reader,
-        "NotEntitled for the venue account",
-        rejected(RejectReason::NotEntitled, RequestKind::Logon),
+        "InvalidAccount for the venue account",
+        rejected(RejectReason::InvalidAccount, RequestKind::Logon),
     );
     expect(
         &mut reader,

@@ -194,7 +194,12 @@ fn reject_of(r: &ServerReport) -> Option<(wire::RejectReason, wire::RequestKind,
 
 #[test]
 fn malformed_frames_get_typed_rejects_and_the_process_stays_up() {
-    let node = Node::start("malformed", "max_frame_bytes = 4096\nmax_batch = 64\n");
+    // max_message_bytes above max_frame_bytes, so an oversized frame reaches the gateway and
+    // gets FrameTooLarge (by default libzmq drops the connection first: limits.rs).
+    let node = Node::start(
+        "malformed",
+        "max_frame_bytes = 4096\nmax_message_bytes = 16384\nmax_batch = 64\n",
+    );
     let ctx = zmq::Context::new();
     let mut c = node.client(&ctx);
     let expect = |c: &mut OrderClient, what: &str, check: &dyn Fn(&[ServerReport]) -> bool| {

@@ -685,10 +685,10 @@ impl flatbuffers::SimpleToVerifyInSlice for RequestKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REJECT_REASON: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_REASON: u16 = 113;
+pub const ENUM_MAX_REJECT_REASON: u16 = 117;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 32] = [
+pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 38] = [
   RejectReason::None,
   RejectReason::UnknownSymbol,
   RejectReason::ZeroPrice,
@@ -707,6 +707,8 @@ pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 32] = [
   RejectReason::InvalidOrderType,
   RejectReason::InvalidTimeInForce,
   RejectReason::MarketOrderHasPrice,
+  RejectReason::AccountOrderLimit,
+  RejectReason::ZeroClientOrderId,
   RejectReason::MalformedMessage,
   RejectReason::UnknownMessageType,
   RejectReason::FrameTooLarge,
@@ -721,6 +723,10 @@ pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 32] = [
   RejectReason::JournalUnavailable,
   RejectReason::NotEntitled,
   RejectReason::AlreadyLoggedOn,
+  RejectReason::SessionLimit,
+  RejectReason::Throttled,
+  RejectReason::InvalidAccount,
+  RejectReason::EmptyBatch,
 ];
 
 /// 1..99: engine reasons (same codes as caldera-engine). 100..: gateway reasons.
@@ -747,6 +753,8 @@ impl RejectReason {
   pub const InvalidOrderType: Self = Self(15);
   pub const InvalidTimeInForce: Self = Self(16);
   pub const MarketOrderHasPrice: Self = Self(17);
+  pub const AccountOrderLimit: Self = Self(18);
+  pub const ZeroClientOrderId: Self = Self(19);
   pub const MalformedMessage: Self = Self(100);
   pub const UnknownMessageType: Self = Self(101);
   pub const FrameTooLarge: Self = Self(102);
@@ -761,9 +769,13 @@ impl RejectReason {
   pub const JournalUnavailable: Self = Self(111);
   pub const NotEntitled: Self = Self(112);
   pub const AlreadyLoggedOn: Self = Self(113);
+  pub const SessionLimit: Self = Self(114);
+  pub const Throttled: Self = Self(115);
+  pub const InvalidAccount: Self = Self(116);
+  pub const EmptyBatch: Self = Self(117);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 113;
+  pub const ENUM_MAX: u16 = 117;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::UnknownSymbol,
@@ -783,6 +795,8 @@ impl RejectReason {
     Self::InvalidOrderType,
     Self::InvalidTimeInForce,
     Self::MarketOrderHasPrice,
+    Self::AccountOrderLimit,
+    Self::ZeroClientOrderId,
     Self::MalformedMessage,
     Self::UnknownMessageType,
     Self::FrameTooLarge,
@@ -797,6 +811,10 @@ impl RejectReason {
     Self::JournalUnavailable,
     Self::NotEntitled,
     Self::AlreadyLoggedOn,
+    Self::SessionLimit,
+    Self::Throttled,
+    Self::InvalidAccount,
+    Self::EmptyBatch,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -819,6 +837,8 @@ impl RejectReason {
       Self::InvalidOrderType => Some("InvalidOrderType"),
       Self::InvalidTimeInForce => Some("InvalidTimeInForce"),
       Self::MarketOrderHasPrice => Some("MarketOrderHasPrice"),
+      Self::AccountOrderLimit => Some("AccountOrderLimit"),
+      Self::ZeroClientOrderId => Some("ZeroClientOrderId"),
       Self::MalformedMessage => Some("MalformedMessage"),
       Self::UnknownMessageType => Some("UnknownMessageType"),
       Self::FrameTooLarge => Some("FrameTooLarge"),
@@ -833,6 +853,10 @@ impl RejectReason {
       Self::JournalUnavailable => Some("JournalUnavailable"),
       Self::NotEntitled => Some("NotEntitled"),
       Self::AlreadyLoggedOn => Some("AlreadyLoggedOn"),
+      Self::SessionLimit => Some("SessionLimit"),
+      Self::Throttled => Some("Throttled"),
+      Self::InvalidAccount => Some("InvalidAccount"),
+      Self::EmptyBatch => Some("EmptyBatch"),
       _ => None,
     }
   }

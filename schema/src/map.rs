@@ -16,7 +16,7 @@ pub const VENUE: AccountId = 0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
     /// An enum field is out of range.
-    #[error("an enum field is out of range")]
+    #[error("an enum or bool field is out of range")]
     InvalidEnumValue,
     /// The request is not an engine command (logon, heartbeat).
     #[error("not an engine command")]
@@ -30,6 +30,9 @@ pub enum MapError {
 /// [`MapError`] when an enum field is out of range or the request is not an engine command.
 pub fn command(account: AccountId, req: &ClientRequest) -> Result<Command, MapError> {
     let bad = MapError::InvalidEnumValue;
+    if !bools_valid(req) {
+        return Err(bad);
+    }
     Ok(match req {
         ClientRequest::NewOrder(o) => Command::New(NewOrder {
             account,
@@ -69,6 +72,20 @@ pub fn command(account: AccountId, req: &ClientRequest) -> Result<Command, MapEr
         | ClientRequest::Heartbeat(_)
         | ClientRequest::ListSessions(_) => return Err(MapError::NotACommand),
     })
+}
+
+/// Whether every bool field of the request is 0 or 1 (FlatBuffers reads any other byte as
+/// true; the protocol does not accept them).
+#[must_use]
+pub fn bools_valid(req: &ClientRequest) -> bool {
+    let ok = |b: u8| b <= 1;
+    match req {
+        ClientRequest::NewOrder(o) => ok(o.0[32]),
+        ClientRequest::Cancel(c) => ok(c.0[16]),
+        ClientRequest::Replace(r) => ok(r.0[32]),
+        ClientRequest::MassCancel(m) => ok(m.0[4]),
+        _ => true,
+    }
 }
 
 /// How a request names an order: by client order id when `by_client`, else by engine id.
@@ -180,5 +197,44 @@ pub fn reports(ev: &Event, mut deliver: impl FnMut(AccountId, ServerReport)) {
             ServerReport::InstrumentStatus(wire::InstrumentStatus::new(seq, s.symbol, s.halted)),
         ),
         EventBody::BookDelta(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bool_fields_other_than_0_and_1_are_invalid() {
+        let mut o = wire::NewOrder::new(
+            1,
+            100,
+            1,
+            1,
+            wire::Side::Buy,
+            wire::OrderType::Limit,
+            wire::TimeInForce::Gtc,
+            wire::SelfTradePrevention::Allow,
+            true,
+        );
+        assert_eq!(o.0[32], 1, "post_only is byte 32");
+        assert!(command(1, &ClientRequest::NewOrder(o)).is_ok());
+        o.0[32] = 2;
+        assert_eq!(
+            command(1, &ClientRequest::NewOrder(o)),
+            Err(MapError::InvalidEnumValue)
+        );
+        let mut c = wire::Cancel::new(1, 2, true);
+        assert_eq!(c.0[16], 1);
+        c.0[16] = 7;
+        assert!(command(1, &ClientRequest::Cancel(c)).is_err());
+        let mut r = wire::Replace::new(1, 2, 3, 4, true);
+        assert_eq!(r.0[32], 1);
+        r.0[32] = 9;
+        assert!(command(1, &ClientRequest::Replace(r)).is_err());
+        let mut m = wire::MassCancel::new(1, true);
+        assert_eq!(m.0[4], 1);
+        m.0[4] = 3;
+        assert!(command(1, &ClientRequest::MassCancel(m)).is_err());
     }
 }

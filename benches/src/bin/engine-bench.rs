@@ -36,6 +36,14 @@ struct Args {
     /// server's default is 262144.
     #[arg(long, default_value_t = 0)]
     dedupe_window: u32,
+    /// Also run the hostile case: one account among the flow sends client order ids crafted to
+    /// collide in the engine's index and fill-or-kill orders over a deep book, against an
+    /// engine with a secret seed and against one whose seed the attacker knows.
+    #[arg(long)]
+    hostile: bool,
+    /// One command in this many is the hostile account's (with --hostile).
+    #[arg(long, default_value_t = 5)]
+    hostile_every: usize,
 }
 
 struct Row {
@@ -85,6 +93,83 @@ fn timer_overhead() -> u64 {
         h.saturating_record((t.elapsed().as_nanos() as u64).max(1));
     }
     h.value_at_quantile(0.5)
+}
+
+/// The hostile case: the same normal flow with a hostile account's commands interleaved,
+/// through engines with a secret seed and with the seed the attacker crafted its ids for.
+fn hostile(args: &Args, normal: &[caldera_engine::Command], cfg: &caldera_engine::EngineConfig) {
+    use caldera_benches::hostile::{interleave, Hostile};
+    use std::hash::BuildHasher;
+    let known = cfg.hash_seed;
+    let secret = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+    let spec = &cfg.instruments[0];
+    let with_seed = |seed| {
+        let mut c = cfg.clone();
+        c.hash_seed = seed;
+        c.max_orders += 2000 + 16;
+        c
+    };
+    let h = Hostile {
+        account: cfg.max_accounts - 1,
+        known_seed: known,
+        every: args.hostile_every,
+        resting: 2000,
+        symbol: spec.id,
+        max_price: spec.max_price,
+    };
+    let (secret_cfg, known_cfg) = (with_seed(secret), with_seed(known));
+    let flow = interleave(normal, &h, &secret_cfg);
+    let hostile_cmds = flow.len() - normal.len();
+    let rows = [
+        (
+            "normal flow, secret seed",
+            measure(|| CalderaBook::new(secret_cfg.clone()), normal, args.passes),
+        ),
+        (
+            "hostile flow, secret seed",
+            measure(|| CalderaBook::new(secret_cfg.clone()), &flow, args.passes),
+        ),
+        (
+            "hostile flow, seed known to it",
+            measure(|| CalderaBook::new(known_cfg.clone()), &flow, args.passes),
+        ),
+    ];
+    println!();
+    println!(
+        "hostile case: account {} sends {hostile_cmds} of {} commands (1 in {}): {} live 1-lot sells on {} levels near the top of the band with client ids whose hashes collide under the seed it knows, cancel/replace churn on them, and every 10th a buy FOK of 900,000 lots (rejected) limited at the band's top",
+        h.account,
+        flow.len(),
+        args.hostile_every + 1,
+        h.resting,
+        h.resting
+    );
+    println!(
+        "{:<32} {:>12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "engine", "ops/s", "ms in all", "p50 ns", "p99", "p99.99", "max", "trades"
+    );
+    for ((name, r), n) in rows.iter().zip([normal.len(), flow.len(), flow.len()]) {
+        let q = |x| r.hist.value_at_quantile(x);
+        println!(
+            "{name:<32} {:>12.0} {:>10.1} {:>8} {:>8} {:>8} {:>9} {:>8}",
+            r.ops_per_sec,
+            n as f64 / r.ops_per_sec * 1e3,
+            q(0.5),
+            q(0.99),
+            q(0.9999),
+            r.hist.max(),
+            r.trades
+        );
+    }
+    // The hostile orders never trade: the normal commands did the same work in every row.
+    assert_eq!(
+        rows[0].1.trades, rows[1].1.trades,
+        "the normal flow changed"
+    );
+    println!(
+        "ops/s, normal / hostile: {:.2}x with a secret seed, {:.2}x with the seed known to the attacker",
+        rows[0].1.ops_per_sec / rows[1].1.ops_per_sec,
+        rows[0].1.ops_per_sec / rows[2].1.ops_per_sec
+    );
 }
 
 fn main() -> Result<()> {
@@ -174,6 +259,9 @@ fn main() -> Result<()> {
             r.name,
             rows[0].ops_per_sec / r.ops_per_sec
         );
+    }
+    if args.hostile {
+        hostile(&args, &cmds, &engine_cfg);
     }
     if args.json {
         let items: Vec<String> = rows

@@ -341,7 +341,8 @@ impl OrderClient {
 /// cancel and mass cancel until the gateway answers it. While requests wait unanswered it
 /// probes with a Logon every `resend_after / 8` (a new primary answers with session sequence 1,
 /// which reveals the failover at once). When the session is lost — a session sequence restart,
-/// `NotLoggedOn` (a new primary that never saw this session), or a request unanswered for
+/// `NotLoggedOn` (a new primary that never saw this session), `ShuttingDown` (the primary is
+/// stopping and did not take the request), or a request unanswered for
 /// `resend_after` — it opens a fresh session (new socket, Logon) and resends every unanswered
 /// request, in the order they were first sent.
 ///
@@ -516,8 +517,9 @@ impl FailoverClient {
                     }
                 }
                 ServerReport::Rejected(x) => {
+                    // Not done, and this node will not do it: the next primary will.
                     if x.reason() == wire::RejectReason::NotLoggedOn
-                        || x.reason() == wire::RejectReason::NotPrimary
+                        || x.reason() == wire::RejectReason::ShuttingDown
                     {
                         lost = true;
                     } else {

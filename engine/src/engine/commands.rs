@@ -212,9 +212,7 @@ impl Engine {
             self.orders[h as usize].leaves = r.qty;
             let book = &mut self.books[b];
             let i = book.index(o.price);
-            let level = &mut book.sides[o.side.index()].levels[i as usize];
-            level.qty -= diff;
-            let qty = level.qty;
+            let qty = book.sides[o.side.index()].sub_qty(i, diff);
             self.emit(sink, replaced(true));
             if diff > 0 {
                 self.emit(

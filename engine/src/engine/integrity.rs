@@ -17,6 +17,12 @@ impl Engine {
         for book in &self.books {
             for side in [Side::Buy, Side::Sell] {
                 let s = book.side(side);
+                if !s.sums_consistent() {
+                    return Err(format!(
+                        "book {} {side:?}: block or group quantity sums disagree with the levels",
+                        book.spec.id
+                    ));
+                }
                 let mut i = s.best;
                 let mut last: Option<Price> = None;
                 while i != NIL {
@@ -79,20 +85,55 @@ impl Engine {
             ));
         }
         let mut in_lists = 0u32;
-        for a in &self.accounts {
-            let (mut h, mut last_id) = (a.head, 0);
+        let mut free = vec![false; self.accounts.len()];
+        for &f in &self.free_accounts {
+            let Some(slot) = free.get_mut(f as usize) else {
+                return Err(format!("free account slot {f} out of range"));
+            };
+            if *slot {
+                return Err(format!("account slot {f} freed twice"));
+            }
+            *slot = true;
+        }
+        for (slot, a) in self.accounts.iter().enumerate() {
+            if free[slot] {
+                if a.live != 0 || a.head != NIL {
+                    return Err(format!("free account slot {slot} holds orders"));
+                }
+                continue;
+            }
+            if self.account_slots.get(&a.id) != Some(slot as u32) {
+                return Err(format!("account {} not indexed at its slot", a.id));
+            }
+            if a.live == 0 {
+                return Err(format!(
+                    "account {} holds a slot without a live order",
+                    a.id
+                ));
+            }
+            let (mut h, mut last_id, mut n) = (a.head, 0, 0u32);
             while h != NIL {
                 let o = &self.orders[h as usize];
-                if o.account != a.id || o.id <= last_id {
+                if o.account != a.id || o.id <= last_id || o.account_slot != slot as u32 {
                     return Err(format!("account {} list out of order", a.id));
                 }
                 last_id = o.id;
                 in_lists += 1;
+                n += 1;
                 h = o.acct_next;
+            }
+            if n != a.live {
+                return Err(format!(
+                    "account {} counts {} live orders, lists {n}",
+                    a.id, a.live
+                ));
             }
         }
         if in_lists != counted {
             return Err("account lists do not cover every order".into());
+        }
+        if self.account_slots.len() != self.live_accounts() {
+            return Err("account index and slots disagree".into());
         }
         Ok(())
     }

@@ -6,6 +6,12 @@ use super::Engine;
 use crate::book::NIL;
 use crate::event::{BookDelta, Done, DoneReason, EventBody, EventSink, Trade};
 use crate::types::{AccountId, ClientOrderId, OrderId, Price, Qty, SelfTradePrevention, Side};
+
+/// Most resting orders a fill-or-kill check with self-trade prevention on walks (it must see
+/// each maker's account); beyond, the order is not fillable. Bounds what such a check can cost.
+/// Without self-trade prevention the check is exact and needs no bound (level sums).
+pub(crate) const FOK_SCAN_LIMIT: u32 = 1024;
+
 /// The incoming side of a match.
 pub(super) struct Taker {
     pub(super) order_id: OrderId,
@@ -39,7 +45,14 @@ impl Engine {
         }
     }
 
-    /// Can `qty` be filled at once, honouring self-trade prevention exactly as matching would?
+    /// Whether a fill-or-kill order can fill completely, in bounded work whatever the book
+    /// holds. The open quantity between the best price and the limit comes from the side's
+    /// level, block and group sums (exact; a few hundred additions at most). With self-trade
+    /// prevention off, or no resting order of the taker's account, that is the answer.
+    /// Otherwise an order whose own resting orders would
+    /// stop the match is not fillable, so when the quantity is there the check walks the makers
+    /// in priority order — at most [`FOK_SCAN_LIMIT`] of them; an order that would need more is
+    /// not fillable (`FokNotFillable`).
     pub(super) fn fillable(
         &self,
         b: usize,
@@ -51,23 +64,47 @@ impl Engine {
     ) -> bool {
         let book = &self.books[b];
         let s = book.side(side.opposite());
-        let mut i = s.best;
+        let best = s.best;
+        if best == NIL {
+            return false;
+        }
+        // The worst level index the order may trade at (buys take asks upwards, sells take
+        // bids downwards); limits are validated on tick and in band.
+        let last = match (side, limit) {
+            (Side::Buy, None) => (s.levels.len() - 1) as u32,
+            (Side::Sell, None) => 0,
+            (_, Some(p)) => book.index(p),
+        };
+        let reachable = match side {
+            Side::Buy => best <= last,
+            Side::Sell => best >= last,
+        };
+        if !reachable || !s.holds_at_least(best, last, qty) {
+            return false;
+        }
+        // Without own resting orders nothing can stop the match: the quantity is the answer.
+        if stp == SelfTradePrevention::Allow || self.account_live_orders(account) == 0 {
+            return true;
+        }
+        let mut i = best;
         let mut sum: Qty = 0;
+        let mut budget = FOK_SCAN_LIMIT;
         while i != NIL {
-            let price = book.price(i);
-            if let Some(p) = limit {
-                let ok = match side {
-                    Side::Buy => price <= p,
-                    Side::Sell => price >= p,
-                };
-                if !ok {
-                    return false;
-                }
+            let beyond = match side {
+                Side::Buy => i > last,
+                Side::Sell => i < last,
+            };
+            if beyond {
+                return false;
             }
             let mut h = s.levels[i as usize].head;
             while h != NIL {
+                if budget == 0 {
+                    return false;
+                }
+                budget -= 1;
                 let o = &self.orders[h as usize];
-                if stp != SelfTradePrevention::Allow && o.account == account {
+                if o.account == account {
                     if stp != SelfTradePrevention::CancelOldest {
                         return false; // matching would stop here
                     }
@@ -131,9 +168,7 @@ impl Engine {
             t.remaining -= qty;
             let maker_leaves = maker.leaves - qty;
             self.orders[h as usize].leaves = maker_leaves;
-            let level = &mut self.books[b].sides[opp].levels[best as usize];
-            level.qty -= qty;
-            let level_qty = level.qty;
+            let level_qty = self.books[b].sides[opp].sub_qty(best, qty);
             self.next_trade_id += 1;
             let trade_id = self.next_trade_id;
             self.emit(

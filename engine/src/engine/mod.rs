@@ -65,6 +65,8 @@ pub(crate) struct AccountNode {
     pub(crate) id: AccountId,
     pub(crate) head: u32,
     pub(crate) tail: u32,
+    /// Live orders in the list; the slot is freed when it drops to 0.
+    pub(crate) live: u32,
 }
 
 /// A read-only view of a resting order.
@@ -111,7 +113,10 @@ pub struct Engine {
     pub(crate) recent_head: usize,
     pub(crate) recent_len: usize,
     recent_ids: FixedMap<(u32, u64), u64>,
+    /// Account slots, registered in order; a slot whose account has no live order is free
+    /// (listed in `free_accounts`, reused last-freed first).
     pub(crate) accounts: Vec<AccountNode>,
+    pub(crate) free_accounts: Vec<u32>,
     account_slots: FixedMap<u32, u32>,
     pub(crate) next_seq: Seq,
     pub(crate) next_order_id: OrderId,
@@ -163,6 +168,7 @@ impl Engine {
                 seed.rotate_left(53),
             ),
             accounts: Vec::with_capacity(config.max_accounts as usize),
+            free_accounts: Vec::with_capacity(config.max_accounts as usize),
             account_slots: FixedMap::with_limit(config.max_accounts as usize, seed.rotate_left(43)),
             next_seq: 0,
             next_order_id: 0,

@@ -24,11 +24,10 @@ impl Engine {
         let book = &mut self.books[b];
         let i = book.index(price);
         let bs = &mut book.sides[side.index()];
+        let qty = bs.add_qty(i, leaves);
         let level = &mut bs.levels[i as usize];
         let tail = level.tail;
         level.tail = h;
-        level.qty += leaves;
-        let qty = level.qty;
         if tail == NIL {
             level.head = h;
             bs.mark_non_empty(i);
@@ -52,15 +51,14 @@ impl Engine {
         let book = &mut self.books[o.book as usize];
         let i = book.index(o.price);
         let bs = &mut book.sides[o.side.index()];
+        let qty = bs.sub_qty(i, o.leaves);
         let level = &mut bs.levels[i as usize];
-        level.qty -= o.leaves;
         if o.prev == NIL {
             level.head = o.next;
         }
         if o.next == NIL {
             level.tail = o.prev;
         }
-        let qty = level.qty;
         let emptied = level.head == NIL;
         if emptied {
             bs.mark_empty(i);
@@ -150,6 +148,10 @@ impl Engine {
 
     pub(crate) fn has_order_id(&self, id: OrderId) -> bool {
         self.by_id.contains(&OrderKey(id))
+    }
+
+    pub(crate) fn account_slot_of(&self, account: AccountId) -> Option<u32> {
+        self.account_slots.get(&account)
     }
 
     pub(crate) fn account_slots_contains(&self, account: AccountId) -> bool {

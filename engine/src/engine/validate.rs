@@ -60,6 +60,9 @@ impl Engine {
             }
         }
         Self::check_qty(book, o.qty)?;
+        if o.client_order_id == 0 {
+            return Err(RejectReason::ZeroClientOrderId);
+        }
         if self.by_client.contains(&(o.account, o.client_order_id)) {
             return Err(RejectReason::DuplicateClientOrderId);
         }
@@ -74,10 +77,13 @@ impl Engine {
             if self.free_head == NIL {
                 return Err(RejectReason::OrderCapacityReached);
             }
-            if !self.account_slots.contains(&o.account)
-                && self.accounts.len() >= self.config.max_accounts as usize
-            {
+            let live = self.account_live_orders(o.account);
+            if live == 0 && self.live_accounts() >= self.config.max_accounts as usize {
                 return Err(RejectReason::AccountCapacityReached);
+            }
+            let per_account = self.config.max_orders_per_account;
+            if per_account != 0 && live >= per_account {
+                return Err(RejectReason::AccountOrderLimit);
             }
         }
         Ok(())

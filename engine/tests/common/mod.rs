@@ -20,6 +20,7 @@ pub fn engine() -> Engine {
         max_accounts: 8,
         hash_seed: 3,
         dedupe_window: 0,
+        max_orders_per_account: 0,
         instruments: vec![spec(SYM), spec(2)],
     })
     .unwrap()

@@ -4,8 +4,14 @@ use super::Metrics;
 use crate::status::Role;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Most connections answered at once; more are closed at once (a probe retries). Each has
+/// its own thread and a 2 s read timeout, so a client that connects and sends nothing holds
+/// one of them for 2 s and delays no one else.
+const MAX_CONNECTIONS: usize = 32;
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from a background thread. Returns the
 /// bound address (`addr` may use port 0).
@@ -15,11 +21,27 @@ use std::time::Duration;
 pub fn serve_http(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("caldera-metrics".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let _ = answer(conn, &metrics);
+                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    drop(conn);
+                    continue;
+                }
+                let (m, done) = (Arc::clone(&metrics), Arc::clone(&active));
+                let spawned = std::thread::Builder::new()
+                    .name("caldera-http".into())
+                    .stack_size(256 << 10)
+                    .spawn(move || {
+                        let _ = answer(conn, &m);
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         })?;
     Ok(bound)

@@ -361,6 +361,18 @@ impl Metrics {
             "Order-entry sessions known to the gateway.",
             r(&g.sessions),
         );
+        let _ = writeln!(
+            o,
+            "# HELP caldera_sessions_closed_total Sessions ended: disconnected, idle (never logged on), backlog (did not read its reports).\n# TYPE caldera_sessions_closed_total counter"
+        );
+        for why in caldera_gateway::SessionEnd::ALL {
+            let _ = writeln!(
+                o,
+                "caldera_sessions_closed_total{{reason=\"{}\"}} {}",
+                why.name(),
+                r(&g.sessions_ended[why as usize])
+            );
+        }
         gauge(
             o,
             "caldera_standby_applied_seq",

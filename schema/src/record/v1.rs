@@ -247,11 +247,26 @@ fn command_of(c: &wire::CommandRecord<'_>) -> Result<Command, RecordError> {
 }
 
 /// The events of a format-1 batch.
+/// The events of a format-1 batch: exactly `first_seq..=last_seq`, in order, or
+/// [`RecordError::Invalid`] (as format 2 requires).
 pub(super) fn events(b: &wire::JournalBatch<'_>, out: &mut Vec<Event>) -> Result<(), RecordError> {
-    if let Some(es) = b.events() {
-        for e in es {
-            out.push(event_of(&e)?);
+    let (first, last) = (b.first_seq(), b.last_seq());
+    if last.wrapping_add(1) < first {
+        return Err(bad("sequence range"));
+    }
+    let n = last.wrapping_add(1) - first;
+    let es = b.events();
+    if es.map_or(0, |v| v.len()) as u64 != n {
+        return Err(bad("event count (does not match the sequence range)"));
+    }
+    let base = out.len();
+    for (i, e) in es.iter().flatten().enumerate() {
+        let ev = event_of(&e)?;
+        if ev.seq != first + i as u64 {
+            out.truncate(base);
+            return Err(bad("event sequence (not in order from first_seq)"));
         }
+        out.push(ev);
     }
     Ok(())
 }

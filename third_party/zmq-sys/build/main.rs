@@ -1,5 +1,6 @@
-//! Builds the bundled libzmq 4.3.4 (zeromq-src) with libsodium, which turns on ZMQ_CURVE.
-//! Upstream zmq-sys 0.12 passes `with_libsodium(None)`, which leaves CURVE out.
+//! Builds the bundled libzmq 4.3.4 (zeromq-src) with libsodium, which turns on ZMQ_CURVE, and
+//! with the DRAFT API (for ZMQ_ROUTER_NOTIFY). Upstream zmq-sys 0.12 passes
+//! `with_libsodium(None)`, which leaves CURVE out.
 
 use std::env;
 
@@ -14,7 +15,10 @@ fn main() {
     let flags = env::var("CXXFLAGS").unwrap_or_default();
     env::set_var("CXXFLAGS", format!("{flags} -w"));
     // LibLocation::new takes the library directory first.
+    // The DRAFT API adds ZMQ_ROUTER_NOTIFY (the gateway learns of disconnects and drops their
+    // sessions); the stable API is unchanged.
     zeromq_src::Build::new()
+        .enable_draft(true)
         .with_libsodium(Some(zeromq_src::LibLocation::new(lib, include)))
         .build();
 }

@@ -22,6 +22,8 @@ class RejectReason(object):
     InvalidOrderType = 15
     InvalidTimeInForce = 16
     MarketOrderHasPrice = 17
+    AccountOrderLimit = 18
+    ZeroClientOrderId = 19
     MalformedMessage = 100
     UnknownMessageType = 101
     FrameTooLarge = 102
@@ -36,3 +38,7 @@ class RejectReason(object):
     JournalUnavailable = 111
     NotEntitled = 112
     AlreadyLoggedOn = 113
+    SessionLimit = 114
+    Throttled = 115
+    InvalidAccount = 116
+    EmptyBatch = 117
