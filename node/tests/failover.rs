@@ -384,7 +384,9 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
         primary = backup;
         backup = rejoined;
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Let the standby catch up before it is stopped: a Kafka consumer may wait up to
+    // `fetch.wait.max.ms` (500 ms) for its last records, longer on a loaded machine.
+    std::thread::sleep(Duration::from_secs(2));
     let seen = load.finish();
     let resent: u64 = seen.iter().map(|s| s.duplicates).sum();
     let reconnects: u64 = seen.iter().map(|s| s.reconnects).sum();
