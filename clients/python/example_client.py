@@ -80,6 +80,7 @@ class Session:
         self.sock.connect(endpoint)
         self.account = account
         self.next_seq = 1
+        self.pending = []
 
     def send(self, requests):
         self.sock.send(batch(requests))
@@ -127,14 +128,19 @@ class Session:
         return out
 
     def wait_for(self, predicate, timeout_s=5.0):
+        """The next report matching `predicate` and the reports before it. Reports after it in
+        the same frame stay queued for the next call (one frame may carry several answers)."""
         deadline = time.time() + timeout_s
         seen = []
-        while time.time() < deadline:
-            for rep in self.recv():
+        while True:
+            while self.pending:
+                rep = self.pending.pop(0)
                 seen.append(rep)
                 if predicate(rep):
                     return rep, seen
-        raise TimeoutError("expected report not seen; got %r" % seen)
+            if time.time() >= deadline:
+                raise TimeoutError("expected report not seen; got %r" % seen)
+            self.pending.extend(self.recv())
 
 
 def main():
