@@ -719,7 +719,7 @@ fn an_account_holds_capacity_only_while_it_has_live_orders() {
 fn an_account_may_have_at_most_max_orders_per_account_live_orders() {
     let mut e = Engine::new(EngineConfig {
         max_orders_per_account: 3,
-        ..e_config()
+        ..config()
     })
     .unwrap();
     for cl in 1..=3 {
@@ -746,17 +746,6 @@ fn an_account_may_have_at_most_max_orders_per_account_live_orders() {
     e.check_integrity().unwrap();
 }
 
-fn e_config() -> EngineConfig {
-    EngineConfig {
-        max_orders: 64,
-        max_accounts: 8,
-        hash_seed: 3,
-        dedupe_window: 0,
-        max_orders_per_account: 0,
-        instruments: vec![spec(SYM), spec(2)],
-    }
-}
-
 #[test]
 fn a_fill_or_kill_is_exact_over_a_deep_book_and_bounded_with_own_orders_in_the_way() {
     // 1,100 asks of one lot (10) on 1,100 levels (account 1).
@@ -764,7 +753,7 @@ fn a_fill_or_kill_is_exact_over_a_deep_book_and_bounded_with_own_orders_in_the_w
         let mut e = Engine::new(EngineConfig {
             max_orders: 4096,
             max_accounts: 16,
-            ..e_config()
+            ..config()
         })
         .unwrap();
         for i in 0..1100u64 {
@@ -858,7 +847,7 @@ fn level_totals_cannot_overflow() {
     let err = Engine::new(EngineConfig {
         max_orders: 64,
         instruments: vec![s],
-        ..e_config()
+        ..config()
     })
     .unwrap_err();
     assert!(err.to_string().contains("64 bits"), "{err}");

@@ -14,16 +14,20 @@ pub fn spec(id: SymbolId) -> InstrumentSpec {
     }
 }
 
-pub fn engine() -> Engine {
-    Engine::new(EngineConfig {
+/// The configuration of [`engine`]: two instruments, 64 orders, 8 accounts.
+pub fn config() -> EngineConfig {
+    EngineConfig {
         max_orders: 64,
         max_accounts: 8,
         hash_seed: 3,
         dedupe_window: 0,
         max_orders_per_account: 0,
         instruments: vec![spec(SYM), spec(2)],
-    })
-    .unwrap()
+    }
+}
+
+pub fn engine() -> Engine {
+    Engine::new(config()).unwrap()
 }
 
 pub fn limit(
