@@ -102,7 +102,19 @@ fn connections_without_curve_or_with_an_unlisted_key_get_no_session_and_are_coun
     let (toml, addr) = metrics_toml();
     let node = Node::start("sec-connect", &toml);
     let ctx = zmq::Context::new();
-    let before = scrape(&addr);
+    // The harness's readiness probe may have sent several heartbeats (one per 200 ms until
+    // answered): wait until the gateway's published frame count has settled.
+    let mut before = scrape(&addr);
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        let again = scrape(&addr);
+        let settled =
+            metric(&again, "caldera_frames_in_total") == metric(&before, "caldera_frames_in_total");
+        before = again;
+        if settled {
+            break;
+        }
+    }
     assert_eq!(metric(&before, "caldera_auth_mode{mode=\"curve\"}"), 1.0);
     let frames_before = metric(&before, "caldera_frames_in_total");
 
