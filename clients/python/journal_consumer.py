@@ -42,6 +42,10 @@ for i in range(256):
     crc32c.table.append(c)
 
 
+# The largest epoch step readers accept (caldera_journal::recover::MAX_EPOCH_JUMP).
+MAX_EPOCH_JUMP = 1 << 20
+
+
 class Summary:
     def __init__(self):
         self.batches = 0
@@ -53,13 +57,24 @@ class Summary:
         self.epoch = 0
         self.stale = 0
         self.heartbeats = 0
+        self.rejected = 0
+        self.undecodable = 0
 
     def batch(self, payload):
-        b = JournalBatch.GetRootAs(payload, 0)
+        try:
+            b = JournalBatch.GetRootAs(payload, 0)
+            epoch = b.Epoch()
+        except Exception:  # not a journal batch: skipped and counted (docs/journal.md)
+            self.undecodable += 1
+            return
         # The epoch rule (docs/failover.md): a batch from an older epoch than one already seen
-        # is a fenced primary's late append and not part of the history.
-        if b.Epoch() < self.epoch:
+        # is a fenced primary's late append, and one more than MAX_EPOCH_JUMP above it is
+        # forged or corrupted; neither is part of the history.
+        if epoch < self.epoch:
             self.stale += 1
+            return
+        if epoch > self.epoch + MAX_EPOCH_JUMP:
+            self.rejected += 1
             return
         self.epoch = b.Epoch()
         fmt = b.Format()
@@ -162,7 +177,8 @@ def main():
         p.error("--kafka or --segments")
     print(json.dumps({"batches": s.batches, "events": s.events, "first_seq": s.first, "last_seq": s.last,
                       "types": s.types, "contiguous": not s.errors, "errors": s.errors[:10],
-                      "epoch": s.epoch, "stale_batches": s.stale, "heartbeats": s.heartbeats}))
+                      "epoch": s.epoch, "stale_batches": s.stale, "heartbeats": s.heartbeats,
+                      "rejected_epochs": s.rejected, "undecodable": s.undecodable}))
     return 0 if not s.errors else 1
 
 

@@ -187,9 +187,9 @@ fn read_all(dir: &std::path::Path) -> (Vec<(u64, u64)>, bool) {
     }
 }
 
-/// (c) A segment of arbitrary bytes (the first of the log): opening the log keeps exactly the
-/// frames a reader accepts before the first damage, drops the rest, and leaves a log that
-/// reads to its end without error and takes the next append.
+/// (c) A segment of arbitrary bytes (the first of the log): opening the log either refuses and
+/// changes nothing, or keeps exactly the frames a reader accepts before a torn tail, drops
+/// the rest, and leaves a log that reads to its end without error and takes the next append.
 pub fn segment_scan(data: &[u8]) {
     let dir = scratch("segment");
     std::fs::write(dir.join(format!("{:020}.seg", 1)), data).expect("write segment");
@@ -200,6 +200,9 @@ pub fn segment_scan(data: &[u8]) {
     };
     let opened = SegmentLog::open(&dir, opts);
     let Ok((mut log, report)) = opened else {
+        // Refused (damage that is not a torn tail): nothing may have been changed.
+        let seg = std::fs::read(dir.join(format!("{:020}.seg", 1))).expect("segment kept");
+        assert_eq!(seg, data, "a refused open changed the segment");
         let _ = std::fs::remove_dir_all(&dir);
         return;
     };

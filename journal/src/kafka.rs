@@ -41,6 +41,14 @@ pub enum KafkaJournalError {
         /// Topic.
         topic: String,
     },
+    /// The topic cannot hold a journal (partitions, cleanup policy).
+    #[error("Kafka topic {topic:?} cannot hold the journal: {why}")]
+    BadTopic {
+        /// Topic.
+        topic: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A client error.
     #[error("kafka: {0}")]
     Client(#[from] KafkaError),
@@ -150,17 +158,78 @@ fn check_topic<C: ClientContext>(
             brokers: brokers.into(),
             source,
         })?;
-    let ok = md
+    let Some(t) = md
         .topics()
         .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if ok {
-        Ok(())
-    } else {
-        Err(KafkaJournalError::NoTopic {
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    else {
+        return Err(KafkaJournalError::NoTopic {
             brokers: brokers.into(),
             topic: topic.into(),
-        })
+        });
+    };
+    if t.partitions().len() != 1 {
+        return Err(KafkaJournalError::BadTopic {
+            topic: topic.into(),
+            why: format!(
+                "it has {} partitions; the journal is one totally ordered log: create it with exactly one",
+                t.partitions().len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a topic whose `cleanup.policy` includes `compact` (compaction keeps one record per
+/// key and would delete history). A broker that does not answer DescribeConfigs is logged,
+/// not refused.
+fn check_cleanup_policy(brokers: &Brokers, topic: &str) -> Result<(), KafkaJournalError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = brokers.client_config().create()?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let specs = [ResourceSpecifier::Topic(topic)];
+    let policy = match block_on(admin.describe_configs(&specs, &opts)) {
+        Ok(results) => results
+            .into_iter()
+            .flatten()
+            .find_map(|r| r.get("cleanup.policy").and_then(|e| e.value.clone())),
+        Err(e) => {
+            tracing::warn!(error = %e, topic, "could not read the topic's cleanup.policy (DescribeConfigs); make sure it is `delete`");
+            return Ok(());
+        }
+    };
+    match policy {
+        Some(p) if p.contains("compact") => Err(KafkaJournalError::BadTopic {
+            topic: topic.into(),
+            why: format!("cleanup.policy = {p}: compaction deletes history; use `delete` with retention longer than a full replay needs"),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            tracing::warn!(topic, "the broker did not report the topic's cleanup.policy; make sure it is `delete`");
+            Ok(())
+        }
+    }
+}
+
+/// Runs a future to completion on this thread (the admin client's futures are driven by
+/// librdkafka's own threads; this only waits for them).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
     }
 }
 
@@ -224,6 +293,7 @@ impl KafkaJournal {
             topic,
             Duration::from_secs(10),
         )?;
+        check_cleanup_policy(brokers, topic)?;
         Ok(Self {
             producer,
             brokers: brokers.clone(),
@@ -428,7 +498,7 @@ impl KafkaJournal {
                         .payload()
                         .and_then(|p| record::root(p).ok())
                         .map_or(0, |b| b.epoch());
-                    if epoch > self.epoch {
+                    if epoch > self.epoch && crate::recover::epoch_acceptable(self.epoch, epoch) {
                         return Ok(Some(format!(
                             "epoch {epoch} started at offset {} (this writer has epoch {})",
                             m.offset(),
@@ -581,8 +651,18 @@ pub fn apply_record(
     payload: &[u8],
     out: &mut Recovered,
 ) -> Result<Applied, RecoverError> {
-    // Decoded (and verified) once; the record carries its own sequence range.
-    let b = record::decode_commands(payload)?;
+    // Decoded (and verified) once; the record carries its own sequence range. A record that
+    // is not a journal batch (anyone with produce rights can write one) is skipped and
+    // counted, not fatal: if it held history, the next batch does not follow and replay stops
+    // with `Diverged` there.
+    let b = match record::decode_commands(payload) {
+        Ok(b) => b,
+        Err(e) => {
+            out.undecodable += 1;
+            tracing::error!(error = %e, bytes = payload.len(), "Kafka record is not a journal batch: skipped");
+            return Ok(Applied::Undecodable);
+        }
+    };
     let (first, last) = (b.first_seq, b.last_seq);
     apply_batch(engine, &b, first, last, out)
 }

@@ -5,15 +5,19 @@
 //! - [`snapshots`]: engine snapshot files tagged with their last sequence.
 //! - [`recover`]: start-up recovery = latest snapshot + replay of the journal after it.
 //! - [`lock`]: the file journal's single-writer lock.
+//! - [`maintenance`]: `verify` (find every damaged frame) and `truncate_at` (the operator's
+//!   repair), for a journal no node is writing.
 //! - [`writer`]: the [`JournalWriter`] seam the node's journal stage appends to, and the typed
 //!   [`JournalError`] (retry, stop, or fenced).
 //! - `kafka` (feature `kafka`): the Kafka journal (writer, reader, recovery).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fault;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod lock;
+pub mod maintenance;
 pub mod recover;
 pub mod segment;
 pub mod snapshots;

@@ -61,6 +61,41 @@ pub struct Recovered {
     pub heartbeats: u64,
     /// Writer clock of the last batch seen (ns since the Unix epoch).
     pub last_written_ns: u64,
+    /// Records ignored because their epoch jumps more than [`MAX_EPOCH_JUMP`] past the last
+    /// one (no primary writes such a record: a forged or corrupted one).
+    pub rejected_epochs: u64,
+    /// Kafka records that did not decode as a journal batch, skipped (no primary writes such a
+    /// record; if it held history, the next batch does not follow and replay stops there).
+    pub undecodable: u64,
+}
+
+/// The largest step from one epoch to the next that readers accept. A new primary starts at
+/// `last_epoch + 1` (or at a configured epoch within this bound); a record beyond it is not
+/// part of the history, so one forged record with `epoch = u64::MAX` cannot make every later
+/// primary's records "stale". See ADR 0014.
+pub const MAX_EPOCH_JUMP: u64 = 1 << 20;
+
+/// The epoch a new primary starts after `last_epoch` (the highest in the journal), honouring
+/// a `configured` minimum within [`MAX_EPOCH_JUMP`].
+///
+/// # Errors
+/// A description when `configured` is out of bounds or the epoch would overflow.
+pub fn next_epoch(last_epoch: u64, configured: u64) -> Result<u64, String> {
+    let next = last_epoch
+        .checked_add(1)
+        .ok_or_else(|| format!("epoch {last_epoch} cannot be followed (overflow)"))?;
+    if configured > last_epoch.saturating_add(MAX_EPOCH_JUMP) {
+        return Err(format!(
+            "journal.epoch = {configured} is more than {MAX_EPOCH_JUMP} past the journal's last epoch {last_epoch}: readers would ignore its records"
+        ));
+    }
+    Ok(next.max(configured))
+}
+
+/// Whether a record of `epoch` may follow `last_epoch` (see [`MAX_EPOCH_JUMP`]).
+#[must_use]
+pub fn epoch_acceptable(last_epoch: u64, epoch: u64) -> bool {
+    epoch <= last_epoch.saturating_add(MAX_EPOCH_JUMP)
 }
 
 /// What [`apply_frame`] did with a batch.
@@ -74,6 +109,10 @@ pub enum Applied {
     Covered,
     /// Written by an older epoch after a newer one started: not part of the history.
     Stale,
+    /// An epoch jump beyond [`MAX_EPOCH_JUMP`]: not part of the history.
+    RejectedEpoch,
+    /// A Kafka record that is not a journal batch: skipped.
+    Undecodable,
 }
 
 /// Rebuilds the engine from `dir`: latest valid snapshot (if its configuration matches
@@ -95,7 +134,10 @@ pub fn recover_following(
     config: &EngineConfig,
 ) -> Result<(Engine, Recovered, LogReader), RecoverError> {
     let store = SnapshotStore::new(dir, 3);
-    let (mut engine, snapshot_seq) = match store.latest() {
+    // A snapshot is never ahead of the log it came from: one that is (the log lost an unsynced
+    // tail) is skipped.
+    let log_end = crate::segment::log_end(dir)?.unwrap_or(u64::MAX);
+    let (mut engine, snapshot_seq) = match store.latest_at_most(log_end) {
         Some((seq, bytes)) => match Engine::restore_seeded(
             &bytes,
             caldera_engine::DEFAULT_RESTORE_MEMORY_LIMIT,
@@ -152,7 +194,8 @@ fn replay_reader(
 ///
 /// The epoch rule (the same for every reader, so replay equals what a standby holds): the
 /// history is the sequence of batches in log order, skipping any batch whose epoch is lower
-/// than an epoch already seen — a fenced primary's late appends. A batch without commands only
+/// than an epoch already seen — a fenced primary's late appends — or more than
+/// [`MAX_EPOCH_JUMP`] above it. A batch without commands only
 /// carries its epoch and clock (heartbeat, or a new primary's first record).
 ///
 /// # Errors
@@ -181,6 +224,17 @@ pub fn apply_batch(
     if batch.epoch < out.last_epoch {
         out.stale_batches += 1;
         return Ok(Applied::Stale);
+    }
+    if !epoch_acceptable(out.last_epoch, batch.epoch) {
+        out.rejected_epochs += 1;
+        tracing::error!(
+            epoch = batch.epoch,
+            last_epoch = out.last_epoch,
+            first,
+            last,
+            "journal record with an impossible epoch jump ignored (forged or corrupted)"
+        );
+        return Ok(Applied::RejectedEpoch);
     }
     out.last_epoch = batch.epoch;
     out.last_written_ns = batch.written_ns;

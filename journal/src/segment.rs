@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 const MAGIC: &[u8; 8] = b"CALDSEG1";
-const HEADER: u64 = 16;
+pub(crate) const HEADER: u64 = 16;
 const FRAME: usize = 24;
 /// Largest accepted batch payload (a corrupt length field beyond this is damage, not a batch).
 pub const MAX_BATCH_BYTES: u32 = 256 << 20;
@@ -55,9 +55,29 @@ pub enum SegmentError {
     /// A batch is larger than [`MAX_BATCH_BYTES`].
     #[error("batch of {0} bytes is too large")]
     TooLarge(usize),
+    /// Damage that is not a torn tail of the last segment: a bad frame with good frames after
+    /// it, a damaged or missing segment before the last. Acknowledged history may be there, so
+    /// nothing was changed: the operator decides (see `caldera journal verify` and
+    /// `caldera journal repair`).
+    #[error("journal damaged: {path} at byte {offset}: {reason}. Nothing was changed. Run `caldera journal verify --journal file://{dir}` to see every damaged frame, and `caldera journal repair --journal file://{dir} --truncate-at SEQ` to drop the log from SEQ on (it prints what it drops)", dir = .dir.display(), path = .path.display())]
+    Damaged {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The damaged segment.
+        path: PathBuf,
+        /// Byte offset of the damage in it.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An earlier write could not be rolled back, or an fsync failed: what is on disk is
+    /// unknown, so this writer appends nothing more. Reopening the log (a restart, or the
+    /// standby taking over) recovers from what is really on disk.
+    #[error("journal writer stopped: {0}; reopen the journal to recover")]
+    Poisoned(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
     move |source| SegmentError::Io {
         path: path.to_path_buf(),
         source,
@@ -146,13 +166,13 @@ pub struct Frame {
 }
 
 /// Why scanning a segment stopped early.
-enum Stop {
+pub(crate) enum Stop {
     Torn(u64, String),
     Corrupt(u64, String),
 }
 
 /// Parses frames of one segment from `bytes`, calling `f` for each; returns where it stopped.
-fn scan(
+pub(crate) fn scan(
     bytes: &[u8],
     expect_first: Option<u64>,
     mut f: impl FnMut(u64, u64, u64, &[u8]),
@@ -171,7 +191,7 @@ fn scan(
 
 /// Parses frames from `bytes[at..]`; `bytes[0]` is at file offset `origin` (offsets reported
 /// to `f` and in the result are file offsets).
-fn scan_frames(
+pub(crate) fn scan_frames(
     bytes: &[u8],
     origin: u64,
     mut at: usize,
@@ -230,12 +250,45 @@ fn scan_frames(
     (pos(at), *prev_last, None)
 }
 
+fn damaged(dir: &Path, path: &Path, offset: u64, reason: String) -> SegmentError {
+    SegmentError::Damaged {
+        dir: dir.to_path_buf(),
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    }
+}
+
+/// Whether an intact frame (good CRC, a sequence after `prev_last`) starts anywhere in
+/// `bytes[from..]`: then the damage before it is not a torn tail.
+fn good_frame_after(bytes: &[u8], from: usize, prev_last: Option<u64>) -> bool {
+    next_good_frame(bytes, from, prev_last).is_some()
+}
+
+/// Where the first intact frame (good CRC, a sequence after `prev_last`) at or after `from`
+/// starts in `bytes`.
+pub(crate) fn next_good_frame(bytes: &[u8], from: usize, prev_last: Option<u64>) -> Option<usize> {
+    let floor = prev_last.map_or(0, |p| p.wrapping_add(1));
+    (from..bytes.len().saturating_sub(FRAME - 1)).find(|&at| {
+        let h = &bytes[at..at + FRAME];
+        let len = u32::from_le_bytes(h[0..4].try_into().expect("4")) as usize;
+        let first = u64::from_le_bytes(h[8..16].try_into().expect("8"));
+        let last = u64::from_le_bytes(h[16..24].try_into().expect("8"));
+        len <= bytes.len() - at - FRAME
+            && first >= floor
+            && first - floor < 1 << 40
+            && last.wrapping_add(1) >= first
+            && crc32c::crc32c(&bytes[at + 8..at + FRAME + len])
+                == u32::from_le_bytes(h[4..8].try_into().expect("4"))
+    })
+}
+
 fn segment_name(base: u64) -> String {
     format!("{base:020}.seg")
 }
 
 /// Segment files of a directory, sorted by base sequence.
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SegmentError> {
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SegmentError> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir).map_err(io(dir))? {
         let p = e.map_err(io(dir))?.path();
@@ -267,6 +320,10 @@ pub struct SegmentLog {
     last_sync: Instant,
     /// How long the last `fdatasync` took (taken by [`crate::JournalWriter::take_sync_time`]).
     pub(crate) last_sync_time: Option<Duration>,
+    /// Why this writer appends nothing more (a write it could not roll back, a failed fsync).
+    poisoned: Option<String>,
+    /// Faults to inject (debug builds only; see [`crate::fault`]).
+    faults: crate::fault::Faults,
 }
 
 impl std::fmt::Debug for SegmentLog {
@@ -280,12 +337,13 @@ impl std::fmt::Debug for SegmentLog {
 }
 
 impl SegmentLog {
-    /// Opens (creating if needed) the log in `dir`, recovering from any damage: a torn or
-    /// corrupt tail is truncated, segments after damage or after a missing segment are renamed
-    /// `*.damaged`. Everything before the damage is kept and reported.
+    /// Opens (creating if needed) the log in `dir`, repairing a torn tail: damage in the last
+    /// segment with no intact frame after it (a write a crash cut short) is truncated and
+    /// reported. Any other damage is refused with [`SegmentError::Damaged`], changing nothing.
     ///
     /// # Errors
-    /// I/O errors that prevent opening the directory or the current segment.
+    /// [`SegmentError::Damaged`]; I/O errors that prevent opening the directory or the current
+    /// segment.
     pub fn open(
         dir: &Path,
         opts: LogOptions,
@@ -310,18 +368,17 @@ impl SegmentLog {
         let mut expect: Option<u64> = None;
         let mut damaged_from: Option<usize> = None;
         for (i, (base, path)) in listed.iter().enumerate() {
+            let is_last = i + 1 == listed.len();
             if expect.is_some_and(|e| e != *base) {
-                report.truncated.push((
-                    path.clone(),
-                    0,
+                return Err(damaged(
+                    dir,
+                    path,
                     0,
                     format!(
                         "missing segment: expected base {} found {base}",
                         expect.unwrap_or(0)
                     ),
                 ));
-                damaged_from = Some(i);
-                break;
             }
             let trusted = opts
                 .trusted
@@ -351,11 +408,7 @@ impl SegmentLog {
             let bytes = match read {
                 Ok(b) => b,
                 Err(e) => {
-                    report
-                        .truncated
-                        .push((path.clone(), 0, 0, format!("unreadable segment: {e}")));
-                    damaged_from = Some(i);
-                    break;
+                    return Err(damaged(dir, path, 0, format!("unreadable segment: {e}")));
                 }
             };
             let mut seg = Segment {
@@ -392,8 +445,28 @@ impl SegmentLog {
                     Stop::Torn(o, w) | Stop::Corrupt(o, w) => (o, w),
                 };
                 let dropped = file_len - off;
+                // Only a torn tail is repaired here: damage in the last segment with no good
+                // frame after it (a write the crash cut short). Anything else may hide
+                // acknowledged history: refuse, and let the operator decide.
+                if !is_last {
+                    return Err(damaged(dir, path, off, why));
+                }
+                let origin = tail_from.map_or(0, |(o, _)| o);
+                let rel = (off - origin) as usize;
+                if off >= HEADER && good_frame_after(&bytes, rel + 1, prev_last) {
+                    return Err(damaged(
+                        dir,
+                        path,
+                        off,
+                        format!("{why}, with intact frames after it"),
+                    ));
+                }
                 if off == 0 {
-                    // Nothing usable: the segment is damaged as a whole.
+                    if file_len >= HEADER {
+                        return Err(damaged(dir, path, 0, why));
+                    }
+                    // A segment whose creation was cut short (shorter than its header): it
+                    // holds nothing. Moved aside.
                     report.truncated.push((path.clone(), 0, dropped, why));
                     damaged_from = Some(i);
                     break;
@@ -451,6 +524,8 @@ impl SegmentLog {
                 synced_seq: last_seq,
                 last_sync: Instant::now(),
                 last_sync_time: None,
+                poisoned: None,
+                faults: crate::fault::Faults::from_env(),
             },
             report,
         ))
@@ -483,14 +558,22 @@ impl SegmentLog {
     /// Appends one batch of events `first_seq..=last_seq`, then syncs per the policy.
     /// Returns the last sequence that is durable under the policy's guarantee.
     ///
+    /// A failed write is rolled back (the segment is truncated to its last good size and
+    /// synced), so a retry never builds on a partial frame; a write that cannot be rolled back,
+    /// or a failed fsync, poisons the writer ([`SegmentError::Poisoned`]).
+    ///
     /// # Errors
-    /// Out-of-order sequences, oversized batches, I/O errors.
+    /// Out-of-order sequences, oversized batches, I/O errors (retryable: nothing was left
+    /// behind), [`SegmentError::Poisoned`] (not retryable: reopen).
     pub fn append(
         &mut self,
         first_seq: u64,
         last_seq: u64,
         payload: &[u8],
     ) -> Result<u64, SegmentError> {
+        if let Some(why) = &self.poisoned {
+            return Err(SegmentError::Poisoned(why.clone()));
+        }
         if first_seq != self.last_seq.wrapping_add(1) || last_seq.wrapping_add(1) < first_seq {
             return Err(SegmentError::OutOfOrder {
                 prev: self.last_seq,
@@ -515,8 +598,27 @@ impl SegmentLog {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), payload);
         head[4..8].copy_from_slice(&crc.to_le_bytes());
         let seg = self.segments.last_mut().expect("one segment");
+        let good = seg.size;
         // Header and payload in one system call, without copying the payload.
-        write_all_2(&mut self.file, &head, payload).map_err(io(&seg.path))?;
+        let written = match self.faults.take_write() {
+            Some(()) => crate::fault::short_write(&mut self.file, &head, payload),
+            None => write_all_2(&mut self.file, &head, payload),
+        };
+        if let Err(e) = written {
+            // Part of the frame may be on disk: cut it off before anything else is appended.
+            let undone = self.file.set_len(good).and_then(|()| self.file.sync_data());
+            return Err(match undone {
+                Ok(()) => io(&seg.path)(e),
+                Err(e2) => {
+                    let why = format!(
+                        "{}: a write failed ({e}) and could not be rolled back ({e2})",
+                        seg.path.display()
+                    );
+                    self.poisoned = Some(why.clone());
+                    SegmentError::Poisoned(why)
+                }
+            });
+        }
         let off = seg.size;
         if seg.index.is_empty()
             || off - seg.index.last().map_or(0, |x| x.1) >= self.opts.index_every_bytes
@@ -552,15 +654,43 @@ impl SegmentLog {
     /// # Errors
     /// I/O errors.
     pub fn sync(&mut self) -> Result<(), SegmentError> {
+        if let Some(why) = &self.poisoned {
+            return Err(SegmentError::Poisoned(why.clone()));
+        }
         if self.synced_seq != self.last_seq {
             let path = &self.segments.last().expect("one segment").path;
             let t = Instant::now();
-            self.file.sync_data().map_err(io(path))?;
+            let synced = if self.faults.take_sync() {
+                Err(std::io::Error::other("injected fsync failure"))
+            } else {
+                self.file.sync_data()
+            };
+            if let Err(e) = synced {
+                // After a failed fsync the kernel may have dropped the dirty pages and cleared
+                // the error: a retry could "succeed" without the data. Never trust this file
+                // descriptor again.
+                let why = format!("{}: fsync failed: {e}", path.display());
+                self.poisoned = Some(why.clone());
+                return Err(SegmentError::Poisoned(why));
+            }
             self.last_sync_time = Some(t.elapsed());
             self.synced_seq = self.last_seq;
         }
         self.last_sync = Instant::now();
         Ok(())
+    }
+
+    /// Injects faults into the next writes or syncs (tests; debug builds only).
+    #[cfg(debug_assertions)]
+    #[doc(hidden)]
+    pub fn inject(&mut self, faults: crate::fault::Faults) {
+        self.faults = faults;
+    }
+
+    /// Why this writer appends nothing more, if it was poisoned.
+    #[must_use]
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// Called when idle: honours `EveryMs` for the last batches.
@@ -720,6 +850,25 @@ fn create_segment(dir: &Path, base: u64) -> Result<Segment, SegmentError> {
     })
 }
 
+/// The last complete sequence of the log in `dir` (an incomplete or damaged tail frame does not
+/// count), or `None` when it has no segment.
+///
+/// # Errors
+/// I/O errors listing the directory or reading the last segment.
+pub fn log_end(dir: &Path) -> Result<Option<u64>, SegmentError> {
+    let listed = match list_segments(dir) {
+        Ok(l) => l,
+        Err(_) if !dir.exists() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some((base, path)) = listed.last() else {
+        return Ok(None);
+    };
+    let bytes = fs::read(path).map_err(io(path))?;
+    let (_, prev_last, _) = scan(&bytes, Some(*base), |_, _, _, _| {});
+    Ok(Some(prev_last.unwrap_or(base.wrapping_sub(1))))
+}
+
 /// Reads batches from a log directory without modifying it (replay, dump, tail, standby).
 /// Another process may be appending: an incomplete last frame is treated as "not yet written".
 pub struct LogReader {
@@ -731,6 +880,8 @@ pub struct LogReader {
     /// When listing the directory last found no later segment (a follower at the end of the
     /// log lists at most every 2 ms instead of on every poll).
     no_later_since: Option<Instant>,
+    /// Base of the first segment this reader opened: what lies before it was not read.
+    first_base: Option<u64>,
 }
 
 impl LogReader {
@@ -746,6 +897,7 @@ impl LogReader {
             next_seq: from_seq.max(1),
             pending: Vec::new(),
             no_later_since: None,
+            first_base: None,
         })
     }
 
@@ -775,13 +927,7 @@ impl LogReader {
                     let first = u64::from_le_bytes(head[8..16].try_into().expect("8"));
                     let last = u64::from_le_bytes(head[16..24].try_into().expect("8"));
                     if h != crc {
-                        return Err(SegmentError::Io {
-                            path: path.clone(),
-                            source: std::io::Error::new(
-                                std::io::ErrorKind::InvalidData,
-                                format!("CRC mismatch at offset {}", self.offset),
-                            ),
-                        });
+                        return Err(damaged(&self.dir, path, self.offset, "CRC mismatch".into()));
                     }
                     self.offset += FRAME as u64 + plen;
                     if first != self.next_seq && last < self.next_seq {
@@ -850,11 +996,9 @@ impl LogReader {
             }
         }
         if &header[..8] != MAGIC {
-            return Err(SegmentError::Io {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "bad segment magic"),
-            });
+            return Err(damaged(&self.dir, &path, 0, "bad segment magic".into()));
         }
+        self.first_base.get_or_insert(base);
         self.current = Some((base, path, file));
         self.offset = HEADER;
         Ok(true)
@@ -864,6 +1008,13 @@ impl LogReader {
     #[must_use]
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Base of the first segment this reader opened (`None`: none yet). Segments before it
+    /// were not read: see [`crate::maintenance::check_before`].
+    #[must_use]
+    pub fn first_base(&self) -> Option<u64> {
+        self.first_base
     }
 
     /// What this reader has verified so far (see [`LogOptions::trusted`]).

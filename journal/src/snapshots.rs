@@ -84,27 +84,71 @@ impl SnapshotStore {
         v
     }
 
+    /// Every snapshot file, oldest first: (sequence, path, what is wrong with it or `None`).
+    #[must_use]
+    pub fn check_all(&self) -> Vec<(u64, PathBuf, Option<String>)> {
+        self.list()
+            .into_iter()
+            .map(|(seq, path)| {
+                let problem = match fs::read(&path) {
+                    Ok(b) => check(seq, &b).err(),
+                    Err(e) => Some(format!("unreadable: {e}")),
+                };
+                (seq, path, problem)
+            })
+            .collect()
+    }
+
     /// The newest snapshot that verifies: (sequence, engine snapshot bytes). Damaged files are
     /// skipped (and logged), falling back to older ones.
     #[must_use]
     pub fn latest(&self) -> Option<(u64, Vec<u8>)> {
+        self.latest_at_most(u64::MAX)
+    }
+
+    /// The newest snapshot that verifies and covers no sequence after `max_seq` (the end of
+    /// the log: a snapshot beyond it covers events a crash removed from the log, and is
+    /// skipped with a warning).
+    #[must_use]
+    pub fn latest_at_most(&self, max_seq: u64) -> Option<(u64, Vec<u8>)> {
         for (seq, path) in self.list().into_iter().rev() {
+            if seq > max_seq {
+                tracing::warn!(path = %path.display(), seq, log_ends_at = max_seq, "snapshot is ahead of the journal (its last events were never synced, or were lost): ignored, trying an older one");
+                continue;
+            }
             match fs::read(&path) {
-                Ok(b) if b.len() >= 28 && &b[..8] == MAGIC => {
-                    let s = u64::from_le_bytes(b[8..16].try_into().expect("8"));
-                    let crc = u32::from_le_bytes(b[16..20].try_into().expect("4"));
-                    let len = u64::from_le_bytes(b[20..28].try_into().expect("8")) as usize;
-                    let body = &b[28..];
-                    if s == seq && body.len() == len && crc32c::crc32c(body) == crc {
-                        return Some((seq, body.to_vec()));
+                Ok(b) => match check(seq, &b) {
+                    Ok(()) => return Some((seq, b[28..].to_vec())),
+                    Err(why) => {
+                        tracing::warn!(path = %path.display(), why, "snapshot damaged; trying an older one");
                     }
-                    tracing::warn!(path = %path.display(), "snapshot damaged; trying an older one");
-                }
-                _ => {
-                    tracing::warn!(path = %path.display(), "snapshot unreadable; trying an older one")
+                },
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "snapshot unreadable; trying an older one");
                 }
             }
         }
         None
     }
+}
+
+/// Checks a snapshot file's header and checksum against the sequence in its name.
+fn check(seq: u64, b: &[u8]) -> Result<(), String> {
+    if b.len() < 28 || &b[..8] != MAGIC {
+        return Err("not a snapshot file (bad magic or too short)".into());
+    }
+    let s = u64::from_le_bytes(b[8..16].try_into().expect("8"));
+    let crc = u32::from_le_bytes(b[16..20].try_into().expect("4"));
+    let len = u64::from_le_bytes(b[20..28].try_into().expect("8"));
+    let body = &b[28..];
+    if s != seq {
+        return Err(format!("holds sequence {s}, named {seq}"));
+    }
+    if body.len() as u64 != len {
+        return Err(format!("{} bytes, header says {len}", body.len()));
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(())
 }

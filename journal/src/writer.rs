@@ -32,11 +32,14 @@ impl JournalError {
 impl From<SegmentError> for JournalError {
     fn from(e: SegmentError) -> Self {
         match e {
-            // The disk may come back (space freed, a transient EIO): retried.
+            // The disk may come back (space freed, a transient EIO): retried (a failed write
+            // was rolled back, so the retry does not build on a partial frame).
             SegmentError::Io { .. } => JournalError::Unavailable(e.to_string()),
-            SegmentError::OutOfOrder { .. } | SegmentError::TooLarge(_) | SegmentError::Lock(_) => {
-                JournalError::Fatal(e.to_string())
-            }
+            SegmentError::OutOfOrder { .. }
+            | SegmentError::TooLarge(_)
+            | SegmentError::Lock(_)
+            | SegmentError::Damaged { .. }
+            | SegmentError::Poisoned(_) => JournalError::Fatal(e.to_string()),
         }
     }
 }

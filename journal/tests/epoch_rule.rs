@@ -95,3 +95,33 @@ fn a_late_batch_before_the_epoch_record_counts_and_a_conflict_is_an_error() {
     apply_frame(&mut replica, &zombie.0, zombie.1, zombie.2, &mut rec).unwrap();
     assert!(apply_frame(&mut replica, &b2.0, b2.1, b2.2, &mut rec).is_err());
 }
+
+#[test]
+fn a_forged_epoch_jump_is_ignored_and_the_next_epoch_never_overflows() {
+    use caldera_journal::recover::{next_epoch, MAX_EPOCH_JUMP};
+    let c = cfg();
+    let cmds = generate(&c, 200);
+    let mut live = Engine::new(c.engine_config()).unwrap();
+    let b1 = batch(&mut live, &cmds[..100], 1);
+    let forged = marker(u64::MAX, live.last_seq());
+    let b2 = batch(&mut live, &cmds[100..200], 1);
+    let mut replica = Engine::new(c.engine_config()).unwrap();
+    let mut rec = Recovered::default();
+    let outcomes: Vec<Applied> = [b1, forged, b2]
+        .iter()
+        .map(|(p, f, l)| apply_frame(&mut replica, p, *f, *l, &mut rec).unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Applied::Batch, Applied::RejectedEpoch, Applied::Batch],
+        "the primary's batches after the forged record are still history"
+    );
+    assert_eq!(rec.rejected_epochs, 1);
+    assert_eq!(rec.last_epoch, 1);
+    assert_eq!(replica.state_hash(), live.state_hash());
+    // The next primary's epoch: checked, bounded.
+    assert_eq!(next_epoch(1, 0), Ok(2));
+    assert_eq!(next_epoch(1, 7), Ok(7));
+    assert!(next_epoch(1, 2 + MAX_EPOCH_JUMP).is_err());
+    assert!(next_epoch(u64::MAX, 0).is_err());
+}

@@ -4,7 +4,7 @@ use caldera_engine::{Command, Engine, Event};
 use caldera_journal::lock::WriterLock;
 use caldera_journal::recover::recover;
 use caldera_journal::snapshots::SnapshotStore;
-use caldera_journal::{FsyncPolicy, LogOptions, LogReader, SegmentLog};
+use caldera_journal::{FsyncPolicy, LogOptions, LogReader, SegmentError, SegmentLog};
 use caldera_schema::record::encode_batch;
 use caldera_testkit::flow::{generate, FlowConfig};
 use flatbuffers::FlatBufferBuilder;
@@ -159,7 +159,7 @@ fn flipped_byte_is_detected_by_crc_in_the_last_and_in_an_earlier_segment() {
     assert!(rep.truncated[0].3.contains("CRC"), "{rep:?}");
     assert_eq!(rep.last_seq, written[58].1);
 
-    // An earlier segment: truncated at the damage, every later segment quarantined.
+    // An earlier segment: refused, nothing changed (acknowledged history is after it).
     let dir = tmp("crc-middle");
     let (_, written) = write_log(&dir, 200, 25);
     let segs = segments(&dir);
@@ -168,44 +168,175 @@ fn flipped_byte_is_detected_by_crc_in_the_last_and_in_an_earlier_segment() {
     let mut b = fs::read(victim).unwrap();
     b[100] ^= 0x01;
     fs::write(victim, &b).unwrap();
-    let (_, rep) = SegmentLog::open(&dir, opts()).unwrap();
-    assert_eq!(rep.truncated.len(), 1);
-    assert_eq!(rep.quarantined.len(), segs.len() - 2, "{rep:?}");
-    assert!(rep
-        .quarantined
-        .iter()
-        .all(|p| p.to_string_lossy().ends_with(".damaged")));
-    let kept = read_all(&dir);
-    assert!(!kept.is_empty() && kept.len() < written.len());
-    assert_eq!(
-        kept,
-        written[..kept.len()]
-            .iter()
-            .map(|w| (w.0, w.1))
-            .collect::<Vec<_>>(),
-        "a prefix is kept"
+    let before = snapshot_of_dir(&dir);
+    let err = SegmentLog::open(&dir, opts()).unwrap_err();
+    assert!(
+        matches!(err, SegmentError::Damaged { ref path, .. } if path == victim),
+        "{err}"
     );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("CRC mismatch") && msg.contains("caldera journal verify"),
+        "{msg}"
+    );
+    assert_eq!(
+        snapshot_of_dir(&dir),
+        before,
+        "nothing was truncated or renamed"
+    );
+    assert!(recover(&dir, &cfg()).is_err(), "replay refuses too");
+    drop(written);
 }
 
 #[test]
-fn missing_and_unreadable_segments_are_detected() {
+fn damage_in_the_last_segment_followed_by_intact_frames_is_refused_not_truncated() {
+    // Acknowledged batches after a bad frame: a "torn tail" repair would drop them.
+    let dir = tmp("crc-mid-last");
+    let (_, written) = write_log(&dir, 60, 20);
+    let last = segments(&dir).pop().unwrap();
+    let mut b = fs::read(&last).unwrap();
+    b[40] ^= 0x08; // inside the first frame of the last segment
+    fs::write(&last, &b).unwrap();
+    let before = snapshot_of_dir(&dir);
+    let err = SegmentLog::open(&dir, opts()).unwrap_err();
+    assert!(err.to_string().contains("intact frames after it"), "{err}");
+    assert_eq!(snapshot_of_dir(&dir), before);
+    drop(written);
+}
+
+/// Every file of `dir` with its length (to show nothing was changed).
+fn snapshot_of_dir(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn missing_and_unreadable_segments_are_refused() {
     let dir = tmp("missing");
     let (_, _) = write_log(&dir, 200, 25);
     let segs = segments(&dir);
     fs::remove_file(&segs[2]).unwrap();
-    let (_, rep) = SegmentLog::open(&dir, opts()).unwrap();
-    assert!(rep.truncated[0].3.contains("missing segment"), "{rep:?}");
-    assert_eq!(rep.segments, 2);
-    assert_eq!(rep.quarantined.len(), segs.len() - 3);
+    let err = SegmentLog::open(&dir, opts()).unwrap_err();
+    assert!(err.to_string().contains("missing segment"), "{err}");
+    assert_eq!(segments(&dir).len(), segs.len() - 1, "nothing renamed");
 
     let dir = tmp("unreadable");
     let (_, _) = write_log(&dir, 200, 25);
     let segs = segments(&dir);
     fs::remove_file(&segs[1]).unwrap();
     fs::create_dir(&segs[1]).unwrap(); // reading it fails (EISDIR) even as root
-    let (_, rep) = SegmentLog::open(&dir, opts()).unwrap();
-    assert!(rep.truncated[0].3.contains("unreadable"), "{rep:?}");
-    assert_eq!(rep.segments, 1);
+    let err = SegmentLog::open(&dir, opts()).unwrap_err();
+    assert!(err.to_string().contains("unreadable"), "{err}");
+}
+
+/// The flow's commands run through `e` in batches of `per`: (first, last, encoded batch).
+fn append_flow(e: &mut Engine, cmds: &[Command], per: usize) -> Vec<(u64, u64, Vec<u8>)> {
+    let mut fbb = FlatBufferBuilder::new();
+    let mut out = Vec::new();
+    for chunk in cmds.chunks(per) {
+        let mut events: Vec<Event> = Vec::new();
+        let first = e.last_seq() + 1;
+        for c in chunk {
+            e.process(c, &mut events);
+        }
+        let bytes = encode_batch(&mut fbb, 1, chunk, &events, first, e.last_seq()).to_vec();
+        out.push((first, e.last_seq(), bytes));
+    }
+    out
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_write_cut_short_is_rolled_back_and_the_retry_is_kept_after_reopen() {
+    use caldera_journal::fault::Faults;
+    let dir = tmp("short-write");
+    let flow = FlowConfig {
+        seed: 5,
+        symbols: 2,
+        accounts: 20,
+        target_orders: 50,
+        full_mix: true,
+    };
+    let cmds = generate(&flow, 400);
+    let mut e = Engine::new(flow.engine_config()).unwrap();
+    let (mut log, _) = SegmentLog::open(&dir, opts()).unwrap();
+    let batches = append_flow(&mut e, &cmds, 20);
+    log.inject(Faults::default().short_write_at(6));
+    let mut acked = Vec::new();
+    for (first, last, bytes) in &batches {
+        // The journal stage's behaviour: a retryable error is retried with the same batch.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match log.append(*first, *last, bytes) {
+                Ok(_) => break,
+                Err(err @ SegmentError::Io { .. }) if tries < 3 => {
+                    assert!(err.to_string().contains("no space left"), "{err}");
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+        acked.push((*first, *last));
+    }
+    log.sync().unwrap();
+    drop(log);
+    // Every acknowledged batch survives a reopen: nothing was built on a partial frame.
+    let (log, rep) = SegmentLog::open(&dir, opts()).unwrap();
+    assert!(rep.clean(), "{rep:?}");
+    assert_eq!(log.last_seq(), e.last_seq());
+    assert_eq!(read_all(&dir), acked);
+    let (r, _) = recover(&dir, &flow.engine_config()).unwrap();
+    assert_eq!(r.state_hash(), e.state_hash());
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_failed_fsync_poisons_the_writer_until_reopen() {
+    use caldera_journal::fault::Faults;
+    let dir = tmp("fsync-fail");
+    let flow = FlowConfig {
+        seed: 6,
+        symbols: 2,
+        accounts: 20,
+        target_orders: 50,
+        full_mix: true,
+    };
+    let cmds = generate(&flow, 200);
+    let mut e = Engine::new(flow.engine_config()).unwrap();
+    let (mut log, _) = SegmentLog::open(
+        &dir,
+        LogOptions {
+            fsync: FsyncPolicy::Always,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let batches = append_flow(&mut e, &cmds, 20);
+    log.inject(Faults::default().fail_sync_at(3));
+    let (a, b) = batches.split_at(2);
+    for (first, last, bytes) in a {
+        assert_eq!(log.append(*first, *last, bytes).unwrap(), *last);
+    }
+    let (first, last, bytes) = &b[0];
+    let err = log.append(*first, *last, bytes).unwrap_err();
+    assert!(matches!(err, SegmentError::Poisoned(_)), "{err}");
+    assert!(log.poisoned().is_some());
+    assert_eq!(log.synced_seq(), a[1].1, "the failed batch is not durable");
+    // Not retryable: the writer appends nothing more, whatever is offered.
+    let retry = log.append(*first, *last, bytes).unwrap_err();
+    assert!(matches!(retry, SegmentError::Poisoned(_)));
+    assert!(!caldera_journal::JournalError::from(retry).is_retryable());
+    assert!(log.sync().is_err());
 }
 
 #[test]
@@ -228,6 +359,51 @@ fn retention_never_deletes_what_the_latest_snapshot_needs() {
     assert!(segments(&dir).len() < before);
     // The writer still appends after its old segments were deleted.
     drop(log);
+}
+
+#[test]
+fn a_snapshot_ahead_of_the_log_is_ignored_and_an_older_one_used() {
+    // fsync = interval|never: a snapshot may cover events a power loss then removed from the
+    // log. Recovery must not start from it (the node would refuse to start, or hold events the
+    // log does not have).
+    let dir = tmp("snapshot-ahead");
+    let (full, written) = write_log(&dir, 60, 20);
+    let engine_at = |batches: usize| {
+        let mut e = Engine::new(cfg()).unwrap();
+        for (_, _, cmds) in &written[..batches] {
+            for c in cmds {
+                e.process(c, &mut caldera_engine::NullSink);
+            }
+        }
+        e
+    };
+    let store = SnapshotStore::new(&dir, 3);
+    let older = engine_at(40);
+    store.write(older.last_seq(), &older.snapshot()).unwrap();
+    store.write(full.last_seq(), &full.snapshot()).unwrap();
+    // The unsynced last batch is lost.
+    let last = segments(&dir).pop().unwrap();
+    let len = fs::metadata(&last).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let (r, info) = recover(&dir, &cfg()).unwrap();
+    assert_eq!(
+        info.snapshot_seq, written[39].1,
+        "the older snapshot is used"
+    );
+    assert_eq!(
+        r.last_seq(),
+        written[58].1,
+        "the log's end, not the snapshot's"
+    );
+    assert_eq!(r.state_hash(), engine_at(59).state_hash());
+    // And the writer continues from there.
+    let (log, _) = SegmentLog::open(&dir, opts()).unwrap();
+    assert_eq!(log.last_seq(), r.last_seq());
 }
 
 #[test]
@@ -366,4 +542,65 @@ fn write_more(dir: &Path, written: &[(u64, u64, Vec<Command>)]) -> SegmentLog {
     }
     log.sync().unwrap();
     log
+}
+
+#[test]
+fn verify_finds_every_damaged_place_and_repair_drops_exactly_from_the_given_sequence() {
+    use caldera_journal::maintenance::{truncate_at, verify};
+    let dir = tmp("verify");
+    let (_, written) = write_log(&dir, 200, 25);
+    let clean = verify(&dir).unwrap();
+    assert!(clean.ok() && clean.torn_tail.is_none(), "{clean:?}");
+    assert_eq!(clean.frames, 200);
+    assert_eq!(clean.last_seq, written[199].1);
+    // Two damaged places in two segments, and a torn tail.
+    let segs = segments(&dir);
+    for (seg, at) in [(&segs[1], 100usize), (&segs[3], 200)] {
+        let mut b = fs::read(seg).unwrap();
+        b[at] ^= 0x10;
+        fs::write(seg, &b).unwrap();
+    }
+    let last = segments(&dir).pop().unwrap();
+    let len = fs::metadata(&last).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&last).unwrap();
+    f.set_len(len - 3).unwrap();
+    let r = verify(&dir).unwrap();
+    assert!(!r.ok());
+    assert_eq!(r.damage.len(), 2, "{r:?}");
+    assert_eq!(r.damage[0].path, segs[1]);
+    assert_eq!(r.damage[1].path, segs[3]);
+    assert!(r.torn_tail.is_some());
+    // Every hidden sequence starts a batch that was written.
+    for d in &r.damage {
+        assert!(written.iter().any(|w| w.0 == d.first_missing_seq), "{d:?}");
+    }
+    assert_eq!(
+        r.frames,
+        200 - 2 - 1,
+        "all but the two damaged frames and the torn one"
+    );
+    // A dry run changes nothing.
+    let from = r.damage[0].first_missing_seq;
+    let before = snapshot_of_dir(&dir);
+    let plan = truncate_at(&dir, from, true).unwrap();
+    assert_eq!(snapshot_of_dir(&dir), before);
+    assert_eq!(plan.last_kept_seq, from - 1);
+    // The damaged segment is cut (or moved whole when the damage is its first frame).
+    assert_eq!(
+        plan.segments_moved.len(),
+        segs.len() - 1 - usize::from(plan.cut.is_some())
+    );
+    // Not a boundary: refused.
+    assert!(truncate_at(&dir, from + 1, false).is_err());
+    // The repair: the log ends just before `from`, and opens clean.
+    let done = truncate_at(&dir, from, false).unwrap();
+    assert_eq!(done, plan);
+    assert!(done.moved_to.join(segs[2].file_name().unwrap()).exists());
+    let after = verify(&dir).unwrap();
+    assert!(after.ok(), "{after:?}");
+    assert_eq!(after.last_seq, from - 1);
+    let (log, rep) = SegmentLog::open(&dir, opts()).unwrap();
+    assert!(rep.clean());
+    assert_eq!(log.last_seq(), from - 1);
+    assert_eq!(read_all(&dir).last().unwrap().1, from - 1);
 }

@@ -248,6 +248,10 @@ pub struct FailoverSection {
     pub kill_silent_primary: bool,
     /// How often the standby logs its status (role, applied sequence, lag, state hash).
     pub status_every_ms: u64,
+    /// A pipeline thread (engine, journal) that makes no progress for this long while work
+    /// waits for it makes the node unready and ends the process (exit code 5) so that a
+    /// standby takes over. A thread that dies ends it at once (exit code 6).
+    pub stall_ms: u64,
     /// Order-entry endpoints of the other nodes. A standby keeps a ZeroMQ connection to
     /// whichever of them is bound (the primary); when that connection drops — the primary's
     /// process died and the kernel reset it — the standby takes over at once instead of
@@ -263,6 +267,7 @@ impl Default for FailoverSection {
             timeout_ms: 500,
             kill_silent_primary: true,
             status_every_ms: 5000,
+            stall_ms: 3000,
             peers: Vec::new(),
         }
     }

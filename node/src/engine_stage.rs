@@ -72,6 +72,10 @@ pub struct EngineStage {
     /// Allocations made by this thread while serving (measured when it stops).
     allocations: u64,
     stopped: bool,
+    /// A fault to inject (debug builds, `CALDERA_FAULT=engine-stall@N|engine-panic@N`).
+    #[cfg(debug_assertions)]
+    fault: Option<(bool, u64)>,
+    _death: crate::supervisor::DeathNotice,
 }
 
 impl EngineStage {
@@ -86,6 +90,7 @@ impl EngineStage {
         snapshots: Option<SnapshotTrigger>,
     ) -> Self {
         Self {
+            _death: crate::supervisor::DeathNotice::engine(&shared),
             engine,
             snapshots,
             rx,
@@ -99,6 +104,8 @@ impl EngineStage {
             allocations_at_start: 0,
             allocations: 0,
             stopped: false,
+            #[cfg(debug_assertions)]
+            fault: engine_fault(),
         }
     }
 
@@ -200,6 +207,18 @@ impl Agent for EngineStage {
     }
 
     fn do_work(&mut self) -> usize {
+        #[cfg(debug_assertions)]
+        if let Some((stall, at)) = self.fault {
+            if self.commands >= at {
+                if stall {
+                    tracing::warn!("CALDERA_FAULT: the engine thread stops making progress");
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                }
+                panic!("CALDERA_FAULT: injected engine panic");
+            }
+        }
         let n = self.process_available();
         if n > 0 {
             return n;
@@ -229,4 +248,20 @@ impl Agent for EngineStage {
     fn done(&self) -> bool {
         self.stopped
     }
+}
+
+/// `CALDERA_FAULT`'s engine fault (debug builds): `engine-stall@N` stops making progress after N
+/// commands, `engine-panic@N` panics after N commands. Returns (stall, N).
+#[cfg(debug_assertions)]
+fn engine_fault() -> Option<(bool, u64)> {
+    let spec = std::env::var("CALDERA_FAULT").ok()?;
+    spec.split(',').find_map(|item| {
+        let (what, n) = item.split_once('@')?;
+        let n = n.trim().parse().ok()?;
+        match what.trim() {
+            "engine-stall" => Some((true, n)),
+            "engine-panic" => Some((false, n)),
+            _ => None,
+        }
+    })
 }

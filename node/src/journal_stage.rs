@@ -85,6 +85,7 @@ pub struct JournalStage {
     fbb: FlatBufferBuilder<'static>,
     pending: VecDeque<Pending>,
     retry_at: Option<Instant>,
+    _death: crate::supervisor::DeathNotice,
     appended_seq: u64,
     last_append: Instant,
     /// The last batch was large: the pipeline is under load (see `group_commit`).
@@ -105,6 +106,7 @@ impl JournalStage {
         settings: JournalSettings,
     ) -> Self {
         Self {
+            _death: crate::supervisor::DeathNotice::journal(&shared),
             batch: BatchBuilder::with_capacity(settings.max_batch_commands),
             open: 0,
             backlog: VecDeque::new(),
@@ -233,6 +235,13 @@ impl JournalStage {
             }
             Err(e) => {
                 self.stats.failures += 1;
+                if !e.is_retryable() && !matches!(e, JournalError::Fenced(_)) {
+                    crate::supervisor::halt(
+                        &self.metrics,
+                        crate::supervisor::EXIT_JOURNAL_FAILED,
+                        &e.to_string(),
+                    );
+                }
                 if !self.shared.journal.failed.swap(true, Ordering::SeqCst) {
                     tracing::error!(error = %e, retryable = e.is_retryable(), "journal append failed: holding reports and retrying");
                 }
@@ -259,6 +268,11 @@ impl JournalStage {
                 d
             }
             Err(JournalError::Fenced(why)) => return Err(why),
+            Err(e @ JournalError::Fatal(_)) => crate::supervisor::halt(
+                &self.metrics,
+                crate::supervisor::EXIT_JOURNAL_FAILED,
+                &e.to_string(),
+            ),
             Err(e) => {
                 if !self.shared.journal.failed.swap(true, Ordering::SeqCst) {
                     tracing::error!(error = %e, "journal delivery failed: holding reports");
@@ -309,6 +323,11 @@ impl JournalStage {
                 self.stats.heartbeats += 1;
                 self.metrics.journal.appends.fetch_add(1, Ordering::Relaxed);
             }
+            Err(e @ JournalError::Fatal(_)) => crate::supervisor::halt(
+                &self.metrics,
+                crate::supervisor::EXIT_JOURNAL_FAILED,
+                &e.to_string(),
+            ),
             Err(e) => tracing::warn!(error = %e, "heartbeat append failed"),
         }
         self.last_append = Instant::now();
@@ -319,6 +338,13 @@ impl JournalStage {
         let ticked = self.writer.tick();
         if let Some(sync) = self.writer.take_sync_time() {
             self.metrics.journal.fsync.observe(sync);
+        }
+        if let Err(e @ JournalError::Fatal(_)) = &ticked {
+            crate::supervisor::halt(
+                &self.metrics,
+                crate::supervisor::EXIT_JOURNAL_FAILED,
+                &e.to_string(),
+            );
         }
         if let Err(e) = ticked {
             if !self.shared.journal.failed.swap(true, Ordering::SeqCst) {

@@ -30,6 +30,7 @@ pub mod snapshotter;
 pub mod standby;
 pub mod status;
 pub mod summary;
+pub mod supervisor;
 
 pub use config::Config;
 pub use error::NodeError;

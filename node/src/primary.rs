@@ -120,6 +120,12 @@ impl<'a> PrimaryNode<'a> {
             }
         };
         let stages = self.start_stages(primary, stage_rings, &shared, &placement)?;
+        let _supervisor = crate::supervisor::Supervisor::new(
+            Arc::clone(&shared),
+            Arc::clone(&self.metrics),
+            Duration::from_millis(self.cfg.failover.stall_ms),
+        )
+        .spawn()?;
         let _ = caldera_pipeline::agent::pin("caldera-gateway", self.cfg.threads.gateway_core);
         tracing::info!(order_entry = %gw.order_entry(), market_data = %gw.market_data(), cores = placement.cores, wait = ?placement.wait, engine_core = ?placement.engine_core, "serving");
         self.metrics

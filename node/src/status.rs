@@ -15,10 +15,12 @@ pub enum Role {
     Primary = 2,
     /// Fenced by a newer primary; stopping.
     Fenced = 3,
+    /// A pipeline thread died or stalled, or the journal failed for good; exiting.
+    Failed = 4,
 }
 
 impl Role {
-    /// Lower-case name (`starting`, `standby`, `primary`, `fenced`).
+    /// Lower-case name (`starting`, `standby`, `primary`, `fenced`, `failed`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -26,6 +28,7 @@ impl Role {
             Role::Standby => "standby",
             Role::Primary => "primary",
             Role::Fenced => "fenced",
+            Role::Failed => "failed",
         }
     }
 }
@@ -58,6 +61,7 @@ impl NodeStatus {
             1 => Role::Standby,
             2 => Role::Primary,
             3 => Role::Fenced,
+            4 => Role::Failed,
             _ => Role::Starting,
         }
     }

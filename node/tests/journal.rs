@@ -218,3 +218,108 @@ fn a_mass_cancel_larger_than_a_journal_batch_goes_through() {
     assert_eq!(code, 0);
     assert_eq!(summary["live_orders"], 0);
 }
+
+#[test]
+fn damage_in_the_middle_stops_start_up_and_verify_then_repair_recover_the_log_before_it() {
+    let toml = "[journal]\nsegment_bytes = 16384\nsnapshot_every_events = 0\n";
+    let node = Node::start("midlog", toml);
+    let journal = node.journal.clone();
+    let uri = format!("file://{}", journal.display());
+    let ctx = zmq::Context::new();
+    let mut c = node.client(&ctx);
+    let mut reports = Vec::new();
+    c.push(requests::logon(4));
+    for n in 1..=3000u64 {
+        c.push(limit(n, 4, Side::Buy, TimeInForce::Gtc, 1000 - n % 500, 1));
+        if n % 100 == 0 {
+            c.flush().unwrap();
+            c.recv(&mut reports, Duration::from_millis(5)).unwrap();
+        }
+    }
+    c.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reports
+        .iter()
+        .filter(|r| matches!(r, ServerReport::Accepted(_)))
+        .count()
+        < 3000
+    {
+        assert!(Instant::now() < deadline);
+        c.recv(&mut reports, Duration::from_millis(50)).unwrap();
+    }
+    let (code, _, _) = node.stop();
+    assert_eq!(code, 0);
+    let mut segs: Vec<_> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 4, "{segs:?}");
+    let victim = &segs[1];
+    let mut b = std::fs::read(victim).unwrap();
+    b[3000] ^= 0x20;
+    std::fs::write(victim, &b).unwrap();
+
+    // Start-up refuses and names the operator commands; nothing is renamed.
+    let mut serve = std::process::Command::new(caldera_testkit::harness::caldera_bin())
+        .args(["serve", "--insecure", "--journal", &uri])
+        .args([
+            "--order-entry",
+            "tcp://127.0.0.1:0",
+            "--market-data",
+            "tcp://127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while serve.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("the node started on a damaged journal");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = serve.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("journal damaged") && err.contains("caldera journal verify"),
+        "{err}"
+    );
+    assert!(victim.exists());
+
+    // verify: exit 1, the damaged place and the sequence it hides.
+    let v = std::process::Command::new(caldera_testkit::harness::caldera_bin())
+        .args(["journal", "verify", "--journal", &uri])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("DAMAGED"))
+        .expect(&text);
+    let seq: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(line.contains(&victim.display().to_string()), "{line}");
+
+    // repair: prints what it drops; then the node starts on the log before it.
+    let r = caldera(&[
+        "journal",
+        "repair",
+        "--journal",
+        &uri,
+        "--truncate-at",
+        &seq.to_string(),
+    ]);
+    assert!(r.contains(&format!("every sequence from {seq} on")), "{r}");
+    assert!(r.contains("dropped: segment"), "{r}");
+    let v = caldera(&["journal", "verify", "--journal", &uri]);
+    assert!(v.contains("journal intact"), "{v}");
+    let again = Node::start_on("midlog-again", "", &journal);
+    let (code, summary, _) = again.stop();
+    assert_eq!(code, 0);
+    assert_eq!(summary["last_seq"].as_u64().unwrap(), seq - 1);
+}

@@ -299,3 +299,105 @@ fn kafka_security_properties_pass_through_to_librdkafka_and_caldera_keeps_its_ow
         "{err}"
     );
 }
+
+/// Writes raw records to partition 0 of `topic`, as anyone with produce rights could.
+fn produce_raw(broker: &Broker, topic: &str, payloads: &[Vec<u8>]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .unwrap();
+    for b in payloads {
+        p.send(BaseRecord::<[u8], [u8]>::to(topic).partition(0).payload(b))
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn one_forged_or_undecodable_record_does_not_poison_the_topic() {
+    let broker = Broker::start("caldera.events");
+    let uri = broker.uri("caldera.events");
+    let node = start_serve("kafka-poison", &uri);
+    let ctx = zmq::Context::new();
+    let mut c = node.client(&ctx);
+    let mut reports = Vec::new();
+    c.push(requests::logon(1));
+    let accepted = |r: &[ServerReport]| {
+        r.iter()
+            .filter(|x| matches!(x, ServerReport::Accepted(_)))
+            .count() as u64
+    };
+    let send = |c: &mut OrderClient, reports: &mut Vec<ServerReport>, from: u64, to: u64| {
+        for n in from..to {
+            c.push(limit(n, 1, Side::Buy, TimeInForce::Gtc, 900 + n % 50, 1));
+        }
+        c.flush().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while accepted(reports) < to - 1 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} accepted",
+                accepted(reports)
+            );
+            c.recv(reports, Duration::from_millis(50)).unwrap();
+        }
+    };
+    send(&mut c, &mut reports, 1, 101);
+    // A record that is not a journal batch, and a well-formed batch claiming epoch u64::MAX.
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let forged = caldera_schema::record::encode_batch(&mut fbb, u64::MAX, &[], &[], 1, 0).to_vec();
+    produce_raw(&broker, "caldera.events", &[b"garbage".to_vec(), forged]);
+    // The primary is not fenced by the forged epoch and keeps acknowledging.
+    send(&mut c, &mut reports, 101, 201);
+    let (code, summary, _) = node.stop();
+    assert_eq!(code, 0, "the primary was fenced or failed");
+    // Replay skips both records (counted) and equals the primary.
+    let replay: serde_json::Value =
+        serde_json::from_str(caldera(&["replay", "--journal", &uri]).trim()).unwrap();
+    assert_eq!(replay["state_hash"], summary["state_hash"]);
+    assert_eq!(replay["last_seq"], summary["last_seq"]);
+    // A new primary still starts (its epoch follows the real one, not u64::MAX) and serves.
+    let again = start_serve("kafka-poison-again", &uri);
+    let mut c = again.client(&ctx);
+    let mut reports = Vec::new();
+    c.push(requests::logon(1));
+    c.push(limit(500, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
+    c.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accepted(&reports) < 1 {
+        assert!(Instant::now() < deadline, "the new primary does not serve");
+        c.recv(&mut reports, Duration::from_millis(50)).unwrap();
+    }
+    let (code, s2, _) = again.stop();
+    assert_eq!(code, 0);
+    assert_eq!(s2["live_orders"].as_u64().unwrap(), 201);
+}
+
+#[test]
+fn a_topic_with_more_than_one_partition_is_refused() {
+    let broker = Broker::start("caldera.events");
+    let url = format!("tcp://{}", broker.addr);
+    let out = Command::new(caldera_testkit::harness::tansu())
+        .args([
+            "topic",
+            "create",
+            "two",
+            "--broker",
+            &url,
+            "--partitions",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new(caldera_testkit::harness::caldera_bin())
+        .args(["serve", "--insecure", "--journal", &broker.uri("two")])
+        .args(["--order-entry", "tcp://127.0.0.1:0"])
+        .args(["--market-data", "tcp://127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("2 partitions"), "{err}");
+}

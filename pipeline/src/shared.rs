@@ -24,6 +24,8 @@ pub struct EngineSide {
     pub stopped: AtomicBool,
     /// When the engine last published `commands` ([`Shared::now_ns`]).
     pub done_ns: AtomicU64,
+    /// The engine thread ended without stopping (a panic unwound it).
+    pub died: AtomicBool,
 }
 
 /// Written by the journal thread.
@@ -44,6 +46,8 @@ pub struct JournalSide {
     pub closed: AtomicBool,
     /// When the journal last released a batch ([`Shared::now_ns`]).
     pub released_ns: AtomicU64,
+    /// The journal thread ended without finishing (a panic unwound it).
+    pub died: AtomicBool,
 }
 
 /// State shared by the gateway, engine and journal threads.

@@ -176,6 +176,18 @@ impl Node {
         Self::launch(tag, extra_toml, Some(journal), Keys::create(tag))
     }
 
+    /// Starts `caldera serve` on `journal` with extra environment variables (e.g.
+    /// `CALDERA_FAULT`, which debug builds honour).
+    #[must_use]
+    pub fn start_with_env(
+        tag: &str,
+        extra_toml: &str,
+        journal: &Path,
+        env: &[(&str, &str)],
+    ) -> Node {
+        Self::launch_env(tag, extra_toml, Some(journal), Keys::create(tag), env)
+    }
+
     /// Starts `caldera serve` (fresh journal) with these keys.
     #[must_use]
     pub fn start_with_keys(tag: &str, extra_toml: &str, keys: Keys) -> Node {
@@ -193,6 +205,16 @@ impl Node {
     }
 
     fn launch(tag: &str, extra_toml: &str, journal: Option<&Path>, keys: Keys) -> Node {
+        Self::launch_env(tag, extra_toml, journal, keys, &[])
+    }
+
+    fn launch_env(
+        tag: &str,
+        extra_toml: &str,
+        journal: Option<&Path>,
+        keys: Keys,
+        env: &[(&str, &str)],
+    ) -> Node {
         let insecure = keys.dir.as_os_str().is_empty();
         let dir = temp_dir(tag);
         let (oe, md) = (free_port(), free_port());
@@ -217,6 +239,7 @@ impl Node {
         if let Some(j) = journal {
             cmd.arg("--journal").arg(format!("file://{}", j.display()));
         }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
@@ -271,6 +294,27 @@ impl Node {
     pub fn signal(&self, sig: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its exit code (`None`: still
+    /// running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }
 
     /// SIGTERM, wait for exit, return (exit code, JSON summary, snapshot path).

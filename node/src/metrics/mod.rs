@@ -221,6 +221,7 @@ impl Metrics {
             ("standby", Role::Standby),
             ("primary", Role::Primary),
             ("fenced", Role::Fenced),
+            ("failed", Role::Failed),
         ] {
             let _ = writeln!(
                 o,

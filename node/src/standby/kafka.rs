@@ -109,7 +109,8 @@ impl KafkaFollower {
         detected: Instant,
     ) -> Result<Primary, NodeError> {
         self.stall = Duration::from_millis(cfg.journal.kafka_stall_ms);
-        let epoch = cfg.journal.epoch.max(self.rec.last_epoch + 1);
+        let epoch = caldera_journal::recover::next_epoch(self.rec.last_epoch, cfg.journal.epoch)
+            .map_err(NodeError::Recover)?;
         let mut journal = match self.writer.take() {
             Some(mut w) => {
                 w.retarget(epoch, self.reader.next_offset(), self.engine.last_seq());
