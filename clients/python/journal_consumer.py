@@ -59,6 +59,8 @@ class Summary:
         self.heartbeats = 0
         self.rejected = 0
         self.undecodable = 0
+        self.pending = []  # events of split-batch parts waiting for their final record
+        self.pending_epoch = 0
 
     def batch(self, payload):
         try:
@@ -78,15 +80,28 @@ class Summary:
             return
         self.epoch = b.Epoch()
         fmt = b.Format()
-        if fmt > 2:
+        if fmt > 3:
             self.errors.append("batch format %d is newer than this reader" % fmt)
             return
-        commands = b.CmdsLength() if fmt == 2 else b.CommandsLength()
+        if self.pending_epoch != epoch:
+            self.pending = []  # parts of a batch whose final record never came
+            self.pending_epoch = epoch
+        commands = b.CmdsLength() if fmt >= 2 else b.CommandsLength()
+        events = self.events_v2(b) if fmt >= 2 else self.events_v1(b)
         if commands == 0:
-            self.heartbeats += 1  # heartbeat, or a new primary's first record
+            if events:
+                # A part of a batch split across records (docs/journal.md): history once the
+                # batch's final record (format 3) follows.
+                if self.pending and self.pending[-1][0] + 1 != events[0][0]:
+                    self.pending = []
+                self.pending += events
+            else:
+                self.heartbeats += 1  # heartbeat, or a new primary's first record
             return
         self.batches += 1
-        events = self.events_v2(b) if fmt == 2 else self.events_v1(b)
+        if self.pending and self.pending[0][0] == b.FirstSeq():
+            events = [e for e in self.pending if e[0] <= b.LastSeq()] + events
+        self.pending = []
         for seq, kind in events:
             if self.last is not None and seq != self.last + 1:
                 self.errors.append("gap: %d after %d" % (seq, self.last))

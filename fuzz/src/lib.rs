@@ -135,13 +135,24 @@ pub fn journal_record(data: &[u8]) {
         return;
     };
     if evs.is_ok() {
+        // The final record of a split batch holds a suffix of its range: re-encoded as a whole
+        // batch of those events.
+        let split_final = record::root(data).map(|r| r.format()) == Ok(record::FORMAT_SPLIT_FINAL);
+        let first = if split_final {
+            batch
+                .last_seq
+                .wrapping_add(1)
+                .wrapping_sub(events.len() as u64)
+        } else {
+            batch.first_seq
+        };
         let mut fbb = flatbuffers::FlatBufferBuilder::new();
         let bytes = record::encode_batch(
             &mut fbb,
             batch.epoch,
             &batch.commands,
             &events,
-            batch.first_seq,
+            first,
             batch.last_seq,
         )
         .to_vec();
@@ -150,6 +161,22 @@ pub fn journal_record(data: &[u8]) {
         let mut events2 = Vec::new();
         record::decode_events(&bytes, &mut events2).expect("re-encoded events decode");
         assert_eq!(events2, events);
+        // Split into small records: each fits, the final one replays the same commands, and
+        // reassembly gives back exactly the events.
+        if !split_final && !batch.commands.is_empty() {
+            if let Ok(parts) = record::split(&bytes, 2048) {
+                assert!(parts.iter().all(|p| p.len() <= 2048 || parts.len() == 1));
+                let fin = record::decode_commands(parts.last().expect("a record"))
+                    .expect("the final record decodes");
+                assert_eq!(fin.commands, batch.commands);
+                let mut r = record::Reassembly::default();
+                let mut got = Vec::new();
+                for p in &parts {
+                    r.push(p, &mut got).expect("a part decodes");
+                }
+                assert_eq!(got, events, "reassembly");
+            }
+        }
     }
     let mut e = engine(2);
     let mut out: Vec<Event> = Vec::new();
@@ -168,7 +195,10 @@ fn scratch(name: &str) -> PathBuf {
     } else {
         std::env::temp_dir()
     };
-    let dir = base.join(format!("caldera-fuzz-{name}-{}", std::process::id()));
+    // Unique per call: the corpus and the mutation tests run targets on parallel threads.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = base.join(format!("caldera-fuzz-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir

@@ -87,6 +87,10 @@ impl ProducerContext for DeliveryContext {
 
 const KEY: &[u8] = b"shard-0";
 
+/// Default largest record ([`KafkaJournal::set_max_record_bytes`]): under the 1 MB that brokers
+/// accept by default, with room for Kafka's own record overhead.
+pub const DEFAULT_MAX_RECORD: usize = 900_000;
+
 /// Where the Kafka cluster is and how to reach it: the bootstrap servers and the client
 /// properties the operator passes through to librdkafka (TLS, SASL: `[journal.kafka]` in the
 /// node's configuration; see docs/configuration.md).
@@ -254,6 +258,8 @@ pub struct KafkaJournal {
     last_delivered: u64,
     last_progress: Instant,
     stall_after: Duration,
+    /// Largest record written: bigger batches are split ([`record::split`]).
+    max_record: usize,
     fenced: Option<String>,
     gap_reader: Option<BaseConsumer>,
 }
@@ -307,9 +313,16 @@ impl KafkaJournal {
             last_delivered: durable_seq,
             last_progress: Instant::now(),
             stall_after,
+            max_record: DEFAULT_MAX_RECORD,
             fenced: None,
             gap_reader: None,
         })
+    }
+
+    /// Sets the largest record this writer produces (at least 64 KiB): a batch larger than it
+    /// is split into event-only parts and a final record ([`record::split`]).
+    pub fn set_max_record_bytes(&mut self, max: usize) {
+        self.max_record = max.max(64 << 10);
     }
 
     /// This writer's epoch.
@@ -390,7 +403,33 @@ impl KafkaJournal {
         if let Some(f) = &self.fenced {
             return Err(JournalError::Fenced(f.clone()));
         }
-        let mut rec = BaseRecord::with_opaque_to(&self.topic, last as usize)
+        if bytes.len() > self.max_record {
+            // One command's events can exceed any record limit: parts first, then the final
+            // record; only the final one's delivery makes the batch durable.
+            let parts = record::split(bytes, self.max_record).map_err(|e| {
+                JournalError::Fatal(format!("splitting a batch ending at {last}: {e}"))
+            })?;
+            tracing::debug!(
+                parts = parts.len(),
+                bytes = bytes.len(),
+                last,
+                "batch split into records"
+            );
+            let n = parts.len();
+            for (i, p) in parts.iter().enumerate() {
+                let upto = if i + 1 == n { last } else { self.sent };
+                self.produce(p, upto)?;
+            }
+        } else {
+            self.produce(bytes, last)?;
+        }
+        self.sent = self.sent.max(last);
+        self.durable()
+    }
+
+    /// Queues one record whose delivery makes everything up to `upto` durable.
+    fn produce(&mut self, bytes: &[u8], upto: u64) -> Result<(), JournalError> {
+        let mut rec = BaseRecord::with_opaque_to(&self.topic, upto as usize)
             .partition(0)
             .key(KEY)
             .payload(bytes);
@@ -408,8 +447,7 @@ impl KafkaJournal {
                 }
             }
         }
-        self.sent = self.sent.max(last);
-        self.durable()
+        Ok(())
     }
 
     /// Serves delivery callbacks; returns the last sequence the broker acknowledged (and that

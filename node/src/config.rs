@@ -184,6 +184,11 @@ pub struct JournalSection {
     /// Kafka: no acknowledgement for this long while batches are pending = journal unavailable
     /// (new requests rejected with `JournalUnavailable`; pending ones held and retried).
     pub kafka_stall_ms: u64,
+    /// Kafka: largest record the node writes. A batch larger than this (one command's events:
+    /// a mass cancel of ~10K orders, a sweep of ~5K resting orders) is split into several
+    /// records that readers reassemble (docs/journal.md). Keep it under the broker's
+    /// `message.max.bytes` / the topic's `max.message.bytes` (1 MB by default).
+    pub kafka_max_record_bytes: usize,
     /// Kafka: librdkafka properties for the connection's security, passed through as given
     /// (`[journal.kafka]`: `security.protocol`, `sasl.*`, `ssl.*`, `client.id`).
     pub kafka: std::collections::BTreeMap<String, String>,
@@ -203,6 +208,7 @@ impl Default for JournalSection {
             group_commit_us: 0,
             kafka_catchup_idle_ms: 1000,
             kafka_stall_ms: 1000,
+            kafka_max_record_bytes: 900_000,
             kafka: std::collections::BTreeMap::new(),
         }
     }

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 /// Most engine output items taken from the ring at once.
 const TAKE: usize = 1024;
 
+/// The largest encoded journal item (a trade), for [`JournalSettings::max_batch_bytes`].
+const MAX_ITEM_BYTES: usize = 128;
+
 /// Journal stage settings.
 #[derive(Clone, Debug)]
 pub struct JournalSettings {
@@ -31,6 +34,9 @@ pub struct JournalSettings {
     /// Largest batch, in commands (a batch always ends at a command boundary, so one command's
     /// events are never split).
     pub max_batch_commands: usize,
+    /// Largest batch, in encoded bytes, at command boundaries (Kafka: half the record limit, so
+    /// that only one command's own events can ever need splitting across records).
+    pub max_batch_bytes: usize,
     /// Append a heartbeat batch (no commands) after this long without an append, so standbys
     /// can tell a live, idle primary from a dead or stopped one.
     pub heartbeat: Duration,
@@ -144,10 +150,22 @@ impl JournalStage {
     fn take_output(&mut self) -> usize {
         let mut took = self.hand_over_backlog();
         let limit = self.settings.max_batch_commands;
-        // Stop at the limit, or while the gateway's ring is full (back-pressure to the engine),
+        let max_bytes = self.settings.max_batch_bytes;
+        // Stop at the limits, or while the gateway's ring is full (back-pressure to the engine),
         // but always finish a command whose events have started.
-        while (self.batch.commands() < limit && self.backlog.is_empty()) || self.open > 0 {
-            let n = self.rx.slots().min(TAKE);
+        while (self.batch.commands() < limit
+            && self.batch.encoded_bound() < max_bytes
+            && self.backlog.is_empty())
+            || self.open > 0
+        {
+            // Never far past the byte limit: at most what fits, in the largest items (a command
+            // in progress continues in later rounds of this loop).
+            let room = max_bytes.saturating_sub(self.batch.encoded_bound()) / MAX_ITEM_BYTES;
+            let n = if self.open > 0 {
+                self.rx.slots().min(TAKE)
+            } else {
+                self.rx.slots().min(TAKE).min(room.max(1))
+            };
             let Ok(chunk) = self.rx.read_chunk(n) else {
                 break;
             };

@@ -201,16 +201,19 @@ impl<'a> PrimaryNode<'a> {
     }
 
     fn journal_settings(&self, epoch: u64) -> JournalSettings {
+        let kafka = matches!(self.cfg.journal.parsed(), Ok(JournalUri::Kafka { .. }));
         JournalSettings {
             epoch,
             heartbeat: Duration::from_millis(self.cfg.failover.heartbeat_ms),
             group_commit: Duration::from_micros(self.cfg.journal.group_commit_us),
-            // Kafka brokers cap record sizes (1 MB by default): keep batches well below.
-            max_batch_commands: if matches!(self.cfg.journal.parsed(), Ok(JournalUri::Kafka { .. }))
-            {
-                2048
+            // Kafka brokers cap record sizes (1 MB by default): batches stay at half the
+            // configured record limit; only one command's own events can exceed it, and those
+            // are split across records (caldera_schema::record::split).
+            max_batch_commands: if kafka { 2048 } else { 8192 },
+            max_batch_bytes: if kafka {
+                self.cfg.journal.kafka_max_record_bytes / 2
             } else {
-                8192
+                usize::MAX
             },
         }
     }

@@ -401,3 +401,170 @@ fn a_topic_with_more_than_one_partition_is_refused() {
     assert!(!out.status.success());
     assert!(err.contains("2 partitions"), "{err}");
 }
+
+/// Sends `orders` and waits until each is answered (pipelined, ≤ 2000 unanswered).
+fn send_all(
+    c: &mut OrderClient,
+    reports: &mut Vec<ServerReport>,
+    orders: Vec<caldera_client::ClientRequest>,
+) {
+    let answered = |r: &[ServerReport]| {
+        r.iter()
+            .filter(|x| matches!(x, ServerReport::Accepted(_) | ServerReport::Rejected(_)))
+            .count()
+    };
+    let base = answered(reports);
+    let total = orders.len();
+    let mut it = orders.into_iter();
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while answered(reports) < base + total {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} answered",
+            answered(reports) - base
+        );
+        while sent < total && sent < answered(reports) - base + 2000 {
+            c.push(it.next().unwrap());
+            sent += 1;
+        }
+        c.flush().unwrap();
+        c.recv(reports, Duration::from_millis(50)).unwrap();
+    }
+}
+
+#[test]
+fn a_mass_cancel_of_20k_orders_and_a_sweep_of_10k_fills_are_split_into_small_records() {
+    let broker = Broker::start("caldera.events");
+    let uri = broker.uri("caldera.events");
+    let max_record = 65_536;
+    let toml = format!(
+        "{}kafka_max_record_bytes = {max_record}\n",
+        kafka_toml(&uri)
+    );
+    let node = Node::start_kafka("kafka-split", &toml);
+    let ctx = zmq::Context::new();
+    let mut c = node.client(&ctx);
+    let mut reports = Vec::new();
+    c.push(requests::logon(3));
+    // 20,000 resting buys of account 3, then one mass cancel: one command, 40,000+ events.
+    let buys = (1..=20_000u64)
+        .map(|n| limit(n, 1, Side::Buy, TimeInForce::Gtc, 500 - n % 100, 1))
+        .collect();
+    send_all(&mut c, &mut reports, buys);
+    c.push(requests::mass_cancel(None));
+    c.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cancelled = loop {
+        c.recv(&mut reports, Duration::from_millis(100)).unwrap();
+        if let Some(ServerReport::MassCancelled(m)) = reports
+            .iter()
+            .find(|r| matches!(r, ServerReport::MassCancelled(_)))
+        {
+            break m.count();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mass cancel was never answered"
+        );
+    };
+    assert_eq!(cancelled, 20_000);
+    // 10,000 resting 1-lot sells of account 4, then one buy of account 5 that takes them all.
+    let mut c4 = node.client(&ctx);
+    let mut r4 = Vec::new();
+    c4.push(requests::logon(4));
+    let sells = (1..=10_000u64)
+        .map(|n| limit(n, 1, Side::Sell, TimeInForce::Gtc, 1000 + n % 50, 1))
+        .collect();
+    send_all(&mut c4, &mut r4, sells);
+    let mut c5 = node.client(&ctx);
+    let mut r5 = Vec::new();
+    c5.push(requests::logon(5));
+    send_all(
+        &mut c5,
+        &mut r5,
+        vec![limit(1, 1, Side::Buy, TimeInForce::Ioc, 1100, 10_000)],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let filled = |r: &[ServerReport]| {
+        r.iter()
+            .filter(|x| matches!(x, ServerReport::Fill(_)))
+            .count()
+    };
+    while filled(&r5) < 10_000 {
+        assert!(Instant::now() < deadline, "{} fills", filled(&r5));
+        c5.recv(&mut r5, Duration::from_millis(100)).unwrap();
+    }
+    let (code, summary, _) = node.stop();
+    assert_eq!(code, 0);
+    assert_eq!(summary["live_orders"], 0);
+    let last = summary["last_seq"].as_u64().unwrap();
+
+    // Every record fits the limit; both big commands were split.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "split-check")
+        .set("fetch.wait.max.ms", "1")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("caldera.events", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let (mut records, mut finals, mut largest) = (0, 0, 0);
+    while let Some(m) = consumer.poll(Duration::from_secs(2)) {
+        let m = m.unwrap();
+        let p = m.payload().unwrap_or_default();
+        largest = largest.max(p.len());
+        records += 1;
+        if caldera_schema::record::root(p).unwrap().format()
+            == caldera_schema::record::FORMAT_SPLIT_FINAL
+        {
+            finals += 1;
+        }
+    }
+    assert!(largest <= max_record, "a record of {largest} bytes");
+    assert!(finals >= 2, "{finals} split batches in {records} records");
+
+    // Replay, `journal dump` and the independent consumer all see every event exactly once.
+    let replay: serde_json::Value =
+        serde_json::from_str(caldera(&["replay", "--journal", &uri]).trim()).unwrap();
+    assert_eq!(replay["state_hash"], summary["state_hash"]);
+    let dump = caldera(&["journal", "dump", "--journal", &uri]);
+    let seqs: Vec<u64> = dump
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    let py = std::env::var("CALDERA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../clients/python/journal_consumer.py"
+    );
+    let out = Command::new(py)
+        .args([
+            script,
+            "--kafka",
+            &broker.addr,
+            "--topic",
+            "caldera.events",
+            "--idle",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["events"].as_u64(), Some(last), "{s}");
+    assert_eq!(s["contiguous"], true, "{s}");
+}

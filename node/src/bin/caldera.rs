@@ -597,6 +597,8 @@ fn dump(a: DumpArgs, follow: bool) -> Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut events = Vec::new();
     let mut max_epoch = 0;
+    // A batch split across Kafka records: its events are history once its final record landed.
+    let mut reassembly = caldera_schema::record::Reassembly::default();
     loop {
         match source.next(follow)? {
             Some(payload) => {
@@ -614,7 +616,7 @@ fn dump(a: DumpArgs, follow: bool) -> Result<()> {
                 }
                 max_epoch = epoch;
                 events.clear();
-                caldera_schema::record::decode_events(&payload, &mut events)?;
+                reassembly.push(&payload, &mut events)?;
                 for e in events.iter().filter(|e| e.seq >= a.from) {
                     serde_json::to_writer(&mut out, &EventLine::of(epoch, e))?;
                     writeln!(out)?;

@@ -118,6 +118,7 @@ impl KafkaFollower {
             }
             None => self.connect_writer(epoch)?,
         };
+        journal.set_max_record_bytes(cfg.journal.kafka_max_record_bytes);
         let marker = epoch_record(epoch, self.engine.last_seq());
         let offset = journal.start_epoch(&marker, Duration::from_secs(30))?;
         let deadline = Instant::now() + Duration::from_secs(30);

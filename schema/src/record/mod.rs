@@ -15,6 +15,11 @@ pub use v2::BatchBuilder;
 /// The format written ([`v2`]).
 pub const FORMAT: u16 = 2;
 
+/// Format 2 as the final record of a batch [`split`] into several records: its events are the
+/// last ones of its range `first_seq..=last_seq` (the parts before it hold the others). Only
+/// logs with a record size limit (Kafka) contain it.
+pub const FORMAT_SPLIT_FINAL: u16 = 3;
+
 /// A batch as read back from the journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodedBatch {
@@ -50,6 +55,10 @@ pub enum RecordError {
     /// Written in a format this reader does not know.
     #[error("journal batch format {0} is newer than this reader (format {FORMAT}): upgrade it")]
     UnknownFormat(u16),
+    /// A batch cannot be split into records of the size asked for (its commands alone, or one
+    /// event, are larger).
+    #[error("journal batch cannot be split into records of {0} bytes")]
+    TooLarge(usize),
 }
 
 pub(crate) fn bad(what: &'static str) -> RecordError {
@@ -103,7 +112,7 @@ pub fn decode_commands(bytes: &[u8]) -> Result<DecodedBatch, RecordError> {
     let mut commands = Vec::new();
     match b.format() {
         0 | 1 => v1::commands(&b, &mut commands)?,
-        2 => v2::commands(&b, &mut commands)?,
+        2 | FORMAT_SPLIT_FINAL => v2::commands(&b, &mut commands)?,
         f => return Err(RecordError::UnknownFormat(f)),
     }
     Ok(DecodedBatch {
@@ -124,8 +133,135 @@ pub fn decode_events(bytes: &[u8], out: &mut Vec<Event>) -> Result<(), RecordErr
     let b = root(bytes)?;
     match b.format() {
         0 | 1 => v1::events(&b, out),
-        2 => v2::events(&b, out),
+        2 | FORMAT_SPLIT_FINAL => v2::events(&b, out),
         f => Err(RecordError::UnknownFormat(f)),
+    }
+}
+
+/// Splits an encoded batch into records of at most `max` bytes (for a log with a record size
+/// limit, such as Kafka's): event-only *parts* — batches with events and no commands, in
+/// sequence order — then one *final* record (format [`FORMAT_SPLIT_FINAL`]) holding every
+/// command, the remaining events and the batch's whole range `first_seq..=last_seq`. A batch
+/// that fits is returned as it is.
+///
+/// Replay re-runs commands, so it needs only the final record (a part, without commands, is
+/// passed over like a heartbeat). Readers that print events reassemble them with
+/// [`Reassembly`]: a part's events are history only once the final record that follows them
+/// has landed (a primary that died between its parts and its final record wrote no history).
+///
+/// # Errors
+/// [`RecordError`] when the batch does not decode, or [`RecordError::TooLarge`] when its
+/// commands alone (or a single event) do not fit in `max`.
+pub fn split(bytes: &[u8], max: usize) -> Result<Vec<Vec<u8>>, RecordError> {
+    if bytes.len() <= max {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    let batch = decode_commands(bytes)?;
+    let mut events = Vec::new();
+    decode_events(bytes, &mut events)?;
+    let mut fbb = FlatBufferBuilder::new();
+    let mut out = Vec::new();
+    let mut rest: &[Event] = &events;
+    // Events per part: start from the batch's average size, halve until a part fits.
+    let per_item = bytes.len() / (events.len() + batch.commands.len()).max(1);
+    let mut n = (max / per_item.max(1)).max(1);
+    loop {
+        let mut b = BatchBuilder::with_capacity(batch.commands.len());
+        for e in rest {
+            b.push_event(e);
+        }
+        for c in &batch.commands {
+            b.push_command(c);
+        }
+        let format = if out.is_empty() {
+            FORMAT
+        } else {
+            FORMAT_SPLIT_FINAL
+        };
+        let fin = b.finish_as(
+            &mut fbb,
+            batch.epoch,
+            batch.first_seq,
+            batch.last_seq,
+            format,
+        );
+        if fin.len() <= max {
+            out.push(fin.to_vec());
+            return Ok(out);
+        }
+        if rest.is_empty() {
+            return Err(RecordError::TooLarge(max));
+        }
+        loop {
+            let take = n.min(rest.len());
+            let part = &rest[..take];
+            let enc = encode_batch(
+                &mut fbb,
+                batch.epoch,
+                &[],
+                part,
+                part[0].seq,
+                part[take - 1].seq,
+            );
+            if enc.len() <= max {
+                out.push(enc.to_vec());
+                rest = &rest[take..];
+                break;
+            }
+            if take == 1 {
+                return Err(RecordError::TooLarge(max));
+            }
+            n = take / 2;
+        }
+    }
+}
+
+/// Reassembles the events of batches split by [`split`], for readers that print or forward
+/// events (replay does not need it). Feed it every batch the epoch rule accepts, in log order.
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    /// Events of parts waiting for their final record.
+    pending: Vec<Event>,
+    /// Epoch of the pending parts.
+    epoch: u64,
+}
+
+impl Reassembly {
+    /// Takes one batch; appends to `out` the events that are now history, in sequence order.
+    ///
+    /// # Errors
+    /// [`RecordError`] when the batch does not decode.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), RecordError> {
+        let b = root(bytes)?;
+        let (epoch, first, last) = (b.epoch(), b.first_seq(), b.last_seq());
+        let commands = match b.format() {
+            0 | 1 => b.commands().map_or(0, |c| c.len()),
+            _ => b.cmds().map_or(0, |c| c.len()),
+        };
+        let mut events = Vec::new();
+        decode_events(bytes, &mut events)?;
+        if epoch != self.epoch {
+            // Parts of another writer's batch that never got its final record.
+            self.pending.clear();
+            self.epoch = epoch;
+        }
+        if commands == 0 {
+            if let Some(e) = events.first() {
+                // A part: it must continue the pending ones, else they were abandoned.
+                if self.pending.last().is_some_and(|p| p.seq + 1 != e.seq) {
+                    self.pending.clear();
+                }
+                self.pending.extend(events);
+            }
+            return Ok(());
+        }
+        // A final record (or a whole batch): pending parts are history if they start its range.
+        if self.pending.first().is_some_and(|p| p.seq == first) {
+            out.extend(self.pending.drain(..).filter(|e| e.seq <= last));
+        }
+        self.pending.clear();
+        out.extend(events);
+        Ok(())
     }
 }
 
@@ -150,6 +286,50 @@ mod tests {
             e.process(c, &mut events);
         }
         (cmds, events, e.last_seq())
+    }
+
+    #[test]
+    fn a_split_batch_fits_the_limit_replays_from_its_final_record_and_reassembles_exactly() {
+        let (cmds, events, last) = flow();
+        let mut fbb = FlatBufferBuilder::new();
+        let whole = encode_batch(&mut fbb, 3, &cmds, &events, 1, last).to_vec();
+        let commands_only = encode_batch(&mut fbb, 3, &cmds, &[], 1, last).len();
+        let max = commands_only + (4 << 10);
+        assert!(whole.len() > 3 * max, "{} vs {max}", whole.len());
+        let parts = split(&whole, max).unwrap();
+        assert!(parts.len() > 3);
+        assert!(parts.iter().all(|p| p.len() <= max));
+        // Replay needs only the final record: the commands and the whole range.
+        let fin = decode_commands(parts.last().unwrap()).unwrap();
+        assert_eq!((fin.first_seq, fin.last_seq, fin.epoch), (1, last, 3));
+        assert_eq!(fin.commands, cmds);
+        for p in &parts[..parts.len() - 1] {
+            assert!(decode_commands(p).unwrap().commands.is_empty());
+        }
+        // Reassembled events equal the batch's, in order, once.
+        let mut r = Reassembly::default();
+        let mut out = Vec::new();
+        for p in &parts {
+            r.push(p, &mut out).unwrap();
+        }
+        assert_eq!(out, events);
+        // Parts whose final record never came (their writer died) are not history: a new
+        // epoch's batch over the same sequences replaces them.
+        let mut r = Reassembly::default();
+        let mut out = Vec::new();
+        for p in &parts[..2] {
+            r.push(p, &mut out).unwrap();
+        }
+        assert!(out.is_empty());
+        let redo = encode_batch(&mut fbb, 4, &cmds, &events, 1, last).to_vec();
+        r.push(&redo, &mut out).unwrap();
+        assert_eq!(out, events);
+        // A batch that fits is not split; a limit smaller than one event cannot be met.
+        assert_eq!(split(&whole, whole.len()).unwrap(), vec![whole.clone()]);
+        assert_eq!(
+            split(&whole, commands_only - 1),
+            Err(RecordError::TooLarge(commands_only - 1))
+        );
     }
 
     #[test]

@@ -83,6 +83,22 @@ impl BatchBuilder {
         self.events
     }
 
+    /// An upper bound of the encoded size so far, in bytes (the structs plus the table's
+    /// fixed overhead).
+    #[must_use]
+    pub fn encoded_bound(&self) -> usize {
+        use std::mem::size_of;
+        256 + self.cmds.len() * size_of::<wire::JCommand>()
+            + self.accepted.len() * size_of::<wire::JAccepted>()
+            + self.rejected.len() * size_of::<wire::JRejected>()
+            + self.trades.len() * size_of::<wire::JTrade>()
+            + self.dones.len() * size_of::<wire::JDone>()
+            + self.replaced.len() * size_of::<wire::JReplaced>()
+            + self.book_deltas.len() * size_of::<wire::JBookDelta>()
+            + self.mass_cancelled.len() * size_of::<wire::JMassCancelled>()
+            + self.statuses.len() * size_of::<wire::JInstrumentStatus>()
+    }
+
     /// The sequence range of the events (`None` without events).
     #[must_use]
     pub fn seq_range(&self) -> Option<(u64, u64)> {
@@ -191,6 +207,19 @@ impl BatchBuilder {
         first_seq: u64,
         last_seq: u64,
     ) -> &'a [u8] {
+        self.finish_as(fbb, epoch, first_seq, last_seq, super::FORMAT)
+    }
+
+    /// [`BatchBuilder::finish`] with an explicit format: [`super::FORMAT_SPLIT_FINAL`] for the
+    /// final record of a split batch (its events are a suffix of its range).
+    pub fn finish_as<'a>(
+        &self,
+        fbb: &'a mut FlatBufferBuilder<'static>,
+        epoch: u64,
+        first_seq: u64,
+        last_seq: u64,
+        format: u16,
+    ) -> &'a [u8] {
         fbb.reset();
         let cmds = fbb.create_vector(&self.cmds);
         let accepted = fbb.create_vector(&self.accepted);
@@ -208,7 +237,7 @@ impl BatchBuilder {
                 first_seq,
                 last_seq,
                 written_ns: wall_ns(),
-                format: 2,
+                format,
                 cmds: Some(cmds),
                 accepted: Some(accepted),
                 rejected: Some(rejected),
@@ -381,6 +410,18 @@ pub(super) fn events(b: &wire::JournalBatch<'_>, out: &mut Vec<Event>) -> Result
     ]
     .iter()
     .sum::<usize>();
+    // The final record of a split batch (format 3) holds the last `total` events of its range
+    // (the parts before it hold the others); every other batch holds all of them.
+    let first = if b.format() == super::FORMAT_SPLIT_FINAL && total <= n {
+        last.wrapping_add(1) - total as u64
+    } else {
+        first
+    };
+    let n = if b.format() == super::FORMAT_SPLIT_FINAL {
+        total
+    } else {
+        n
+    };
     if total != n {
         return Err(bad("event count (does not match the sequence range)"));
     }
