@@ -568,3 +568,100 @@ fn a_mass_cancel_of_20k_orders_and_a_sweep_of_10k_fills_are_split_into_small_rec
     assert_eq!(s["events"].as_u64(), Some(last), "{s}");
     assert_eq!(s["contiguous"], true, "{s}");
 }
+
+#[test]
+fn tail_shows_every_durable_event_at_once_and_stops_on_sigterm_and_dump_ends_on_a_live_topic() {
+    let broker = Broker::start("caldera.events");
+    let uri = broker.uri("caldera.events");
+    let node = start_serve("kafka-tail", &uri);
+    let ctx = zmq::Context::new();
+    let mut c = node.client(&ctx);
+    let mut reports = Vec::new();
+    c.push(requests::logon(1));
+    let orders = (1..=100u64)
+        .map(|n| limit(n, 1, Side::Buy, TimeInForce::Gtc, 900 + n % 50, 1))
+        .collect();
+    send_all(&mut c, &mut reports, orders);
+    let last = reports
+        .iter()
+        .filter_map(|r| match r {
+            ServerReport::Accepted(a) => Some(a.engine_seq()),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    // The node keeps heartbeating (a live topic) while tail and dump read it.
+    let mut tail = Command::new(caldera_testkit::harness::caldera_bin())
+        .args(["journal", "tail", "--journal", &uri])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if tx.send(v["seq"].as_u64().unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.last() != Some(&last) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(s) => seen.push(s),
+            Err(_) => panic!("tail printed up to {:?} of {last}", seen.last()),
+        }
+    }
+    assert_eq!(seen, (1..=last).collect::<Vec<_>>());
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(tail.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = tail.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = tail.kill();
+            panic!("tail ignored SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    // dump ends on the live topic, with everything written before it started.
+    let mut dump = Command::new(caldera_testkit::harness::caldera_bin())
+        .args(["journal", "dump", "--journal", &uri])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dump.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = dump.kill();
+            panic!("dump did not end on a live topic");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = dump.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let seqs: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(seqs.len() as u64 >= last);
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    drop(node);
+}

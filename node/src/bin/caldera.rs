@@ -87,9 +87,12 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum JournalCmd {
-    /// Print every event from --from to the current end.
+    /// Print every event from --from to the journal's end as of the moment dump started (the
+    /// first batch written after that ends it; on Kafka an idle topic ends it after 1.5 s
+    /// without records). Stops early on SIGINT/SIGTERM.
     Dump(DumpArgs),
-    /// Print events from --from, then follow new ones until interrupted.
+    /// Print events from --from, then follow new ones as they become durable (each printed
+    /// at once) until SIGINT/SIGTERM.
     Tail(DumpArgs),
     /// Check a file journal: every frame's CRC and sequence continuity in every segment, every
     /// snapshot. Changes nothing. Exit code 0: intact (a torn tail, which the next start
@@ -599,13 +602,20 @@ fn dump(a: DumpArgs, follow: bool) -> Result<()> {
     let mut max_epoch = 0;
     // A batch split across Kafka records: its events are history once its final record landed.
     let mut reassembly = caldera_schema::record::Reassembly::default();
-    loop {
+    // dump's end: the journal as it was when dump started — the first batch written after
+    // that (by the writer's clock) ends it, so a live topic with heartbeats still ends.
+    let started_ns = caldera_schema::record::wall_ns();
+    use std::sync::atomic::Ordering::Relaxed;
+    while !stop.load(Relaxed) {
         match source.next(follow)? {
             Some(payload) => {
                 let Ok(root) = caldera_schema::record::root(&payload) else {
                     tracing::error!("a record is not a journal batch: skipped");
                     continue;
                 };
+                if !follow && root.written_ns() > started_ns {
+                    break;
+                }
                 let epoch = root.epoch();
                 if epoch < max_epoch
                     || !caldera_journal::recover::epoch_acceptable(max_epoch, epoch)
@@ -621,8 +631,13 @@ fn dump(a: DumpArgs, follow: bool) -> Result<()> {
                     serde_json::to_writer(&mut out, &EventLine::of(epoch, e))?;
                     writeln!(out)?;
                 }
+                if follow && !events.is_empty() {
+                    // Every durable event shows at once (heartbeats keep `next` from ever
+                    // returning nothing on a live journal).
+                    out.flush()?;
+                }
             }
-            None if follow && !stop.load(std::sync::atomic::Ordering::Relaxed) => {
+            None if follow => {
                 out.flush()?;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
