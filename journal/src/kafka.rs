@@ -642,6 +642,30 @@ impl KafkaReader {
         self.next_offset
     }
 
+    /// Whether the topic holds records this reader has not received (the broker's high
+    /// watermark is past [`KafkaReader::next_offset`]): a reader that hears nothing while this
+    /// is true is stalled, not following a silent writer. `false` when the broker does not
+    /// answer within `timeout`. (Some brokers, tansu 0.6 among them, report the base offset of
+    /// the last produce batch + 1; a primary's idle heartbeats are one record per batch, so
+    /// that is exact when it matters.)
+    #[must_use]
+    pub fn is_behind(&self, topic: &str, timeout: Duration) -> bool {
+        self.consumer
+            .fetch_watermarks(topic, 0, timeout)
+            .is_ok_and(|(_, high)| high > self.next_offset)
+    }
+
+    /// Re-positions the consumer at [`KafkaReader::next_offset`] (restarts a stalled fetch).
+    ///
+    /// # Errors
+    /// Client errors.
+    pub fn reseek(&mut self, topic: &str) -> Result<(), KafkaJournalError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(self.next_offset))?;
+        self.consumer.assign(&tpl)?;
+        Ok(())
+    }
+
     /// The next record, or `None` when nothing arrived for `idle`.
     ///
     /// # Errors

@@ -49,6 +49,9 @@ pub struct NodeStatus {
     pub batches_applied: AtomicU64,
     /// Batches skipped under the epoch rule (a fenced writer's late appends).
     pub stale_batches: AtomicU64,
+    /// Journal records skipped as not history: an impossible epoch jump, or (Kafka) not a
+    /// journal batch at all — forged or corrupted records (ADR 0014).
+    pub skipped_records: AtomicU64,
     /// Last promotion: detection → serving, µs.
     pub promotion_us: AtomicU64,
 }

@@ -6,7 +6,8 @@
 //! - the engine and journal threads are alive (each stage marks, when it is dropped without
 //!   having finished — a panic unwinding it — that it died);
 //! - the engine has made progress within `failover.stall_ms` whenever the gateway has handed it
-//!   commands it has not finished;
+//!   commands it has not finished (unless the journal is holding, below: the engine may then
+//!   wait on its full output ring);
 //! - the journal has released something within `failover.stall_ms` whenever the engine has
 //!   finished commands it has not released, unless the journal already reports itself failed
 //!   (it then holds and retries by design, and the node is already unready).
@@ -164,7 +165,10 @@ impl Supervisor {
             .commands
             .load(Ordering::Acquire);
         let done = self.shared.engine.commands.load(Ordering::Acquire);
-        let stuck = self.engine.observe(done, pushed > done, now);
+        // While the journal holds and retries (a broker outage), the engine may wait on its
+        // full output ring: that is the journal's state, not an engine stall.
+        let holding = self.shared.journal.failed.load(Ordering::Acquire);
+        let stuck = self.engine.observe(done, pushed > done && !holding, now);
         if stuck >= self.stall {
             halt(
                 &self.metrics,

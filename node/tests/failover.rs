@@ -42,6 +42,18 @@ impl Proc {
 /// Starts `caldera standby` (it promotes itself when no primary is running), watching `peer`
 /// (the other node's order-entry endpoint).
 fn standby(dir: &Path, name: &str, journal: &str, order_entry: &str, peer: &str) -> Proc {
+    standby_env(dir, name, journal, order_entry, peer, &[])
+}
+
+/// [`standby`] with extra environment variables (`CALDERA_FAULT`).
+fn standby_env(
+    dir: &Path,
+    name: &str,
+    journal: &str,
+    order_entry: &str,
+    peer: &str,
+    env: &[(&str, &str)],
+) -> Proc {
     let md = format!("tcp://127.0.0.1:{}", free_port());
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -57,7 +69,8 @@ fn standby(dir: &Path, name: &str, journal: &str, order_entry: &str, peer: &str)
     cmd.args(["standby", "--config"])
         .arg(&cfg)
         .arg("--keys")
-        .arg(keys(dir).dir);
+        .arg(keys(dir).dir)
+        .envs(env.iter().copied());
     Proc {
         process: Process::spawn(cmd, log),
         order_entry: order_entry.to_string(),
@@ -488,4 +501,46 @@ fn kafka_journal_a_stopped_primary_is_fenced_by_the_new_epoch_and_exits() {
         code, 3,
         "the old primary notices the newer epoch and exits (code 3)"
     );
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn kafka_a_standby_whose_reader_stalls_while_the_topic_grows_does_not_fail_over() {
+    // The standby hears nothing for 1.5 s (3 × the timeout) while the primary's heartbeats keep
+    // landing in the topic: that is the reader's stall, not the primary's silence.
+    let broker = Broker::start("caldera.stall");
+    let uri = broker.uri("caldera.stall");
+    let dir = temp_dir("reader-stall");
+    let eps = [
+        format!("tcp://127.0.0.1:{}", free_port()),
+        format!("tcp://127.0.0.1:{}", free_port()),
+    ];
+    let primary = standby(&dir, "a", &uri, &eps[0], &eps[1]);
+    let creds = trader(&dir);
+    assert!(answering(&eps[0], &creds, Duration::from_secs(60)));
+    let follower = standby_env(
+        &dir,
+        "b",
+        &uri,
+        &eps[1],
+        &eps[0],
+        &[("CALDERA_FAULT", "kafka-reader-stall@20")],
+    );
+    wait_log(&follower, "standby: following", Duration::from_secs(60));
+    wait_log(
+        &follower,
+        "the reader stalled, not the primary",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !follower.log_has("promoting"),
+        "the standby failed over on its own reader's stall; see {}",
+        follower.log.display()
+    );
+    assert!(answering(&eps[0], &creds, Duration::from_secs(10)));
+    primary.signal(rustix::process::Signal::TERM);
+    let (code, _) = primary.wait(Duration::from_secs(60));
+    assert_eq!(code, 0, "the primary was fenced");
+    drop(follower);
 }

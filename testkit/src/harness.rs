@@ -398,11 +398,16 @@ pub fn caldera(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A tansu 0.6.0 broker (memory storage) on a free 127.0.0.1 port.
+/// A tansu 0.6.0 broker on a free 127.0.0.1 port: memory storage ([`Broker::start`]), or an
+/// SQLite file that survives a restart ([`Broker::start_persistent`], [`Broker::restart`]).
 pub struct Broker {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// Working directory (log; the SQLite file when persistent).
+    dir: PathBuf,
+    /// `memory://tansu/` or `sqlite://tansu.db` (relative to `dir`).
+    storage: &'static str,
 }
 
 /// The tansu binary (`$CALDERA_TANSU`, or `tansu` on the PATH or in `~/.cargo/bin`).
@@ -425,32 +430,25 @@ pub fn tansu() -> String {
 }
 
 impl Broker {
-    /// Starts it and creates `topic` with one partition.
+    /// Starts it with memory storage and creates `topic` with one partition.
     #[must_use]
     pub fn start(topic: &str) -> Broker {
+        Self::start_with(topic, "memory://tansu/")
+    }
+
+    /// Starts it with SQLite storage (tansu's `libsql` feature, which scripts/test.sh installs)
+    /// so that a restart keeps the topic, and creates `topic` with one partition.
+    #[must_use]
+    pub fn start_persistent(topic: &str) -> Broker {
+        Self::start_with(topic, "sqlite://tansu.db")
+    }
+
+    fn start_with(topic: &str, storage: &'static str) -> Broker {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
+        let dir = temp_dir("tansu");
+        let child = Self::spawn(&addr, &dir, storage);
         let url = format!("tcp://{addr}");
-        let log = temp_dir("tansu").join("tansu.log");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let out = Command::new(tansu())
             .args([
                 "topic",
@@ -468,8 +466,53 @@ impl Broker {
             "topic create: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Broker { child, addr }
+        Broker {
+            child,
+            addr,
+            dir,
+            storage,
+        }
     }
+
+    fn spawn(addr: &str, dir: &Path, storage: &str) -> Child {
+        let url = format!("tcp://{addr}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tansu.log"))
+            .unwrap();
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                storage,
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    /// Kills the broker (SIGKILL: no clean shutdown), waits `down`, and starts it again on the
+    /// same port and storage.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = Self::spawn(&self.addr, &self.dir, self.storage);
+    }
+
     /// `kafka://ADDR/TOPIC`.
     #[must_use]
     pub fn uri(&self, topic: &str) -> String {

@@ -398,6 +398,12 @@ impl Metrics {
             "Batches skipped under the epoch rule (a fenced writer's late appends).",
             r(&self.node.stale_batches),
         );
+        counter(
+            o,
+            "caldera_skipped_records_total",
+            "Journal records skipped as not history: an impossible epoch jump or a record that is not a journal batch (forged or corrupted; alert on any).",
+            r(&self.node.skipped_records),
+        );
         gauge(
             o,
             "caldera_last_promotion_us",

@@ -26,6 +26,11 @@ pub(crate) struct KafkaFollower {
     writer: Option<KafkaJournal>,
     peers: Option<PeerWatch>,
     stall: Duration,
+    /// Debug builds: `CALDERA_FAULT=kafka-reader-stall@N` makes the reader hear nothing for
+    /// 1.5 s once it has read N records (a consumer that stalls while the topic grows).
+    #[cfg(debug_assertions)]
+    reader_stall: Option<(u64, Option<Instant>)>,
+    records: u64,
 }
 
 impl KafkaFollower {
@@ -52,6 +57,14 @@ impl KafkaFollower {
             writer: None,
             peers: None,
             stall: Duration::from_secs(1),
+            #[cfg(debug_assertions)]
+            reader_stall: std::env::var("CALDERA_FAULT").ok().and_then(|s| {
+                s.split(',').find_map(|i| {
+                    let n = i.trim().strip_prefix("kafka-reader-stall@")?;
+                    Some((n.parse().ok()?, None))
+                })
+            }),
+            records: 0,
         })
     }
 
@@ -80,6 +93,16 @@ impl KafkaFollower {
     }
 
     fn read(&mut self, wait: Duration) -> Result<usize, NodeError> {
+        #[cfg(debug_assertions)]
+        if let Some((at, since)) = &mut self.reader_stall {
+            if self.records >= *at {
+                let t = *since.get_or_insert_with(Instant::now);
+                if t.elapsed() < Duration::from_millis(1500) {
+                    std::thread::sleep(wait);
+                    return Ok(0);
+                }
+            }
+        }
         let mut n = 0;
         let mut wait = wait;
         while let Some(r) = self.reader.next_record(wait).map_err(NodeError::recover)? {
@@ -97,6 +120,7 @@ impl KafkaFollower {
         }
         if n > 0 {
             self.last_record = Instant::now();
+            self.records += n as u64;
         }
         Ok(n)
     }
@@ -196,8 +220,25 @@ impl Follower for KafkaFollower {
         Ok(self.peers.as_mut().is_some_and(PeerWatch::lost))
     }
 
-    /// Silence is enough: the new epoch record fences a primary that is in fact alive.
+    /// Silence of the *topic* is enough (the new epoch record fences a primary that is in fact
+    /// alive); silence of this reader while the topic grows is not: the reader is stalled, so
+    /// it restarts its fetch and keeps following.
     fn on_silence(&mut self) -> bool {
+        if self
+            .reader
+            .is_behind(&self.topic, Duration::from_millis(200))
+        {
+            tracing::warn!(
+                silence_ms = self.last_record.elapsed().as_millis() as u64,
+                next_offset = self.reader.next_offset(),
+                "standby: heard nothing, but the topic has new records: the reader stalled, not the primary; restarting the fetch"
+            );
+            if let Err(e) = self.reader.reseek(&self.topic) {
+                tracing::warn!(error = %e, "standby: could not restart the fetch");
+            }
+            self.last_record = Instant::now();
+            return false;
+        }
         true
     }
 

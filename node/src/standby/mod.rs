@@ -189,6 +189,9 @@ fn publish_progress(status: &NodeStatus, f: &dyn Follower, applied: usize) {
         .stale_batches
         .store(rec.stale_batches, Ordering::Relaxed);
     status
+        .skipped_records
+        .store(rec.rejected_epochs + rec.undecodable, Ordering::Relaxed);
+    status
         .silence_ms
         .store(f.silence().as_millis() as u64, Ordering::Relaxed);
 }
