@@ -16,11 +16,27 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 # The Kafka tests run a real Kafka-protocol broker: tansu 0.6.0 from crates.io, with the storage
-# engine feature it needs (without it, memory:// storage is missing). ~12 min to build, once.
+# engines they use: dynostore (memory://) and libsql (sqlite://, which survives a broker restart).
+# ~20-25 min to build on 2 cores, once. An install without libsql is replaced.
 export PATH="$HOME/.cargo/bin:$PATH"
-if ! tansu --version 2>/dev/null | grep -qx "tansu 0.6.0"; then
+tansu_ok() {
+  tansu --version 2>/dev/null | grep -qx "tansu 0.6.0" || return 1
+  # cargo records the features it installed with.
+  python3 - "$HOME/.cargo/.crates2.json" <<'PY'
+import json, sys
+try:
+    installs = json.load(open(sys.argv[1]))["installs"]
+except (OSError, ValueError, KeyError):
+    sys.exit(0)  # installed some other way: trust it
+for k, v in installs.items():
+    if k.startswith("tansu 0.6.0"):
+        sys.exit(0 if {"dynostore", "libsql"} <= set(v.get("features", [])) else 1)
+sys.exit(0)
+PY
+}
+if ! tansu_ok; then
   echo "installing tansu 0.6.0 (Kafka-protocol broker for the tests)"
-  cargo install tansu --version 0.6.0 --locked --features dynostore
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
 fi
 py="$root/target/pyenv"
 if [ ! -x "$py/bin/python" ] || ! "$py/bin/python" -c "import zmq, flatbuffers, confluent_kafka" 2>/dev/null; then
