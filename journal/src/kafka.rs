@@ -331,6 +331,16 @@ impl KafkaJournal {
         self.epoch
     }
 
+    /// Keeps a writer connected ahead of time warm: a metadata request on its connection (a
+    /// connection left idle while the node is a standby may be closed by the broker, and the
+    /// reconnect would land on the failover path). Returns whether the broker answered.
+    pub fn keep_warm(&self, timeout: Duration) -> bool {
+        self.producer
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)
+            .is_ok()
+    }
+
     /// Re-targets a writer connected ahead of time (a standby keeps one ready so promotion
     /// skips the producer's start-up): its epoch, the offset after the last record read and
     /// the last sequence in the topic.
@@ -596,6 +606,9 @@ fn reader_consumer(brokers: &Brokers) -> Result<BaseConsumer, KafkaError> {
         // Some brokers (tansu 0.6) hold every fetch for the full wait even when data is
         // available; a short wait keeps catch-up fast and costs little on Apache Kafka.
         .set("fetch.wait.max.ms", "1")
+        // After a failed fetch librdkafka waits 500 ms by default: longer than a failover
+        // timeout, so a standby would hear nothing from a live primary for that long.
+        .set("fetch.error.backoff.ms", "10")
         .create()
 }
 

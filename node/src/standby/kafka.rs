@@ -26,6 +26,8 @@ pub(crate) struct KafkaFollower {
     writer: Option<KafkaJournal>,
     peers: Option<PeerWatch>,
     stall: Duration,
+    /// When the pre-connected writer's connection was last used.
+    warmed: Instant,
     /// Debug builds: `CALDERA_FAULT=kafka-reader-stall@N` makes the reader hear nothing for
     /// 1.5 s once it has read N records (a consumer that stalls while the topic grows).
     #[cfg(debug_assertions)]
@@ -57,6 +59,7 @@ impl KafkaFollower {
             writer: None,
             peers: None,
             stall: Duration::from_secs(1),
+            warmed: Instant::now(),
             #[cfg(debug_assertions)]
             reader_stall: std::env::var("CALDERA_FAULT").ok().and_then(|s| {
                 s.split(',').find_map(|i| {
@@ -144,7 +147,9 @@ impl KafkaFollower {
         };
         journal.set_max_record_bytes(cfg.journal.kafka_max_record_bytes);
         let marker = epoch_record(epoch, self.engine.last_seq());
+        let t_produce = Instant::now();
         let offset = journal.start_epoch(&marker, Duration::from_secs(30))?;
+        let acked = t_produce.elapsed();
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.reader.next_offset() <= offset {
             if Instant::now() > deadline {
@@ -167,6 +172,8 @@ impl KafkaFollower {
             offset,
             last_seq = self.engine.last_seq(),
             catch_up_us = detected.elapsed().as_micros() as u64,
+            epoch_ack_us = acked.as_micros() as u64,
+            read_back_us = (t_produce.elapsed() - acked).as_micros() as u64,
             "primary: epoch started (Kafka journal)"
         );
         // Closing a consumer waits for its broker connections: not on the failover path.
@@ -198,6 +205,19 @@ impl KafkaFollower {
 impl Follower for KafkaFollower {
     fn poll(&mut self) -> Result<usize, NodeError> {
         self.read(Duration::from_millis(2))
+    }
+
+    /// Keeps the pre-connected writer's broker connection in use (once a second), so the
+    /// epoch record at promotion does not wait for a reconnect.
+    fn idle(&mut self, _applied: usize) {
+        if self.warmed.elapsed() >= Duration::from_secs(1) {
+            self.warmed = Instant::now();
+            if let Some(w) = &self.writer {
+                if !w.keep_warm(Duration::from_millis(200)) {
+                    tracing::debug!("standby: the pre-connected writer's broker did not answer");
+                }
+            }
+        }
     }
 
     fn catch_up(&mut self) -> Result<usize, NodeError> {
