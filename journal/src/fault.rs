@@ -7,6 +7,27 @@
 use std::fs::File;
 use std::io::Write;
 
+/// The `N` of fault `name@N` in `CALDERA_FAULT` (a comma-separated list), in debug builds;
+/// always `None` in release builds. Every fault hook of a node reads its setting here.
+#[must_use]
+pub fn injected(name: &str) -> Option<u64> {
+    #[cfg(debug_assertions)]
+    {
+        let spec = std::env::var("CALDERA_FAULT").ok()?;
+        spec.split(',').find_map(|item| {
+            let (what, n) = item.split_once('@')?;
+            (what.trim() == name)
+                .then(|| n.trim().parse().ok())
+                .flatten()
+        })
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+        None
+    }
+}
+
 /// One-shot faults of a segment log.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
@@ -26,19 +47,11 @@ impl Faults {
     pub fn from_env() -> Self {
         #[cfg(debug_assertions)]
         {
-            let mut f = Faults::default();
-            let spec = std::env::var("CALDERA_FAULT").unwrap_or_default();
-            for item in spec.split(',') {
-                let Some((what, n)) = item.split_once('@') else {
-                    continue;
-                };
-                let n = n.trim().parse().ok();
-                match what.trim() {
-                    "journal-write" => f.short_write_at = n,
-                    "journal-fsync" => f.fail_sync_at = n,
-                    _ => {}
-                }
-            }
+            let f = Faults {
+                short_write_at: injected("journal-write"),
+                fail_sync_at: injected("journal-fsync"),
+                ..Faults::default()
+            };
             if f.short_write_at.is_some() || f.fail_sync_at.is_some() {
                 tracing::warn!(?f, "CALDERA_FAULT: journal faults will be injected");
             }

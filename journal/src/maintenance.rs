@@ -4,7 +4,8 @@
 //! exactly what that is). `caldera journal verify` and `caldera journal repair` print these.
 
 use crate::segment::{
-    io, list_segments, next_good_frame, scan, scan_frames, SegmentError, Stop, HEADER,
+    damaged as damage_at, io, list_segments, next_good_frame, scan, scan_frames, SegmentError,
+    Stop, HEADER,
 };
 use crate::snapshots::SnapshotStore;
 use std::fs;
@@ -170,12 +171,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, SegmentError> {
 /// [`SegmentError::Damaged`] at the first damaged place; I/O errors listing the directory.
 pub fn check_before(dir: &Path, base: u64) -> Result<(), SegmentError> {
     let listed = list_segments(dir)?;
-    let damaged = |path: &Path, offset: u64, reason: String| SegmentError::Damaged {
-        dir: dir.to_path_buf(),
-        path: path.to_path_buf(),
-        offset,
-        reason,
-    };
+    let damaged = |path: &Path, offset: u64, reason: String| damage_at(dir, path, offset, reason);
     let mut expect: Option<u64> = None;
     for (b, path) in listed.iter().filter(|(b, _)| *b <= base) {
         if let Some(e) = expect.filter(|e| e != b) {
@@ -230,12 +226,7 @@ pub struct TruncateReport {
 pub fn truncate_at(dir: &Path, seq: u64, dry_run: bool) -> Result<TruncateReport, SegmentError> {
     let _lock = crate::lock::WriterLock::try_acquire(dir)?;
     let listed = list_segments(dir)?;
-    let not_boundary = |why: String| SegmentError::Damaged {
-        dir: dir.to_path_buf(),
-        path: dir.to_path_buf(),
-        offset: 0,
-        reason: why,
-    };
+    let not_boundary = |why: String| damage_at(dir, dir, 0, why);
     // Find the segment and offset where `seq` starts.
     let mut cut: Option<(usize, u64, u64)> = None; // (segment index, offset, last kept seq)
     for (i, (base, path)) in listed.iter().enumerate() {

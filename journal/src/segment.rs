@@ -250,7 +250,7 @@ pub(crate) fn scan_frames(
     (pos(at), *prev_last, None)
 }
 
-fn damaged(dir: &Path, path: &Path, offset: u64, reason: String) -> SegmentError {
+pub(crate) fn damaged(dir: &Path, path: &Path, offset: u64, reason: String) -> SegmentError {
     SegmentError::Damaged {
         dir: dir.to_path_buf(),
         path: path.to_path_buf(),

@@ -254,14 +254,8 @@ impl Agent for EngineStage {
 /// commands, `engine-panic@N` panics after N commands. Returns (stall, N).
 #[cfg(debug_assertions)]
 fn engine_fault() -> Option<(bool, u64)> {
-    let spec = std::env::var("CALDERA_FAULT").ok()?;
-    spec.split(',').find_map(|item| {
-        let (what, n) = item.split_once('@')?;
-        let n = n.trim().parse().ok()?;
-        match what.trim() {
-            "engine-stall" => Some((true, n)),
-            "engine-panic" => Some((false, n)),
-            _ => None,
-        }
-    })
+    use caldera_journal::fault::injected;
+    injected("engine-stall")
+        .map(|n| (true, n))
+        .or_else(|| injected("engine-panic").map(|n| (false, n)))
 }

@@ -61,12 +61,7 @@ impl KafkaFollower {
             stall: Duration::from_secs(1),
             warmed: Instant::now(),
             #[cfg(debug_assertions)]
-            reader_stall: std::env::var("CALDERA_FAULT").ok().and_then(|s| {
-                s.split(',').find_map(|i| {
-                    let n = i.trim().strip_prefix("kafka-reader-stall@")?;
-                    Some((n.parse().ok()?, None))
-                })
-            }),
+            reader_stall: caldera_journal::fault::injected("kafka-reader-stall").map(|n| (n, None)),
             records: 0,
         })
     }
