@@ -4,6 +4,9 @@
 Uses only docs/protocol.md and the code flatc generates from schema/fbs/caldera.fbs
 (the `caldera/wire` package next to this file). Two sessions (accounts 101 and 102):
 the seller rests an order, the buyer takes part of it, then the seller cancels the rest.
+Then the resend: the seller goes away with an order resting, the buyer fills it, and the
+seller comes back with LogonResume after the last engine_seq it processed — the node resends
+the Fill and Done it missed (frames marked resent), then ResendComplete.
 Prints every report as a JSON line and exits 0 if the exchange answered as expected.
 
 Connects over CURVE with the keys `caldera init` made: this client's secret certificate
@@ -24,7 +27,7 @@ import zmq.auth
 
 sys.path.insert(0, os.path.dirname(__file__))
 from caldera.wire import (  # noqa: E402
-    Cancel, ClientBatch, Logon, NewOrder, ReportBatch, Request,
+    Cancel, ClientBatch, Logon, LogonResume, NewOrder, ReportBatch, Request,
     OrderType, Side, SelfTradePrevention, TimeInForce,
 )
 from caldera.wire.RejectReason import RejectReason  # noqa: E402
@@ -44,6 +47,8 @@ def batch(requests):
         Request.Start(b)
         if kind == "logon":
             Request.AddLogon(b, Logon.CreateLogon(b, *args))
+        elif kind == "logon_resume":  # (resume_after, account)
+            Request.AddLogonResume(b, LogonResume.CreateLogonResume(b, *args))
         elif kind == "new":
             Request.AddNewOrder(b, NewOrder.CreateNewOrder(b, *args))
         elif kind == "cancel":
@@ -81,6 +86,8 @@ class Session:
         self.account = account
         self.next_seq = 1
         self.pending = []
+        # The last engine_seq processed: what a LogonResume resumes after.
+        self.last_engine_seq = 0
 
     def send(self, requests):
         self.sock.send(batch(requests))
@@ -94,6 +101,7 @@ class Session:
         if rb.FirstSessionSeq() != self.next_seq:
             raise RuntimeError("gap: expected %d got %d" % (self.next_seq, rb.FirstSessionSeq()))
         out = []
+        resent = rb.Resent()
         for i in range(rb.ReportsLength()):
             r = rb.Reports(i)
             seq = self.next_seq + i
@@ -106,24 +114,39 @@ class Session:
             elif r.Accepted() is not None:
                 a = r.Accepted()
                 out.append({"seq": seq, "type": "Accepted", "order_id": a.OrderId(),
-                            "client_order_id": a.ClientOrderId(), "price": a.Price(), "qty": a.Qty()})
+                            "client_order_id": a.ClientOrderId(), "price": a.Price(), "qty": a.Qty(),
+                            "engine_seq": a.EngineSeq()})
             elif r.Rejected() is not None:
                 x = r.Rejected()
-                out.append({"seq": seq, "type": "Rejected", "client_order_id": x.ClientOrderId(),
-                            "reason": NAMES.get(x.Reason(), x.Reason())})
+                rep = {"seq": seq, "type": "Rejected", "client_order_id": x.ClientOrderId(),
+                       "reason": NAMES.get(x.Reason(), x.Reason())}
+                if x.Reason() < 100:  # an engine reject; gateway rejects (100+) are not events
+                    rep["engine_seq"] = x.EngineSeq()
+                elif x.Reason() == RejectReason.ResendUnavailable:
+                    rep["oldest_kept"] = x.EngineSeq()
+                out.append(rep)
             elif r.Fill() is not None:
                 f = r.Fill()
                 out.append({"seq": seq, "type": "Fill", "order_id": f.OrderId(), "trade_id": f.TradeId(),
-                            "price": f.Price(), "qty": f.Qty(), "leaves": f.Leaves()})
+                            "price": f.Price(), "qty": f.Qty(), "leaves": f.Leaves(),
+                            "engine_seq": f.EngineSeq()})
             elif r.Done() is not None:
                 d = r.Done()
                 out.append({"seq": seq, "type": "Done", "order_id": d.OrderId(),
-                            "reason": DONE.get(d.Reason(), d.Reason()), "leaves": d.Leaves()})
+                            "reason": DONE.get(d.Reason(), d.Reason()), "leaves": d.Leaves(),
+                            "engine_seq": d.EngineSeq()})
+            elif r.ResendComplete() is not None:
+                c = r.ResendComplete()
+                out.append({"seq": seq, "type": "ResendComplete", "account": c.Account(),
+                            "from_seq": c.FromSeq(), "through_seq": c.ThroughSeq(), "count": c.Count()})
             else:
                 out.append({"seq": seq, "type": "Other"})
         self.next_seq += rb.ReportsLength()
         for rep in out:
             rep["account"] = rep.get("account", self.account)
+            if resent:
+                rep["resent"] = True
+            self.last_engine_seq = max(self.last_engine_seq, rep.get("engine_seq", 0))
             print(json.dumps(rep), flush=True)
         return out
 
@@ -179,6 +202,22 @@ def main():
     seller.send([("new", (cl + 2, 0, 10, args.symbol, sell, limit, gtc, allow, False))])
     rej, _ = seller.wait_for(lambda r: r["type"] == "Rejected")
     assert rej["reason"] == "ZeroPrice", rej
+
+    # Resend: the seller goes away with an order resting; the buyer fills it meanwhile.
+    seller.send([("new", (cl + 3, args.price, 5, args.symbol, sell, limit, gtc, allow, False))])
+    seller.wait_for(lambda r: r["type"] == "Accepted")
+    resume_after = seller.last_engine_seq
+    seller.sock.close()
+    buyer.send([("new", (cl + 8, args.price, 5, args.symbol, buy, limit, gtc, allow, False))])
+    buyer.wait_for(lambda r: r["type"] == "Done")
+    # Back on a new session: LogonResume after the last engine_seq processed.
+    seller = Session(ctx, args.order_entry, 101, keys)
+    seller.send([("logon_resume", (resume_after, 101))])
+    complete, seen = seller.wait_for(lambda r: r["type"] == "ResendComplete")
+    resent = [r for r in seen if r.get("resent")]
+    assert [r["type"] for r in resent] == ["Fill", "Done"], seen
+    assert all(r["engine_seq"] > resume_after for r in resent), seen
+    assert complete["count"] == 2 and complete["from_seq"] == resume_after, complete
     print(json.dumps({"ok": True}), flush=True)
     return 0
 

@@ -44,11 +44,15 @@ pub struct EngineConfig {
     /// slot. It never changes behaviour — table layout is never observable, so replicas and
     /// replays may use different seeds — and it is not part of snapshots or the state hash.
     pub hash_seed: u64,
-    /// How many of the most recently accepted new orders are remembered by
-    /// `(account, client order id)` after they are done, so that a resent order (a client
-    /// retrying after a failover) is rejected as a duplicate instead of executed twice.
-    /// Part of the replicated state. 0 = only live orders are checked.
+    /// How many of each account's most recently accepted new orders are remembered by client
+    /// order id after they are done, so that a resent order (a client retrying after a
+    /// failover) is rejected as a duplicate instead of executed twice. Per account: no other
+    /// account's traffic shortens it. Part of the replicated state. 0 = only live orders are
+    /// checked.
     pub dedupe_window: u32,
+    /// For how many accounts dedupe windows are kept: those that had an order accepted most
+    /// recently (the least recently active account's window is forgotten first).
+    pub dedupe_accounts: u32,
     /// Most live (resting) orders one account may have; a GTC limit order of an account that
     /// has them gets `AccountOrderLimit`. 0 = no limit beyond `max_orders`.
     pub max_orders_per_account: u32,
@@ -100,11 +104,14 @@ impl EngineConfig {
             .saturating_add(slots.saturating_mul(24 + 32))
             .saturating_add(accounts.saturating_mul(12))
             .saturating_add(account_slots.saturating_mul(16));
-        let window = u64::from(self.dedupe_window);
+        let window = u64::from(self.dedupe_window).saturating_mul(u64::from(self.dedupe_accounts));
         let window_slots = (window.max(1) * 2).next_power_of_two();
+        let account_slots = (u64::from(self.dedupe_accounts).max(1) * 2).next_power_of_two();
         total = total
-            .saturating_add(window.saturating_mul(24))
-            .saturating_add(window_slots.saturating_mul(32));
+            .saturating_add(window.saturating_mul(16))
+            .saturating_add(window_slots.saturating_mul(32))
+            .saturating_add(u64::from(self.dedupe_accounts).saturating_mul(20))
+            .saturating_add(account_slots.saturating_mul(16));
         for s in &self.instruments {
             if s.tick_size > 0 && s.max_price >= s.min_price {
                 // two sides × (16-byte level + bitmap bits)
@@ -132,9 +139,9 @@ impl EngineConfig {
                 "max_accounts must be in 1..2^30",
             ));
         }
-        if self.dedupe_window >= u32::MAX / 4 {
+        if u64::from(self.dedupe_window) * u64::from(self.dedupe_accounts) >= 1 << 30 {
             return Err(ConfigError::InvalidCapacity(
-                "dedupe_window must be below 2^30",
+                "dedupe_window × dedupe_accounts must be below 2^30",
             ));
         }
         for (i, s) in self.instruments.iter().enumerate() {

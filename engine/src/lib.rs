@@ -8,6 +8,7 @@
 //!     max_accounts: 16,
 //!     hash_seed: 1,
 //!     dedupe_window: 1024,
+//!     dedupe_accounts: 4,
 //!     max_orders_per_account: 0,
 //!     instruments: vec![InstrumentSpec {
 //!         id: 1, tick_size: 1, lot_size: 1, min_price: 1, max_price: 10_000, max_qty: 1_000,

@@ -6,8 +6,10 @@
 //! it is independent of pool slot numbers and of the hash seed, so two engines with the same
 //! history hash the same.
 //!
-//! Version 3 adds `max_orders_per_account` and the account free list; version 2 snapshots are
-//! still read (their accounts without orders are freed on restore).
+//! Version 4 keeps a dedupe window per account (`dedupe_accounts`); version 3 adds
+//! `max_orders_per_account` and the account free list; version 2 and 3 snapshots are still
+//! read (their one dedupe window becomes per-account windows of the same total size; a version
+//! 2 snapshot's accounts without orders are freed on restore).
 
 use crate::book::NIL;
 use crate::config::{EngineConfig, InstrumentSpec};
@@ -17,8 +19,9 @@ use crate::types::{SelfTradePrevention, Side};
 const MAGIC: &[u8; 8] = b"CALDSNP1";
 /// Above this a snapshot's sequence or id counter is damage (see `restore_seeded`).
 const MAX_COUNTER: u64 = 1 << 62;
-const VERSION: u32 = 3;
-/// The previous version, still restored.
+const VERSION: u32 = 4;
+/// Earlier versions, still restored.
+const VERSION_3: u32 = 3;
 const VERSION_2: u32 = 2;
 
 /// Memory budget [`Engine::restore`] allows a snapshot's configuration (16 GiB).
@@ -99,6 +102,7 @@ impl Engine {
         // The seed is not state (layout is never observable) and must stay secret.
         w.u64(0);
         w.u32(c.dedupe_window);
+        w.u32(c.dedupe_accounts);
         w.u32(c.max_orders_per_account);
         w.u32(c.instruments.len() as u32);
         for (s, book) in c.instruments.iter().zip(&self.books) {
@@ -122,7 +126,7 @@ impl Engine {
         for &f in &self.free_accounts {
             w.u32(f);
         }
-        w.u32(self.recent_len as u32);
+        w.u32(self.recent_len() as u32);
         self.for_each_recent(|account, client_order_id, order_id| {
             w.u32(account);
             w.u64(client_order_id);
@@ -199,7 +203,7 @@ impl Engine {
     pub fn snapshot_len_bound(&self) -> usize {
         let instruments = self.config.instruments.len();
         MAGIC.len()
-            + 40
+            + 44
             + instruments * 45
             + 24
             + 4
@@ -207,7 +211,7 @@ impl Engine {
             + 4
             + 4 * self.free_accounts.len()
             + 4
-            + 20 * self.recent_len
+            + 20 * self.recent_len()
             // Per side a level count; per level (at most one per order) its price and length.
             + instruments * 2 * 4
             + self.live_orders as usize * (12 + 30)
@@ -248,14 +252,24 @@ impl Engine {
             return Err(SnapshotError::BadMagic);
         }
         let version = r.u32()?;
-        if version != VERSION && version != VERSION_2 {
+        if version != VERSION && version != VERSION_3 && version != VERSION_2 {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let max_orders = r.u32()?;
         let max_accounts = r.u32()?;
         let _written_seed = r.u64()?;
-        let dedupe_window = r.u32()?;
-        let max_orders_per_account = if version == VERSION { r.u32()? } else { 0 };
+        let window = r.u32()?;
+        // Version 4 keeps a window per account; earlier versions one window of `window`
+        // orders for all accounts, restored as per-account windows of the same total size.
+        let (dedupe_window, dedupe_accounts) = if version == VERSION {
+            (window, r.u32()?)
+        } else if window == 0 {
+            (0, 0)
+        } else {
+            let per_account = window.min(1024);
+            (per_account, (window / per_account).max(1))
+        };
+        let max_orders_per_account = if version >= VERSION_3 { r.u32()? } else { 0 };
         let n = r.u32()? as usize;
         if n > bytes.len() / 8 {
             return Err(SnapshotError::Truncated);
@@ -278,6 +292,7 @@ impl Engine {
             max_accounts,
             hash_seed,
             dedupe_window,
+            dedupe_accounts,
             max_orders_per_account,
             instruments,
         };
@@ -314,14 +329,18 @@ impl Engine {
         let mut slot_free = Vec::with_capacity(accounts as usize);
         for _ in 0..accounts {
             let id = r.u32()?;
-            let live = if version == VERSION { r.bool()? } else { true };
+            let live = if version >= VERSION_3 {
+                r.bool()?
+            } else {
+                true
+            };
             if live && e.account_slots_contains(id) {
                 return Err(SnapshotError::Corrupt("duplicate account"));
             }
             e.restore_account_slot(id, live);
             slot_free.push(!live);
         }
-        if version == VERSION {
+        if version >= VERSION_3 {
             let free = r.u32()?;
             if free as usize != slot_free.iter().filter(|f| **f).count() {
                 return Err(SnapshotError::Corrupt("free account list does not match"));
@@ -337,7 +356,7 @@ impl Engine {
             }
         }
         let recent = r.u32()?;
-        if recent > dedupe_window {
+        if u64::from(recent) > u64::from(dedupe_window) * u64::from(dedupe_accounts) {
             return Err(SnapshotError::Corrupt(
                 "dedupe window longer than configured",
             ));

@@ -35,9 +35,11 @@ struct Reference {
     next_id: u64,
     next_trade: u64,
     out: Vec<Event>,
-    /// The dedupe window: the last `window` accepted (account, client id) → order id.
+    /// The dedupe windows: per account the last `window` accepted client id → order id, for
+    /// the last `window_accounts` accounts that had one accepted (least recent first).
     window: usize,
-    recent: VecDeque<((AccountId, ClientOrderId), OrderId)>,
+    window_accounts: usize,
+    recent: VecDeque<(AccountId, VecDeque<(ClientOrderId, OrderId)>)>,
 }
 
 enum End {
@@ -59,6 +61,7 @@ impl Reference {
             next_trade: 0,
             out: vec![],
             window: cfg.dedupe_window as usize,
+            window_accounts: cfg.dedupe_accounts as usize,
             recent: VecDeque::new(),
         }
     }
@@ -403,8 +406,14 @@ impl Reference {
                         RejectReason::UnknownSymbol,
                     );
                 };
-                let key = (o.account, o.client_order_id);
-                if let Some(&(_, original)) = self.recent.iter().find(|(k, _)| *k == key) {
+                let original = self
+                    .recent
+                    .iter()
+                    .filter(|(a, _)| *a == o.account)
+                    .flat_map(|(_, w)| w.iter())
+                    .find(|(c, _)| *c == o.client_order_id)
+                    .map(|&(_, id)| id);
+                if let Some(original) = original {
                     return self.reject(
                         o.account,
                         o.client_order_id,
@@ -426,11 +435,21 @@ impl Reference {
                 }
                 self.next_id += 1;
                 let id = self.next_id;
-                if self.window > 0 {
-                    if self.recent.len() == self.window {
-                        self.recent.pop_front();
+                if self.window > 0 && self.window_accounts > 0 {
+                    let mut w = match self.recent.iter().position(|(a, _)| *a == o.account) {
+                        Some(i) => self.recent.remove(i).unwrap().1,
+                        None => {
+                            if self.recent.len() == self.window_accounts {
+                                self.recent.pop_front();
+                            }
+                            VecDeque::new()
+                        }
+                    };
+                    if w.len() == self.window {
+                        w.pop_front();
                     }
-                    self.recent.push_back((key, id));
+                    w.push_back((o.client_order_id, id));
+                    self.recent.push_back((o.account, w));
                 }
                 self.emit(EventBody::Accepted(Accepted {
                     order_id: id,
@@ -647,6 +666,7 @@ fn config() -> EngineConfig {
         max_accounts: 3,
         hash_seed: 99,
         dedupe_window: 0,
+        dedupe_accounts: 2,
         max_orders_per_account: 6,
         instruments: vec![spec(1), spec(2)],
     }
@@ -768,9 +788,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 400, max_shrink_iters: 5000, ..ProptestConfig::default() })]
 
     #[test]
-    fn engine_equals_reference_and_invariants_hold(cmds in prop::collection::vec(command(), 1..160), window in prop_oneof![2 => Just(0u32), 3 => 1u32..8]) {
-        // Client ids 1..8 per account: windows below and above that exercise eviction.
-        let cfg = EngineConfig { dedupe_window: window, ..config() };
+    fn engine_equals_reference_and_invariants_hold(cmds in prop::collection::vec(command(), 1..160), window in prop_oneof![2 => Just(0u32), 3 => 1u32..8], window_accounts in 1u32..4) {
+        // Client ids 1..8 per account: windows below and above that exercise eviction; up to
+        // 3 accounts' windows for more accounts than that exercise forgetting an account.
+        let cfg = EngineConfig { dedupe_window: window, dedupe_accounts: window_accounts, ..config() };
         let mut engine = Engine::new(cfg.clone()).unwrap();
         let mut reference = Reference::new(&cfg);
         let mut cons = Conservation::default();
@@ -807,8 +828,8 @@ proptest! {
     }
 
     #[test]
-    fn snapshot_restore_is_exact_at_any_point(cmds in prop::collection::vec(command(), 1..120), split in 0usize..120, window in 0u32..8) {
-        let cfg = EngineConfig { dedupe_window: window, ..config() };
+    fn snapshot_restore_is_exact_at_any_point(cmds in prop::collection::vec(command(), 1..120), split in 0usize..120, window in 0u32..8, window_accounts in 1u32..4) {
+        let cfg = EngineConfig { dedupe_window: window, dedupe_accounts: window_accounts, ..config() };
         let split = split.min(cmds.len());
         let mut live = Engine::new(cfg.clone()).unwrap();
         let mut sink = NullSink;

@@ -62,8 +62,9 @@ fn state_hash_is_stable_across_machines_and_builds() {
     }
     assert_eq!(format!("{:016x}", e.state_hash()), GOLDEN);
 }
-// Snapshot format 3 (max_orders_per_account, account free list, seed not encoded).
-const GOLDEN: &str = "641a6454eb194339";
+// Snapshot format 4 (dedupe windows per account; format 3 added max_orders_per_account, the
+// account free list, seed not encoded).
+const GOLDEN: &str = "10443be48c903543";
 
 #[test]
 fn the_hash_seed_changes_nothing_observable() {

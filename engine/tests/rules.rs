@@ -480,6 +480,7 @@ fn capacity_reached_is_a_reject_not_a_panic() {
         max_accounts: 1,
         hash_seed: 0,
         dedupe_window: 0,
+        dedupe_accounts: 0,
         max_orders_per_account: 0,
         instruments: vec![spec(SYM)],
     })
@@ -542,6 +543,7 @@ fn invalid_config_is_an_error() {
             max_accounts: 4,
             hash_seed: 0,
             dedupe_window: 0,
+            dedupe_accounts: 0,
             max_orders_per_account: 0,
             instruments: vec![s],
         })
@@ -594,6 +596,7 @@ fn windowed(window: u32) -> Engine {
         max_accounts: 8,
         hash_seed: 3,
         dedupe_window: window,
+        dedupe_accounts: 4,
         max_orders_per_account: 0,
         instruments: vec![spec(SYM)],
     })
@@ -851,4 +854,58 @@ fn level_totals_cannot_overflow() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("64 bits"), "{err}");
+}
+
+#[test]
+fn another_accounts_flood_of_ioc_orders_does_not_push_an_order_out_of_the_dedupe_window() {
+    // Windows of 16 orders per account, for 4 accounts. The old global window of 64 orders
+    // forgot account 1's order after 64 orders of anyone.
+    let mut e = Engine::new(EngineConfig {
+        max_orders: 64,
+        max_accounts: 8,
+        hash_seed: 3,
+        dedupe_window: 16,
+        dedupe_accounts: 4,
+        max_orders_per_account: 0,
+        instruments: vec![spec(SYM)],
+    })
+    .unwrap();
+    let ioc = |account, cl| NewOrder {
+        tif: TimeInForce::Ioc,
+        ..limit(account, cl, Side::Buy, 100, 10)
+    };
+    let original = match place(&mut e, ioc(1, 7))[0] {
+        EventBody::Accepted(a) => a.order_id,
+        ref other => panic!("expected Accepted, got {other:?}"),
+    };
+    // Account 2 floods: 100,000 IOC orders, each accepted (and expired).
+    for cl in 1..=100_000 {
+        place(&mut e, ioc(2, cl));
+    }
+    // Account 1's resend is still a duplicate, naming the original.
+    let r = rejected(&place(&mut e, ioc(1, 7))).expect("a reject");
+    assert_eq!(r.reason, RejectReason::DuplicateClientOrderId);
+    assert_eq!(r.order_id, original);
+    // Account 2's own window holds its last 16.
+    assert!(e.recently_accepted(2, 100_000 - 15).is_some());
+    assert_eq!(e.recently_accepted(2, 100_000 - 16), None);
+    // Windows are forgotten whole, least recently active account first: accounts 3 and 4
+    // take the two free windows; account 5 takes account 1's.
+    for account in 3..=4 {
+        place(&mut e, ioc(account, 1));
+    }
+    assert!(
+        e.recently_accepted(1, 7).is_some(),
+        "free windows left: still kept"
+    );
+    place(&mut e, ioc(5, 1));
+    assert_eq!(
+        e.recently_accepted(1, 7),
+        None,
+        "the least recently active: forgotten"
+    );
+    assert!(e.recently_accepted(2, 100_000).is_some());
+    let restored = Engine::restore(&e.snapshot()).unwrap();
+    assert_eq!(restored.snapshot(), e.snapshot());
+    assert_eq!(restored.state_hash(), e.state_hash());
 }

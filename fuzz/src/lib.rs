@@ -47,6 +47,7 @@ pub fn engine_config(hash_seed: u64) -> EngineConfig {
         max_accounts: 6,
         hash_seed,
         dedupe_window: 16,
+        dedupe_accounts: 4,
         max_orders_per_account: 12,
         instruments: vec![
             InstrumentSpec {

@@ -28,6 +28,10 @@ pub struct GatewayStats {
     pub ring_full_pauses: u64,
     /// Sessions ended, by [`crate::SessionEnd`] (disconnected, idle, backlog).
     pub sessions_ended: [u64; 3],
+    /// Resends (`LogonResume`) completed.
+    pub resends: u64,
+    /// Reports resent from the journal.
+    pub resent_reports: u64,
 }
 
 /// The gateway's published counters and gauges.
@@ -47,6 +51,10 @@ pub struct Published {
     pub undeliverable: AtomicU64,
     /// Times the gateway paused reading because the inbound ring was full.
     pub ring_full_pauses: AtomicU64,
+    /// Resends completed.
+    pub resends: AtomicU64,
+    /// Reports resent from the journal.
+    pub resent_reports: AtomicU64,
     /// Sessions known.
     pub sessions: AtomicU64,
     /// Sessions ended, by [`crate::SessionEnd`].

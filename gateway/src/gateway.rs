@@ -13,6 +13,7 @@
 use crate::config::GatewayConfig;
 use crate::counters::{GatewayCounters, GatewayStats, Stage};
 use crate::market_data::MarketData;
+use crate::resend::{Chunk, History, HistoryError, ResendJob};
 use crate::session::{Access, LogonRefused, SessionEnd, SessionRef, Sessions};
 use caldera_auth::{Guard, ServerKeys};
 use caldera_engine::{Command, EventBody, SymbolId};
@@ -22,7 +23,8 @@ use caldera_schema::map::{self, MapError};
 use caldera_schema::{convert, wire};
 use rtrb::{Consumer, Producer};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::TryRecvError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,13 +112,22 @@ pub struct Gateway<'a> {
     next_md_snapshot: Option<Instant>,
     /// When the order-entry socket is read next (see [`Gateway::read_requests`]).
     next_read: Instant,
+    /// Where resends read the account's past reports (None: no journal, no resend).
+    history: Option<Arc<dyn History>>,
+    /// The last event sequence routed to the sessions (what a resend reads up to).
+    routed: Arc<AtomicU64>,
+    /// The resends running.
+    resends: Vec<ResendJob>,
 }
+
+/// Most resends running at once; a `LogonResume` beyond gets `Busy`.
+pub const MAX_RESENDS: usize = 16;
 
 /// The kind of a request and the order it names, for its rejects.
 fn describe(req: &ClientRequest) -> (wire::RequestKind, u64, u64) {
     use wire::RequestKind as K;
     match req {
-        ClientRequest::Logon(_) => (K::Logon, 0, 0),
+        ClientRequest::Logon(_) | ClientRequest::LogonResume(_) => (K::Logon, 0, 0),
         ClientRequest::Logout(_) => (K::Logout, 0, 0),
         ClientRequest::Heartbeat(_) => (K::Heartbeat, 0, 0),
         ClientRequest::ListSessions(_) => (K::ListSessions, 0, 0),
@@ -280,7 +291,6 @@ impl<'a> Gateway<'a> {
             order_entry,
             market_data,
             rings,
-            shared,
             counters,
             shutdown,
             sessions: Sessions::new(guard.is_some(), cfg.session_limits()),
@@ -302,7 +312,19 @@ impl<'a> Gateway<'a> {
             last_publish: Instant::now(),
             next_md_snapshot: (!snapshot_every.is_zero()).then(|| Instant::now() + snapshot_every),
             next_read: Instant::now(),
+            history: None,
+            routed: Arc::new(AtomicU64::new(
+                shared.engine.seq.load(std::sync::atomic::Ordering::Relaxed),
+            )),
+            resends: Vec::new(),
+            shared,
         })
+    }
+
+    /// Serves `LogonResume` from `history` (the node's journal). Without it, every
+    /// `LogonResume` is answered `Rejected{ResendUnavailable}`.
+    pub fn set_history(&mut self, history: Arc<dyn History>) {
+        self.history = Some(history);
     }
 
     /// The bound order-entry endpoint (resolved when the configuration used port 0).
@@ -566,6 +588,9 @@ impl<'a> Gateway<'a> {
                 let refused = self.sessions.logon(sid, l.account()).err();
                 return self.logon_refused(sid, index, kind, refused);
             }
+            ClientRequest::LogonResume(l) => {
+                return self.logon_resume(sid, index, l.account(), l.resume_after());
+            }
             ClientRequest::Logout(l) => {
                 let refused = self.sessions.logout(sid, l.account()).err();
                 return self.logon_refused(sid, index, kind, refused);
@@ -642,6 +667,157 @@ impl<'a> Gateway<'a> {
         }
     }
 
+    /// `LogonResume{account, resume_after}`: a logon, then the account's reports after
+    /// `resume_after` from the journal, then the live ones (see [`crate::resend`]).
+    fn logon_resume(&mut self, sid: usize, index: usize, account: u32, after: u64) {
+        let kind = wire::RequestKind::Logon;
+        let running = self.sessions.resuming(sid)
+            || self
+                .resends
+                .iter()
+                .any(|j| j.session.sid == sid && self.sessions.is_current(j.session));
+        if running || self.resends.len() >= MAX_RESENDS {
+            return self.gateway_reject(sid, index, kind, wire::RejectReason::Busy, 0, 0);
+        }
+        let Some(history) = self.history.clone() else {
+            // No journal: nothing before the next event is kept.
+            let next = self.routed.load(Ordering::Relaxed) + 1;
+            return self.resend_unavailable(sid, index, next);
+        };
+        if let Err(refused) = self.sessions.logon(sid, account) {
+            return self.logon_refused(sid, index, kind, Some(refused));
+        }
+        let session = self.sessions.reference(sid);
+        self.sessions.start_resume(sid, account);
+        match ResendJob::start(
+            &history,
+            session,
+            account,
+            after,
+            &self.routed,
+            &self.shared,
+        ) {
+            Ok(job) => {
+                tracing::info!(session = sid, account, after, "resend started");
+                self.resends.push(job);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "resend thread could not start");
+                self.sessions.finish_resume(sid, after);
+                self.gateway_reject(sid, index, kind, wire::RejectReason::Busy, 0, 0);
+            }
+        }
+    }
+
+    /// `Rejected{ResendUnavailable}`: `oldest` is the oldest event sequence still kept.
+    fn resend_unavailable(&mut self, sid: usize, index: usize, oldest: u64) {
+        let reason = wire::RejectReason::ResendUnavailable;
+        self.stats.gateway_rejects += 1;
+        self.counters.reject(reason);
+        let r = wire::Rejected::new(
+            0,
+            0,
+            oldest,
+            0,
+            u32::try_from(index).unwrap_or(u32::MAX),
+            reason,
+            wire::RequestKind::Logon,
+        );
+        self.sessions.report(sid, ServerReport::Rejected(r));
+    }
+
+    /// Takes what the resend threads read: resent reports for sessions that are reading
+    /// theirs (a session with a backlog waits: its resend slows, nothing else does), and the
+    /// ends of resends. Returns the chunks taken.
+    fn poll_resends(&mut self) -> usize {
+        let mut work = 0;
+        let mut i = 0;
+        // Held live reports a session may accumulate while its resend runs (then it ends,
+        // as a session that does not read its reports does).
+        let max_held = self.cfg.max_session_backlog_bytes / 64;
+        while i < self.resends.len() {
+            let job = &mut self.resends[i];
+            let sid = job.session.sid;
+            if !self.sessions.is_current(job.session) {
+                self.resends.swap_remove(i);
+                continue;
+            }
+            if !self.sessions.receives(sid, job.account) {
+                // Logged out or replaced while its resend ran.
+                self.sessions.abort_resume(sid, &mut self.stats);
+                self.resends.swap_remove(i);
+                continue;
+            }
+            if self.sessions.held(sid) > max_held {
+                tracing::warn!(
+                    session = sid,
+                    held = self.sessions.held(sid),
+                    "live reports held back during a resend passed the session's limit: session ended"
+                );
+                self.sessions.end(sid, SessionEnd::Backlog, &mut self.stats);
+                self.resends.swap_remove(i);
+                continue;
+            }
+            if self.sessions.busy(sid, self.cfg.max_session_backlog) {
+                i += 1;
+                continue;
+            }
+            let chunk = match job.rx.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => {
+                    i += 1;
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => {
+                    Chunk::Failed(HistoryError::Read("the resend thread ended".into()))
+                }
+            };
+            work += 1;
+            match chunk {
+                Chunk::Reports { reports, through } => {
+                    job.count += reports.len() as u64;
+                    self.stats.resent_reports += reports.len() as u64;
+                    self.sessions.trim_held(sid, through);
+                    self.sessions
+                        .resend(sid, &reports, &self.router, &mut self.stats);
+                    i += 1;
+                }
+                Chunk::Done { through } => {
+                    let (account, after, count) = (job.account, job.after, job.count);
+                    self.sessions.report(
+                        sid,
+                        ServerReport::ResendComplete(wire::ResendComplete::new(
+                            after, through, count, account,
+                        )),
+                    );
+                    self.sessions.finish_resume(sid, through.max(after));
+                    self.stats.resends += 1;
+                    tracing::info!(
+                        session = sid,
+                        account,
+                        after,
+                        through,
+                        count,
+                        "resend complete"
+                    );
+                    self.resends.swap_remove(i);
+                }
+                Chunk::Failed(e) => {
+                    let after = job.after;
+                    tracing::warn!(session = sid, error = %e, "resend failed");
+                    let oldest = match e {
+                        HistoryError::Dropped { oldest } => oldest,
+                        HistoryError::Read(_) => 0,
+                    };
+                    self.resend_unavailable(sid, 0, oldest);
+                    self.sessions.finish_resume(sid, after);
+                    self.resends.swap_remove(i);
+                }
+            }
+        }
+        work
+    }
+
     fn logon_refused(
         &mut self,
         sid: usize,
@@ -710,6 +886,7 @@ impl<'a> Gateway<'a> {
             .then(|| self.shared.journal.forwarded_seq.load(Ordering::Acquire));
         let mut n = 0;
         let mut events = 0;
+        let mut routed = 0;
         while n < max {
             let Ok(item) = self.rings.events.peek() else {
                 break;
@@ -731,12 +908,14 @@ impl<'a> Gateway<'a> {
                 }
                 let (sessions, stats) = (&mut self.sessions, &mut self.stats);
                 let mut last = None;
+                let seq = ev.seq;
                 map::reports(&ev, |account, report| {
                     last = Some(report);
-                    if !sessions.report_to_account(account, report) {
+                    if !sessions.report_to_account(account, seq, report) {
                         stats.undeliverable += 1;
                     }
                 });
+                routed = seq;
                 if let (EventBody::MassCancelled(m), Some(report)) = (&ev.body, last) {
                     // Exactly one per all-symbols mass cancel, in command order: a CancelAll's
                     // outcome also goes to the admin who sent it.
@@ -757,6 +936,10 @@ impl<'a> Gateway<'a> {
             }
         }
         self.stats.events += events;
+        if events > 0 {
+            // After the reports were queued or held: a resend reads up to here.
+            self.routed.store(routed, Ordering::Release);
+        }
         n
     }
 
@@ -832,6 +1015,8 @@ impl<'a> Gateway<'a> {
         st(&m.reports, s.reports);
         st(&m.undeliverable, s.undeliverable);
         st(&m.ring_full_pauses, s.ring_full_pauses);
+        st(&m.resends, s.resends);
+        st(&m.resent_reports, s.resent_reports);
         st(&m.sessions, self.sessions.len() as u64);
         for (a, v) in m.sessions_ended.iter().zip(self.sessions.ended) {
             st(a, v);
@@ -906,6 +1091,9 @@ impl Agent for Gateway<'_> {
         let mut work = self.read_requests(now);
         self.released_before_routing = self.shared.releasable_commands();
         work += self.route_events(8192);
+        if !self.resends.is_empty() {
+            work += self.poll_resends();
+        }
         self.sessions.flush(&self.router, &mut self.stats);
         self.observe_latency();
         if now.duration_since(self.last_publish) >= Duration::from_millis(5) {

@@ -9,6 +9,8 @@
 //! - [`gateway`]: the agent, its sockets and the back-pressure rules.
 //! - `session` (private): sessions, logon, per-session report sequence and backlog.
 //! - [`market_data`]: per-symbol market data and periodic L2 snapshots.
+//! - [`resend`]: resend on logon (`LogonResume`): the account's past reports from the journal
+//!   (read through the [`History`] the node provides), then the live ones.
 //! - [`config`]: the `[gateway]` configuration section.
 //! - [`counters`]: what the gateway counts, for metrics and the exit summary.
 #![deny(unsafe_code)]
@@ -18,9 +20,11 @@ pub mod config;
 pub mod counters;
 pub mod gateway;
 pub mod market_data;
+pub mod resend;
 mod session;
 
 pub use config::GatewayConfig;
 pub use counters::{GatewayCounters, GatewayStats, Stage};
-pub use gateway::{Gateway, GatewayRings, Security, SocketError};
+pub use gateway::{Gateway, GatewayRings, Security, SocketError, MAX_RESENDS};
+pub use resend::{History, HistoryError, HistoryReader};
 pub use session::SessionEnd;

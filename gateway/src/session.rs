@@ -163,11 +163,27 @@ struct Session {
     observing: Vec<u32>,
     next_seq: u64,
     out: Vec<ServerReport>,
+    /// A resend for one account (`LogonResume`, see [`crate::resend`]).
+    resume: Resume,
+    /// The account's live reports held back while its resend runs, with their event sequence.
+    held: Vec<(u64, ServerReport)>,
     backlog: VecDeque<Vec<u8>>,
     backlog_bytes: usize,
     bucket: Bucket,
     dirty: bool,
     gone: bool,
+}
+
+/// Where a session's resend stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resume {
+    /// No resend asked for.
+    None,
+    /// A resend of `account`'s reports runs: its live reports are held back.
+    Holding { account: u32 },
+    /// A resend of `account` covered every event up to `through`: later live reports of
+    /// events at or below it are not sent again.
+    Done { account: u32, through: u64 },
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up. Integer arithmetic in
@@ -261,6 +277,29 @@ fn send_frame(router: &zmq::Socket, ident: &[u8], payload: &[u8]) -> SendResult 
     }
 }
 
+/// Queues an engine report (of event `seq`, for `account`) for `sid`, unless the session's
+/// resend holds it back or already sent it.
+fn deliver(
+    list: &mut [Session],
+    dirty: &mut Vec<usize>,
+    sid: usize,
+    account: u32,
+    seq: u64,
+    r: ServerReport,
+) {
+    let s = &mut list[sid];
+    match s.resume {
+        Resume::None => {}
+        Resume::Holding { account: a } if a == account => return s.held.push((seq, r)),
+        Resume::Done {
+            account: a,
+            through,
+        } if a == account && seq <= through => return,
+        Resume::Holding { .. } | Resume::Done { .. } => {}
+    }
+    queue(list, dirty, sid, r);
+}
+
 fn queue(list: &mut [Session], dirty: &mut Vec<usize>, sid: usize, r: ServerReport) {
     let s = &mut list[sid];
     s.out.push(r);
@@ -268,6 +307,59 @@ fn queue(list: &mut [Session], dirty: &mut Vec<usize>, sid: usize, r: ServerRepo
         s.dirty = true;
         dirty.push(sid);
     }
+}
+
+/// Frames `reports` for session `s` (slot `sid`) — one frame per [`MAX_REPORTS_PER_FRAME`],
+/// marked `resent` or not — and sends them, or keeps them in its backlog behind earlier
+/// frames. Returns true when the backlog passed `max_backlog_bytes` (the session must end).
+#[allow(clippy::too_many_arguments)] // the parts of `Sessions` one frame touches
+fn emit(
+    s: &mut Session,
+    sid: usize,
+    frame: &mut Vec<u8>,
+    backlogged: &mut Vec<usize>,
+    max_backlog_bytes: usize,
+    router: &zmq::Socket,
+    stats: &mut GatewayStats,
+    reports: &[ServerReport],
+    resent: bool,
+) -> bool {
+    let mut start = 0;
+    while start < reports.len() {
+        let end = (start + MAX_REPORTS_PER_FRAME).min(reports.len());
+        let first = s.next_seq;
+        let n = (end - start) as u64;
+        s.next_seq += n;
+        stats.reports += n;
+        codec::write_report_frame(frame, first, &reports[start..end], resent);
+        start = end;
+        let bytes = &frame[..];
+        if s.gone {
+            stats.undeliverable += n;
+            continue;
+        }
+        if s.backlog.is_empty() {
+            match send_frame(router, &s.ident, bytes) {
+                SendResult::Sent => {
+                    stats.report_frames += 1;
+                    continue;
+                }
+                SendResult::WouldBlock => backlogged.push(sid),
+                SendResult::Gone => {
+                    s.gone = true;
+                    stats.undeliverable += n;
+                    continue;
+                }
+            }
+        }
+        // Behind earlier frames (already listed in `backlogged`): keep the order.
+        s.backlog_bytes += bytes.len();
+        s.backlog.push_back(bytes.to_vec());
+        if s.backlog_bytes > max_backlog_bytes {
+            return true;
+        }
+    }
+    false
 }
 
 fn logged_out(account: u32, reason: wire::LogoutReason) -> ServerReport {
@@ -340,6 +432,8 @@ impl Sessions {
             x.observing.clear();
             x.next_seq = 1;
             x.out.clear();
+            x.resume = Resume::None;
+            x.held.clear();
             x.backlog.clear();
             x.backlog_bytes = 0;
             x.bucket = Bucket::full(self.limits.burst, now);
@@ -360,6 +454,8 @@ impl Sessions {
                 observing: Vec::new(),
                 next_seq: 1,
                 out: Vec::with_capacity(8),
+                resume: Resume::None,
+                held: Vec::new(),
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
                 bucket: Bucket::full(self.limits.burst, now),
@@ -418,8 +514,10 @@ impl Sessions {
         }
         self.drop_logons(sid, None);
         let s = &mut self.list[sid];
-        stats.undeliverable += s.out.len() as u64;
+        stats.undeliverable += (s.out.len() + s.held.len()) as u64;
         s.out.clear();
+        s.held.clear();
+        s.resume = Resume::None;
         s.backlog.clear();
         s.backlog_bytes = 0;
         s.live = false;
@@ -673,23 +771,131 @@ impl Sessions {
         queue(&mut self.list, &mut self.dirty, sid, r);
     }
 
-    /// Queues a report for the session logged on for `account` and for the sessions that
-    /// receive its reports; false when no session trades it (the report is undeliverable to
-    /// its owner).
-    pub(crate) fn report_to_account(&mut self, account: u32, r: ServerReport) -> bool {
+    /// Queues a report of event `seq` for the session logged on for `account` and for the
+    /// sessions that receive its reports; false when no session trades it (the report is
+    /// undeliverable to its owner — it stays in the journal for a resend).
+    pub(crate) fn report_to_account(&mut self, account: u32, seq: u64, r: ServerReport) -> bool {
         if !self.observers.is_empty() {
             if let Some(obs) = self.observers.get(&account) {
                 for &sid in obs {
-                    queue(&mut self.list, &mut self.dirty, sid, r);
+                    deliver(&mut self.list, &mut self.dirty, sid, account, seq, r);
                 }
             }
         }
         match self.by_account.get(&account) {
             Some(&sid) => {
-                self.report(sid, r);
+                deliver(&mut self.list, &mut self.dirty, sid, account, seq, r);
                 true
             }
             None => account == VENUE,
+        }
+    }
+
+    /// Whether `sid` receives `account`'s reports (logged on for it, trading or reading).
+    pub(crate) fn receives(&self, sid: usize, account: u32) -> bool {
+        let s = &self.list[sid];
+        s.account == Some(account) || s.observing.contains(&account)
+    }
+
+    /// Starts holding back `account`'s live reports for `sid` (its resend begins).
+    pub(crate) fn start_resume(&mut self, sid: usize, account: u32) {
+        let s = &mut self.list[sid];
+        s.held.clear();
+        s.resume = Resume::Holding { account };
+    }
+
+    /// Whether `sid` has a resend running.
+    pub(crate) fn resuming(&self, sid: usize) -> bool {
+        matches!(self.list[sid].resume, Resume::Holding { .. })
+    }
+
+    /// Live reports held back for `sid`.
+    pub(crate) fn held(&self, sid: usize) -> usize {
+        self.list[sid].held.len()
+    }
+
+    /// The resend has read every event up to `through`: the held reports it covered go.
+    pub(crate) fn trim_held(&mut self, sid: usize, through: u64) {
+        let held = &mut self.list[sid].held;
+        let n = held.partition_point(|(seq, _)| *seq <= through);
+        held.drain(..n);
+    }
+
+    /// The resend covered every event up to `through` (`after` when it failed): the held
+    /// reports after it are queued, and later live reports at or below it are not sent.
+    pub(crate) fn finish_resume(&mut self, sid: usize, through: u64) {
+        let s = &mut self.list[sid];
+        let Resume::Holding { account } = s.resume else {
+            return;
+        };
+        s.resume = Resume::Done { account, through };
+        let held = std::mem::take(&mut s.held);
+        for &(seq, r) in &held {
+            if seq > through {
+                queue(&mut self.list, &mut self.dirty, sid, r);
+            }
+        }
+        let mut held = held;
+        held.clear();
+        self.list[sid].held = held;
+    }
+
+    /// Ends a resend whose session no longer receives the account: nothing held is sent.
+    pub(crate) fn abort_resume(&mut self, sid: usize, stats: &mut GatewayStats) {
+        let s = &mut self.list[sid];
+        stats.undeliverable += s.held.len() as u64;
+        s.held.clear();
+        s.resume = Resume::None;
+    }
+
+    /// Sends `reports` (resent from the journal) to `sid` in frames marked `resent`, after
+    /// the reports already queued for it. A session whose unread frames pass
+    /// `max_session_backlog_bytes` ends.
+    pub(crate) fn resend(
+        &mut self,
+        sid: usize,
+        reports: &[ServerReport],
+        router: &zmq::Socket,
+        stats: &mut GatewayStats,
+    ) {
+        let mut overflow = false;
+        let s = &mut self.list[sid];
+        if !s.out.is_empty() {
+            let out = std::mem::take(&mut s.out);
+            overflow = emit(
+                s,
+                sid,
+                &mut self.frame,
+                &mut self.backlogged,
+                self.limits.max_backlog_bytes,
+                router,
+                stats,
+                &out,
+                false,
+            );
+            let s = &mut self.list[sid];
+            s.out = out;
+            s.out.clear();
+        }
+        let s = &mut self.list[sid];
+        overflow = overflow
+            || emit(
+                s,
+                sid,
+                &mut self.frame,
+                &mut self.backlogged,
+                self.limits.max_backlog_bytes,
+                router,
+                stats,
+                reports,
+                true,
+            );
+        if overflow {
+            tracing::warn!(
+                session = sid,
+                "a session that does not read its resent reports passed max_session_backlog_bytes: session ended"
+            );
+            self.end(sid, SessionEnd::Backlog, stats);
         }
     }
 
@@ -706,42 +912,22 @@ impl Sessions {
                 s.out.clear();
                 continue;
             }
-            let mut start = 0;
-            while start < s.out.len() {
-                let end = (start + MAX_REPORTS_PER_FRAME).min(s.out.len());
-                let first = s.next_seq;
-                let n = (end - start) as u64;
-                s.next_seq += n;
-                stats.reports += n;
-                codec::write_report_batch(&mut self.frame, first, &s.out[start..end]);
-                start = end;
-                let bytes = &self.frame[..];
-                if s.gone {
-                    stats.undeliverable += n;
-                    continue;
-                }
-                if s.backlog.is_empty() {
-                    match send_frame(router, &s.ident, bytes) {
-                        SendResult::Sent => {
-                            stats.report_frames += 1;
-                            continue;
-                        }
-                        SendResult::WouldBlock => self.backlogged.push(sid),
-                        SendResult::Gone => {
-                            s.gone = true;
-                            stats.undeliverable += n;
-                            continue;
-                        }
-                    }
-                }
-                // Behind earlier frames (already listed in `backlogged`): keep the order.
-                s.backlog_bytes += bytes.len();
-                s.backlog.push_back(bytes.to_vec());
-                if s.backlog_bytes > self.limits.max_backlog_bytes {
-                    overflow.push(sid);
-                    break;
-                }
+            let out = std::mem::take(&mut s.out);
+            if emit(
+                s,
+                sid,
+                &mut self.frame,
+                &mut self.backlogged,
+                self.limits.max_backlog_bytes,
+                router,
+                stats,
+                &out,
+                false,
+            ) {
+                overflow.push(sid);
             }
+            let s = &mut self.list[sid];
+            s.out = out;
             s.out.clear();
         }
         self.dirty = dirty;

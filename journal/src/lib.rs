@@ -3,6 +3,8 @@
 //! - [`segment`]: the embedded segment log (default): CRC-checked frames, segments named by
 //!   base sequence, recovery that truncates a torn or corrupt tail, fsync policy, retention.
 //! - [`snapshots`]: engine snapshot files tagged with their last sequence.
+//! - [`history`]: the journal read as a stream of events after a sequence (the epoch rule,
+//!   split batches reassembled): resend, `journal dump` and `journal tail`.
 //! - [`recover`]: start-up recovery = latest snapshot + replay of the journal after it.
 //! - [`lock`]: the file journal's single-writer lock.
 //! - [`maintenance`]: `verify` (find every damaged frame) and `truncate_at` (the operator's
@@ -14,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod fault;
+pub mod history;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod lock;

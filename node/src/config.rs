@@ -37,9 +37,12 @@ pub struct EngineSection {
     /// replicas need not agree (it changes no behaviour); set it only for reproducible
     /// benchmarks, and never publish it (known seeds let clients collide their ids).
     pub hash_seed: Option<u64>,
-    /// Accepted orders remembered by (account, client order id) after they are done, so a
-    /// client's resend after a failover is rejected as a duplicate (0 = live orders only).
+    /// Each account's accepted orders remembered by client order id after they are done, so
+    /// a client's resend after a failover is rejected as a duplicate (0 = live orders only).
+    /// Per account: other accounts' traffic does not shorten it.
     pub dedupe_window: u32,
+    /// Accounts whose dedupe windows are kept (those with an order accepted most recently).
+    pub dedupe_accounts: u32,
     /// Most live orders one account may have (0 = no limit beyond max_orders).
     pub max_orders_per_account: u32,
 }
@@ -50,7 +53,8 @@ impl Default for EngineSection {
             max_orders: 1 << 20,
             max_accounts: 1 << 16,
             hash_seed: None,
-            dedupe_window: 1 << 18,
+            dedupe_window: 1024,
+            dedupe_accounts: 1024,
             max_orders_per_account: 1 << 16,
         }
     }
@@ -453,6 +457,7 @@ impl Config {
             max_accounts: self.engine.max_accounts,
             hash_seed: self.engine.hash_seed.unwrap_or_else(process_seed),
             dedupe_window: self.engine.dedupe_window,
+            dedupe_accounts: self.engine.dedupe_accounts,
             max_orders_per_account: self.engine.max_orders_per_account,
             instruments: self
                 .instruments

@@ -119,6 +119,9 @@ impl<'a> PrimaryNode<'a> {
                 None
             }
         };
+        if let Some(history) = crate::history::of(self.cfg) {
+            gw.set_history(history);
+        }
         let stages = self.start_stages(primary, stage_rings, &shared, &placement)?;
         let _supervisor = crate::supervisor::Supervisor::new(
             Arc::clone(&shared),

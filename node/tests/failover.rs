@@ -4,7 +4,10 @@
 //! Every round checks: the standby takes over; clients keep trading; every report a client
 //! received is in the journal (same order id, same sequence); no client order was executed
 //! twice; every order a client sent was eventually answered; the final primary's state hash
-//! equals a fresh replay of the journal. `CALDERA_CHAOS_ROUNDS` sets the kill rounds
+//! equals a fresh replay of the journal. And the other way round — executions delivered =
+//! executions journaled: per account, the fills and dones the application received (through
+//! `FailoverClient`, which resumes with `LogonResume`) are exactly those in the journal's
+//! history, none missing, none twice, and the application's open orders are the journal's. `CALDERA_CHAOS_ROUNDS` sets the kill rounds
 //! (scripts/chaos.sh runs 10); failover times (kill → first order accepted by the new primary)
 //! are printed as JSON lines.
 
@@ -97,8 +100,12 @@ struct Seen {
     accepted: HashMap<(u32, u64), (u64, u64)>,
     /// Accepted received twice for the same client order id.
     double_accepts: u64,
+    /// The client's account.
+    account: u32,
     /// (trade id, order id, sequence) of every fill received.
     fills: Vec<(u64, u64, u64)>,
+    /// (order id, sequence) of every Done received.
+    dones: Vec<(u64, u64)>,
     /// Resent orders answered as duplicates (the old primary had taken them).
     duplicates: u64,
     sent: u64,
@@ -117,6 +124,9 @@ struct Load {
 
 fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: u32) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
+    // Clients whose requests are all answered after the stop: the last fills of resting orders
+    // are read once every client is there (no order is sent after that).
+    let answered = Arc::new(AtomicU64::new(0));
     let mut load = Load {
         stop: Arc::clone(&stop),
         generation: Vec::new(),
@@ -130,6 +140,7 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
         let credentials = credentials.clone();
         let generation = Arc::new(AtomicU64::new(0));
         let first_accept = Arc::new(Mutex::new(HashMap::new()));
+        let answered = Arc::clone(&answered);
         load.generation.push(Arc::clone(&generation));
         load.first_accept.push(Arc::clone(&first_accept));
         load.handles.push(std::thread::spawn(move || {
@@ -142,8 +153,13 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
                 Duration::from_millis(300),
             )
             .unwrap();
-            let mut seen = Seen::default();
+            let mut seen = Seen {
+                account,
+                ..Seen::default()
+            };
             let mut out = Vec::new();
+            let mut counted = false;
+            let mut quiet_since: Option<Instant> = None;
             let mut cl = 0u64;
             let side = if i % 2 == 0 {
                 wire::Side::Buy
@@ -155,8 +171,19 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
             loop {
                 let stopping = stop.load(Ordering::Relaxed);
                 if stopping {
-                    let d = *drain_deadline.get_or_insert(Instant::now() + Duration::from_secs(20));
-                    if c.unacked() == 0 || Instant::now() > d {
+                    let d = *drain_deadline.get_or_insert(Instant::now() + Duration::from_secs(30));
+                    if Instant::now() > d {
+                        break;
+                    }
+                    if c.unacked() == 0 && !counted {
+                        counted = true;
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Every client is answered: read until a second passes without a report.
+                    if counted
+                        && answered.load(Ordering::Relaxed) == u64::from(clients)
+                        && quiet_since.is_some_and(|t| t.elapsed() > Duration::from_secs(1))
+                    {
                         break;
                     }
                 } else if c.unacked() < 16 && cl > 4 && cl % 5 == 0 && !cancelled {
@@ -186,6 +213,11 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
                 let _ = c.flush().unwrap();
                 out.clear();
                 c.poll(&mut out, Duration::from_millis(2)).unwrap();
+                if out.is_empty() {
+                    quiet_since.get_or_insert_with(Instant::now);
+                } else {
+                    quiet_since = None;
+                }
                 generation.store(c.reconnects(), Ordering::Relaxed);
                 for r in &out {
                     match r {
@@ -209,6 +241,9 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
                         ServerReport::Fill(f) => {
                             seen.fills
                                 .push((f.trade_id(), f.order_id(), f.engine_seq()));
+                        }
+                        ServerReport::Done(d) => {
+                            seen.dones.push((d.order_id(), d.engine_seq()));
                         }
                         ServerReport::Rejected(x)
                             if x.reason() == wire::RejectReason::DuplicateClientOrderId =>
@@ -317,6 +352,112 @@ fn check_against_journal(uri: &str, seen: &[Seen]) {
         }
     }
     assert!(checked > 500, "too few reports checked: {checked}");
+    executions_delivered_equal_executions_journaled(&by_seq, seen);
+}
+
+/// `delivered` and `journaled` hold the same items, each as often (sorted in place); the
+/// failure names what is missing and what came twice.
+fn same_executions<T: Ord + Clone + std::fmt::Debug>(
+    account: u64,
+    what: &str,
+    delivered: &mut [T],
+    journaled: &mut [T],
+) {
+    delivered.sort_unstable();
+    journaled.sort_unstable();
+    if delivered == journaled {
+        return;
+    }
+    let mut missing = Vec::new();
+    let mut extra = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < delivered.len() || j < journaled.len() {
+        match (delivered.get(i), journaled.get(j)) {
+            (Some(d), Some(jn)) if d == jn => {
+                i += 1;
+                j += 1;
+            }
+            (Some(d), Some(jn)) if d < jn => {
+                extra.push(d.clone());
+                i += 1;
+            }
+            (Some(d), None) => {
+                extra.push(d.clone());
+                i += 1;
+            }
+            (_, Some(jn)) => {
+                missing.push(jn.clone());
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    panic!(
+        "account {account}: {what} delivered ≠ journaled: {} journaled never delivered (first {:?}), {} delivered twice or not journaled (first {:?})",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
+}
+
+/// Per account: the fills and dones in the journal's history are exactly the ones the
+/// application received (none missing, none twice), and the orders the application sees open
+/// (accepted, not done) are the ones open in the journal's history (the final book).
+fn executions_delivered_equal_executions_journaled(
+    history: &HashMap<u64, serde_json::Value>,
+    seen: &[Seen],
+) {
+    let u = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    for s in seen {
+        let account = u64::from(s.account);
+        let mut fills = Vec::new();
+        let mut dones = Vec::new();
+        let mut open = std::collections::BTreeSet::new();
+        let mut seqs: Vec<_> = history.keys().copied().collect();
+        seqs.sort_unstable();
+        for seq in seqs {
+            let e = &history[&seq];
+            match e["type"].as_str().unwrap() {
+                "trade" => {
+                    for side in ["maker", "taker"] {
+                        if u(e, &format!("{side}_account")) == account {
+                            fills.push((u(e, "trade_id"), u(e, &format!("{side}_order_id")), seq));
+                        }
+                    }
+                }
+                "done" if u(e, "account") == account => {
+                    dones.push((u(e, "order_id"), seq));
+                    open.remove(&u(e, "order_id"));
+                }
+                "accepted" if u(e, "account") == account => {
+                    open.insert(u(e, "order_id"));
+                }
+                _ => {}
+            }
+        }
+        let mut got_fills = s.fills.clone();
+        let mut got_dones = s.dones.clone();
+        same_executions(account, "fills", &mut got_fills, &mut fills);
+        same_executions(account, "dones", &mut got_dones, &mut dones);
+        let mut app_open: std::collections::BTreeSet<u64> =
+            s.accepted.values().map(|&(id, _)| id).collect();
+        for (id, _) in &s.dones {
+            app_open.remove(id);
+        }
+        assert_eq!(
+            app_open, open,
+            "account {account}: open orders ≠ the final book"
+        );
+        println!(
+            "{{\"account\":{account},\"fills_delivered\":{},\"fills_journaled\":{},\"dones_delivered\":{},\"dones_journaled\":{},\"open\":{}}}",
+            got_fills.len(),
+            fills.len(),
+            got_dones.len(),
+            dones.len(),
+            open.len()
+        );
+    }
 }
 
 fn replay_of(dir: &Path, journal: &str) -> String {

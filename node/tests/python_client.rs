@@ -39,8 +39,15 @@ fn python_example_client_trades_against_the_real_binary() {
         stdout.lines().any(|l| l.contains("\"type\": \"Fill\"")),
         "{stdout}"
     );
+    // The resend: the Fill and Done the seller missed while away, marked resent.
+    let resent: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("\"resent\": true"))
+        .collect();
+    assert_eq!(resent.len(), 2, "{stdout}");
+    assert!(resent[0].contains("\"type\": \"Fill\"") && resent[1].contains("\"type\": \"Done\""));
     assert_eq!(stdout.lines().last(), Some("{\"ok\": true}"));
     let (code, summary, _) = node.stop();
     assert_eq!(code, 0);
-    assert_eq!(summary["commands"], 4);
+    assert_eq!(summary["commands"], 6);
 }

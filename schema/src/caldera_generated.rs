@@ -685,10 +685,10 @@ impl flatbuffers::SimpleToVerifyInSlice for RequestKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REJECT_REASON: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_REASON: u16 = 117;
+pub const ENUM_MAX_REJECT_REASON: u16 = 118;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 38] = [
+pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 39] = [
   RejectReason::None,
   RejectReason::UnknownSymbol,
   RejectReason::ZeroPrice,
@@ -727,6 +727,7 @@ pub const ENUM_VALUES_REJECT_REASON: [RejectReason; 38] = [
   RejectReason::Throttled,
   RejectReason::InvalidAccount,
   RejectReason::EmptyBatch,
+  RejectReason::ResendUnavailable,
 ];
 
 /// 1..99: engine reasons (same codes as caldera-engine). 100..: gateway reasons.
@@ -773,9 +774,10 @@ impl RejectReason {
   pub const Throttled: Self = Self(115);
   pub const InvalidAccount: Self = Self(116);
   pub const EmptyBatch: Self = Self(117);
+  pub const ResendUnavailable: Self = Self(118);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 117;
+  pub const ENUM_MAX: u16 = 118;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::UnknownSymbol,
@@ -815,6 +817,7 @@ impl RejectReason {
     Self::Throttled,
     Self::InvalidAccount,
     Self::EmptyBatch,
+    Self::ResendUnavailable,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -857,6 +860,7 @@ impl RejectReason {
       Self::Throttled => Some("Throttled"),
       Self::InvalidAccount => Some("InvalidAccount"),
       Self::EmptyBatch => Some("EmptyBatch"),
+      Self::ResendUnavailable => Some("ResendUnavailable"),
       _ => None,
     }
   }
@@ -1379,6 +1383,132 @@ impl<'a> Logout {
       core::ptr::copy_nonoverlapping(
         &x_le as *const _ as *const u8,
         self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// Logon that also asks for every report of the account with an engine_seq above
+/// resume_after, from the journal, before the live ones (docs/protocol.md, "Resend").
+// struct LogonResume, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct LogonResume(pub [u8; 16]);
+impl Default for LogonResume { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl core::fmt::Debug for LogonResume {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("LogonResume")
+      .field("resume_after", &self.resume_after())
+      .field("account", &self.account())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for LogonResume {}
+impl<'a> flatbuffers::Follow<'a> for LogonResume {
+  type Inner = &'a LogonResume;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a LogonResume>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a LogonResume {
+  type Inner = &'a LogonResume;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<LogonResume>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for LogonResume {
+    type Output = LogonResume;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const LogonResume as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for LogonResume {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> LogonResume {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    resume_after: u64,
+    account: u32,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_resume_after(resume_after);
+    s.set_account(account);
+    s
+  }
+
+  pub fn resume_after(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_resume_after(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn account(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_account(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
         core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
       );
     }
@@ -5311,6 +5441,197 @@ impl<'a> SessionInfo {
         &x_le as *const _ as *const u8,
         self.0[41..].as_mut_ptr(),
         core::mem::size_of::<<bool as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// The resend a LogonResume asked for is complete: every report of the account with an
+/// engine_seq in (from_seq, through_seq] was sent (count of them, in frames marked resent);
+/// live reports follow, each with an engine_seq above through_seq.
+// struct ResendComplete, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct ResendComplete(pub [u8; 32]);
+impl Default for ResendComplete { 
+  fn default() -> Self { 
+    Self([0; 32])
+  }
+}
+impl core::fmt::Debug for ResendComplete {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("ResendComplete")
+      .field("from_seq", &self.from_seq())
+      .field("through_seq", &self.through_seq())
+      .field("count", &self.count())
+      .field("account", &self.account())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for ResendComplete {}
+impl<'a> flatbuffers::Follow<'a> for ResendComplete {
+  type Inner = &'a ResendComplete;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a ResendComplete>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a ResendComplete {
+  type Inner = &'a ResendComplete;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<ResendComplete>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for ResendComplete {
+    type Output = ResendComplete;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const ResendComplete as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for ResendComplete {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> ResendComplete {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    from_seq: u64,
+    through_seq: u64,
+    count: u64,
+    account: u32,
+  ) -> Self {
+    let mut s = Self([0; 32]);
+    s.set_from_seq(from_seq);
+    s.set_through_seq(through_seq);
+    s.set_count(count);
+    s.set_account(account);
+    s
+  }
+
+  pub fn from_seq(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_from_seq(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn through_seq(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_through_seq(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn count(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_count(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn account(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[24..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_account(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[24..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
       );
     }
   }
@@ -9983,6 +10304,7 @@ impl<'a> Request<'a> {
   pub const VT_RESUME_INSTRUMENT: flatbuffers::VOffsetT = 20;
   pub const VT_CANCEL_ALL: flatbuffers::VOffsetT = 22;
   pub const VT_LIST_SESSIONS: flatbuffers::VOffsetT = 24;
+  pub const VT_LOGON_RESUME: flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -9994,6 +10316,7 @@ impl<'a> Request<'a> {
     args: &'args RequestArgs<'args>
   ) -> flatbuffers::WIPOffset<Request<'bldr>> {
     let mut builder = RequestBuilder::new(_fbb);
+    if let Some(x) = args.logon_resume { builder.add_logon_resume(x); }
     if let Some(x) = args.list_sessions { builder.add_list_sessions(x); }
     if let Some(x) = args.cancel_all { builder.add_cancel_all(x); }
     if let Some(x) = args.resume_instrument { builder.add_resume_instrument(x); }
@@ -10086,6 +10409,13 @@ impl<'a> Request<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<ListSessions>(Request::VT_LIST_SESSIONS, None)}
   }
+  #[inline]
+  pub fn logon_resume(&self) -> Option<&'a LogonResume> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<LogonResume>(Request::VT_LOGON_RESUME, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -10106,6 +10436,7 @@ impl flatbuffers::Verifiable for Request<'_> {
      .visit_field::<ResumeInstrument>("resume_instrument", Self::VT_RESUME_INSTRUMENT, false)?
      .visit_field::<CancelAll>("cancel_all", Self::VT_CANCEL_ALL, false)?
      .visit_field::<ListSessions>("list_sessions", Self::VT_LIST_SESSIONS, false)?
+     .visit_field::<LogonResume>("logon_resume", Self::VT_LOGON_RESUME, false)?
      .finish();
     Ok(())
   }
@@ -10122,6 +10453,7 @@ pub struct RequestArgs<'a> {
     pub resume_instrument: Option<&'a ResumeInstrument>,
     pub cancel_all: Option<&'a CancelAll>,
     pub list_sessions: Option<&'a ListSessions>,
+    pub logon_resume: Option<&'a LogonResume>,
 }
 impl<'a> Default for RequestArgs<'a> {
   #[inline]
@@ -10138,6 +10470,7 @@ impl<'a> Default for RequestArgs<'a> {
       resume_instrument: None,
       cancel_all: None,
       list_sessions: None,
+      logon_resume: None,
     }
   }
 }
@@ -10192,6 +10525,10 @@ impl<'a: 'b, 'b> RequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<&ListSessions>(Request::VT_LIST_SESSIONS, list_sessions);
   }
   #[inline]
+  pub fn add_logon_resume(&mut self, logon_resume: &LogonResume) {
+    self.fbb_.push_slot_always::<&LogonResume>(Request::VT_LOGON_RESUME, logon_resume);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     RequestBuilder {
@@ -10220,6 +10557,7 @@ impl core::fmt::Debug for Request<'_> {
       ds.field("resume_instrument", &self.resume_instrument());
       ds.field("cancel_all", &self.cancel_all());
       ds.field("list_sessions", &self.list_sessions());
+      ds.field("logon_resume", &self.logon_resume());
       ds.finish()
   }
 }
@@ -10348,6 +10686,7 @@ impl<'a> Report<'a> {
   pub const VT_HEARTBEAT_ACK: flatbuffers::VOffsetT = 20;
   pub const VT_INSTRUMENT_STATUS: flatbuffers::VOffsetT = 22;
   pub const VT_SESSION_INFO: flatbuffers::VOffsetT = 24;
+  pub const VT_RESEND_COMPLETE: flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -10359,6 +10698,7 @@ impl<'a> Report<'a> {
     args: &'args ReportArgs<'args>
   ) -> flatbuffers::WIPOffset<Report<'bldr>> {
     let mut builder = ReportBuilder::new(_fbb);
+    if let Some(x) = args.resend_complete { builder.add_resend_complete(x); }
     if let Some(x) = args.session_info { builder.add_session_info(x); }
     if let Some(x) = args.instrument_status { builder.add_instrument_status(x); }
     if let Some(x) = args.heartbeat_ack { builder.add_heartbeat_ack(x); }
@@ -10451,6 +10791,13 @@ impl<'a> Report<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<SessionInfo>(Report::VT_SESSION_INFO, None)}
   }
+  #[inline]
+  pub fn resend_complete(&self) -> Option<&'a ResendComplete> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ResendComplete>(Report::VT_RESEND_COMPLETE, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for Report<'_> {
@@ -10471,6 +10818,7 @@ impl flatbuffers::Verifiable for Report<'_> {
      .visit_field::<HeartbeatAck>("heartbeat_ack", Self::VT_HEARTBEAT_ACK, false)?
      .visit_field::<InstrumentStatus>("instrument_status", Self::VT_INSTRUMENT_STATUS, false)?
      .visit_field::<SessionInfo>("session_info", Self::VT_SESSION_INFO, false)?
+     .visit_field::<ResendComplete>("resend_complete", Self::VT_RESEND_COMPLETE, false)?
      .finish();
     Ok(())
   }
@@ -10487,6 +10835,7 @@ pub struct ReportArgs<'a> {
     pub heartbeat_ack: Option<&'a HeartbeatAck>,
     pub instrument_status: Option<&'a InstrumentStatus>,
     pub session_info: Option<&'a SessionInfo>,
+    pub resend_complete: Option<&'a ResendComplete>,
 }
 impl<'a> Default for ReportArgs<'a> {
   #[inline]
@@ -10503,6 +10852,7 @@ impl<'a> Default for ReportArgs<'a> {
       heartbeat_ack: None,
       instrument_status: None,
       session_info: None,
+      resend_complete: None,
     }
   }
 }
@@ -10557,6 +10907,10 @@ impl<'a: 'b, 'b> ReportBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<&SessionInfo>(Report::VT_SESSION_INFO, session_info);
   }
   #[inline]
+  pub fn add_resend_complete(&mut self, resend_complete: &ResendComplete) {
+    self.fbb_.push_slot_always::<&ResendComplete>(Report::VT_RESEND_COMPLETE, resend_complete);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReportBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ReportBuilder {
@@ -10585,6 +10939,7 @@ impl core::fmt::Debug for Report<'_> {
       ds.field("heartbeat_ack", &self.heartbeat_ack());
       ds.field("instrument_status", &self.instrument_status());
       ds.field("session_info", &self.session_info());
+      ds.field("resend_complete", &self.resend_complete());
       ds.finish()
   }
 }
@@ -10593,6 +10948,7 @@ pub enum ReportBatchOffset {}
 
 /// One ZeroMQ frame to a client. Report i has session sequence number first_session_seq + i;
 /// session sequence numbers start at 1 per session and have no gaps.
+/// resent: every report of the frame is resent from the journal (the answer to a LogonResume).
 pub struct ReportBatch<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -10608,6 +10964,7 @@ impl<'a> flatbuffers::Follow<'a> for ReportBatch<'a> {
 impl<'a> ReportBatch<'a> {
   pub const VT_FIRST_SESSION_SEQ: flatbuffers::VOffsetT = 4;
   pub const VT_REPORTS: flatbuffers::VOffsetT = 6;
+  pub const VT_RESENT: flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -10621,6 +10978,7 @@ impl<'a> ReportBatch<'a> {
     let mut builder = ReportBatchBuilder::new(_fbb);
     builder.add_first_session_seq(args.first_session_seq);
     if let Some(x) = args.reports { builder.add_reports(x); }
+    builder.add_resent(args.resent);
     builder.finish()
   }
 
@@ -10639,6 +10997,13 @@ impl<'a> ReportBatch<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Report>>>>(ReportBatch::VT_REPORTS, None)}
   }
+  #[inline]
+  pub fn resent(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ReportBatch::VT_RESENT, Some(false)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for ReportBatch<'_> {
@@ -10650,6 +11015,7 @@ impl flatbuffers::Verifiable for ReportBatch<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("first_session_seq", Self::VT_FIRST_SESSION_SEQ, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<Report>>>>("reports", Self::VT_REPORTS, false)?
+     .visit_field::<bool>("resent", Self::VT_RESENT, false)?
      .finish();
     Ok(())
   }
@@ -10657,6 +11023,7 @@ impl flatbuffers::Verifiable for ReportBatch<'_> {
 pub struct ReportBatchArgs<'a> {
     pub first_session_seq: u64,
     pub reports: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Report<'a>>>>>,
+    pub resent: bool,
 }
 impl<'a> Default for ReportBatchArgs<'a> {
   #[inline]
@@ -10664,6 +11031,7 @@ impl<'a> Default for ReportBatchArgs<'a> {
     ReportBatchArgs {
       first_session_seq: 0,
       reports: None,
+      resent: false,
     }
   }
 }
@@ -10680,6 +11048,10 @@ impl<'a: 'b, 'b> ReportBatchBuilder<'a, 'b> {
   #[inline]
   pub fn add_reports(&mut self, reports: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<Report<'b >>>>) {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ReportBatch::VT_REPORTS, reports);
+  }
+  #[inline]
+  pub fn add_resent(&mut self, resent: bool) {
+    self.fbb_.push_slot::<bool>(ReportBatch::VT_RESENT, resent, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReportBatchBuilder<'a, 'b> {
@@ -10701,6 +11073,7 @@ impl core::fmt::Debug for ReportBatch<'_> {
     let mut ds = f.debug_struct("ReportBatch");
       ds.field("first_session_seq", &self.first_session_seq());
       ds.field("reports", &self.reports());
+      ds.field("resent", &self.resent());
       ds.finish()
   }
 }

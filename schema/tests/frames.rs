@@ -4,8 +4,9 @@
 //! exactly what the verifier accepts, with the same content.
 use caldera_schema::codec::{
     self, decode_client_batch, decode_report_batch, encode_client_batch, encode_report_batch,
-    read_client_batch, read_report_batch, verifier_options, write_client_batch, write_report_batch,
-    ClientRequest, FrameError, RequestError, ServerReport,
+    encode_report_frame, read_client_batch, read_report_batch, read_report_frame, verifier_options,
+    write_client_batch, write_report_batch, write_report_frame, ClientRequest, FrameError,
+    RequestError, ServerReport,
 };
 use caldera_schema::wire;
 use flatbuffers::FlatBufferBuilder;
@@ -28,6 +29,7 @@ fn request() -> impl Strategy<Value = ClientRequest> {
         bytes::<4>().prop_map(|b| ClientRequest::ResumeInstrument(wire::ResumeInstrument(b))),
         bytes::<4>().prop_map(|b| ClientRequest::CancelAll(wire::CancelAll(b))),
         bytes::<8>().prop_map(|b| ClientRequest::ListSessions(wire::ListSessions(b))),
+        bytes::<16>().prop_map(|b| ClientRequest::LogonResume(wire::LogonResume(b))),
     ]
 }
 
@@ -44,6 +46,7 @@ fn report() -> impl Strategy<Value = ServerReport> {
         bytes::<8>().prop_map(|b| ServerReport::HeartbeatAck(wire::HeartbeatAck(b))),
         bytes::<16>().prop_map(|b| ServerReport::InstrumentStatus(wire::InstrumentStatus(b))),
         bytes::<48>().prop_map(|b| ServerReport::SessionInfo(wire::SessionInfo(b))),
+        bytes::<32>().prop_map(|b| ServerReport::ResendComplete(wire::ResendComplete(b))),
     ]
 }
 
@@ -168,13 +171,38 @@ proptest! {
     }
 
     #[test]
+    fn resent_report_frames_carry_their_flag_to_every_reader(
+        first in any::<u64>(),
+        reps in proptest::collection::vec(report(), 0..40),
+        resent in any::<bool>(),
+    ) {
+        let mut frame = Vec::new();
+        write_report_frame(&mut frame, first, &reps, resent);
+        let root = flatbuffers::root::<wire::ReportBatch>(&frame).unwrap();
+        prop_assert_eq!(root.resent(), resent);
+        prop_assert_eq!(reference_reports(&frame).unwrap(), (first, 0, reps.clone()));
+        let mut out = Vec::new();
+        let f = read_report_frame(&frame, &mut out).unwrap();
+        prop_assert_eq!((f.first_session_seq, f.unknown, f.resent), (first, 0, resent));
+        prop_assert_eq!(&out, &reps);
+        let mut fbb = FlatBufferBuilder::new();
+        let mut offs = Vec::new();
+        let reference = encode_report_frame(&mut fbb, &mut offs, first, &reps, resent).to_vec();
+        out.clear();
+        let f = read_report_frame(&reference, &mut out).unwrap();
+        prop_assert_eq!((f.first_session_seq, f.resent), (first, resent));
+        prop_assert_eq!(out, reps);
+    }
+
+    #[test]
     fn damaged_report_frames_are_accepted_exactly_when_the_verifier_accepts_them(
         first in any::<u64>(),
         reps in proptest::collection::vec(report(), 1..20),
         d in damage(),
+        resent in any::<bool>(),
     ) {
         let mut frame = Vec::new();
-        write_report_batch(&mut frame, first, &reps);
+        write_report_frame(&mut frame, first, &reps, resent);
         let bad = damaged(&frame, &d);
         same(reference_reports(&bad), fast_reports(&bad));
     }

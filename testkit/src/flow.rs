@@ -90,6 +90,7 @@ impl FlowConfig {
             max_accounts: self.accounts + 16,
             hash_seed: 0xca1d_e7a5,
             dedupe_window: 4096,
+            dedupe_accounts: 4,
             max_orders_per_account: 0,
             instruments: (1..=self.symbols).map(Self::instrument).collect(),
         }

@@ -31,9 +31,9 @@ struct Args {
     /// Emit a JSON line with the results as well.
     #[arg(long)]
     json: bool,
-    /// The engine's dedupe window (accepted client order ids remembered after they are done).
-    /// 0 (default) compares pure matching with the peers, which have no such window; the
-    /// server's default is 262144.
+    /// The engine's dedupe window per account (accepted client order ids remembered after they
+    /// are done), for 1024 accounts. 0 (default) compares pure matching with the peers, which
+    /// have no such window; the server's default is 1024.
     #[arg(long, default_value_t = 0)]
     dedupe_window: u32,
     /// Also run the hostile case: one account among the flow sends client order ids crafted to
@@ -199,6 +199,7 @@ fn main() -> Result<()> {
     let pct = |n: usize| 100.0 * n as f64 / cmds.len() as f64;
     let mut engine_cfg = cfg.engine_config();
     engine_cfg.dedupe_window = args.dedupe_window;
+    engine_cfg.dedupe_accounts = if args.dedupe_window == 0 { 0 } else { 1024 };
     let mut probe = CalderaBook::new(engine_cfg.clone());
     for c in &cmds {
         probe.apply(c);

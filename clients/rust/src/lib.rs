@@ -53,6 +53,13 @@ pub mod requests {
         ClientRequest::Logon(wire::Logon::new(account))
     }
 
+    /// Logon for an account that also asks for every report of the account with an
+    /// `engine_seq` above `resume_after` (resent from the journal before the live ones).
+    #[must_use]
+    pub fn logon_resume(account: u32, resume_after: u64) -> ClientRequest {
+        ClientRequest::LogonResume(wire::LogonResume::new(resume_after, account))
+    }
+
     /// Logout from an account.
     #[must_use]
     pub fn logout(account: u32) -> ClientRequest {
@@ -163,6 +170,7 @@ pub struct OrderClient {
     pending: Vec<ClientRequest>,
     next_seq: u64,
     msg: zmq::Message,
+    last_resent: bool,
 }
 
 impl OrderClient {
@@ -197,6 +205,7 @@ impl OrderClient {
             pending: Vec::with_capacity(1024),
             next_seq: 1,
             msg: zmq::Message::new(),
+            last_resent: false,
         }
     }
 
@@ -316,7 +325,9 @@ impl OrderClient {
             Err(e) => return Err(e.into()),
         }
         let before = out.len();
-        let (first, _unknown) = codec::read_report_batch(&self.msg, out)?;
+        let frame = codec::read_report_frame(&self.msg, out)?;
+        let first = frame.first_session_seq;
+        self.last_resent = frame.resent;
         if first != self.next_seq {
             return Err(ClientError::SequenceGap {
                 expected: self.next_seq,
@@ -333,9 +344,36 @@ impl OrderClient {
     pub fn next_session_seq(&self) -> u64 {
         self.next_seq
     }
+
+    /// Whether the last frame received held reports resent from the journal (the answer to a
+    /// `LogonResume`).
+    #[must_use]
+    pub fn last_frame_resent(&self) -> bool {
+        self.last_resent
+    }
 }
 
-/// An order-entry session that survives a failover.
+/// The engine sequence number of an engine report (`None` for the gateway's own reports).
+#[must_use]
+pub fn engine_seq(r: &ServerReport) -> Option<u64> {
+    let seq = match r {
+        ServerReport::Accepted(x) => x.engine_seq(),
+        ServerReport::Rejected(x) => x.engine_seq(),
+        ServerReport::Fill(x) => x.engine_seq(),
+        ServerReport::Done(x) => x.engine_seq(),
+        ServerReport::Replaced(x) => x.engine_seq(),
+        ServerReport::MassCancelled(x) => x.engine_seq(),
+        ServerReport::InstrumentStatus(x) => x.engine_seq(),
+        _ => 0,
+    };
+    // A gateway reject carries 0; ResendUnavailable carries the oldest sequence kept.
+    let gateway_reject = matches!(r, ServerReport::Rejected(x)
+        if x.reason().0 >= 100);
+    (seq != 0 && !gateway_reject).then_some(seq)
+}
+
+/// An order-entry session that survives a failover, and delivers each of the account's
+/// reports to the application exactly once, in `engine_seq` order.
 ///
 /// It connects to every endpoint of a primary/standby pair and remembers each new order,
 /// cancel and mass cancel until the gateway answers it. While requests wait unanswered it
@@ -343,8 +381,14 @@ impl OrderClient {
 /// which reveals the failover at once). When the session is lost — a session sequence restart,
 /// `NotLoggedOn` (a new primary that never saw this session), `ShuttingDown` (the primary is
 /// stopping and did not take the request), or a request unanswered for
-/// `resend_after` — it opens a fresh session (new socket, Logon) and resends every unanswered
-/// request, in the order they were first sent.
+/// `resend_after` — it opens a fresh session with `LogonResume{account, resume_after}`, where
+/// `resume_after` is the last `engine_seq` it delivered: the node resends every report of the
+/// account after it from the journal (fills of resting orders while no session was logged on
+/// included), then `ResendComplete`, then the live reports. Only then does it resend the
+/// requests still unanswered, in the order they were first sent — a request whose answer came
+/// in the resend is not sent again. Reports at or below an `engine_seq` already delivered are
+/// dropped, and so are the `DuplicateClientOrderId` / `UnknownOrder` answers to its own
+/// resends (the original's reports are the answer).
 ///
 /// Resending is safe:
 /// - new orders: the engine remembers accepted `(account, client order id)` pairs (its dedupe
@@ -375,6 +419,16 @@ pub struct FailoverClient {
     last_probe: std::time::Instant,
     reconnects: u64,
     resent: u64,
+    /// The last `engine_seq` delivered to the application.
+    last_seq: u64,
+    /// A `LogonResume` was sent and its resend has not completed.
+    resuming: bool,
+    /// Requests this client resent: a duplicate's reject answers them, and is not delivered.
+    resent_answers: std::collections::HashSet<Answer>,
+    /// Resends the gateway could not serve (`ResendUnavailable`).
+    resends_unavailable: u64,
+    /// The gateway refused the `LogonResume` (busy): reconnect and ask again.
+    resume_refused: bool,
 }
 
 impl FailoverClient {
@@ -408,7 +462,100 @@ impl FailoverClient {
             last_probe: std::time::Instant::now(),
             reconnects: 0,
             resent: 0,
+            last_seq: 0,
+            resuming: false,
+            resent_answers: std::collections::HashSet::new(),
+            resends_unavailable: 0,
+            resume_refused: false,
         })
+    }
+
+    /// The last `engine_seq` delivered (what the next `LogonResume` resumes after).
+    #[must_use]
+    pub fn last_engine_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Resends the gateway could not serve (retention had dropped what was asked for, or the
+    /// node keeps no journal): reports may have been missed (the reject was delivered too).
+    #[must_use]
+    pub fn resends_unavailable(&self) -> u64 {
+        self.resends_unavailable
+    }
+
+    /// Drops what the application already has and settles the resend: reports at or below
+    /// an `engine_seq` delivered, and the duplicate answers to this client's own resends.
+    fn filter(&mut self, out: &mut Vec<ServerReport>, before: usize) {
+        let mut keep = before;
+        for i in before..out.len() {
+            let r = out[i];
+            if let Some(seq) = engine_seq(&r) {
+                if seq < self.last_seq {
+                    continue;
+                }
+                self.last_seq = seq;
+            }
+            match r {
+                ServerReport::ResendComplete(_) => self.end_resume(),
+                ServerReport::Rejected(x)
+                    if x.reason() == wire::RejectReason::ResendUnavailable =>
+                {
+                    self.resends_unavailable += 1;
+                    self.end_resume();
+                }
+                ServerReport::Rejected(x)
+                    if x.reason() == wire::RejectReason::DuplicateClientOrderId
+                        && self
+                            .resent_answers
+                            .remove(&Answer::New(x.client_order_id())) =>
+                {
+                    self.answered(Answer::New(x.client_order_id()));
+                    continue;
+                }
+                ServerReport::Rejected(x)
+                    if x.reason() == wire::RejectReason::UnknownOrder
+                        && (self.resent_answers.remove(&Answer::CancelId(x.order_id()))
+                            || self
+                                .resent_answers
+                                .remove(&Answer::CancelClient(x.client_order_id()))) =>
+                {
+                    // The order was done before the resend reached it: its Done was delivered.
+                    self.answered(Answer::CancelId(x.order_id()));
+                    self.answered(Answer::CancelClient(x.client_order_id()));
+                    continue;
+                }
+                ServerReport::Rejected(x)
+                    if self.resuming
+                        && x.request() == wire::RequestKind::Logon
+                        && x.engine_seq() == 0 =>
+                {
+                    // The LogonResume itself was refused (Busy: too many resends at once):
+                    // the session is lost, the next poll reconnects and asks again.
+                    self.resume_refused = true;
+                }
+                _ => {}
+            }
+            out[keep] = r;
+            keep += 1;
+        }
+        out.truncate(keep);
+    }
+
+    /// The resend is over: the requests still unanswered are sent again.
+    fn end_resume(&mut self) {
+        if !std::mem::take(&mut self.resuming) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        for (seq, (r, t)) in &mut self.unacked {
+            self.inner.push(*r);
+            *t = now;
+            self.resent += 1;
+            if let Some(a) = answer_of(r, *seq) {
+                self.resent_answers.insert(a);
+            }
+        }
+        self.last_answer = now;
     }
 
     /// Queues a request; new orders, cancels and mass cancels are remembered until answered
@@ -460,11 +607,12 @@ impl FailoverClient {
         timeout: Duration,
     ) -> Result<usize, ClientError> {
         let probe = self.resend_after / 8;
-        if self
-            .unacked
-            .values()
-            .next()
-            .is_some_and(|(_, t)| t.elapsed() > probe)
+        if !self.resuming
+            && self
+                .unacked
+                .values()
+                .next()
+                .is_some_and(|(_, t)| t.elapsed() > probe)
             && self.last_answer.elapsed() > probe
             && self.last_probe.elapsed() > probe
         {
@@ -475,7 +623,7 @@ impl FailoverClient {
         let before = out.len();
         // A session sequence restart means another gateway answered: the session was lost.
         let mut lost = false;
-        let n = match self.inner.recv(out, timeout) {
+        let _received = match self.inner.recv(out, timeout) {
             Ok(n) => n,
             Err(ClientError::SequenceGap { .. }) => {
                 lost = true;
@@ -483,6 +631,12 @@ impl FailoverClient {
             }
             Err(e) => return Err(e),
         };
+        if self.resuming && out.len() > before {
+            // The resend is progress.
+            self.last_answer = std::time::Instant::now();
+        }
+        self.filter(out, before);
+        let n = out.len() - before;
         // Only answers to orders count as progress (a probe's LoggedOn does not: a frame of
         // orders may have gone to a primary that died before answering it).
         for r in &out[before..] {
@@ -552,28 +706,29 @@ impl FailoverClient {
             .next()
             .is_some_and(|(_, t)| t.elapsed() > self.resend_after)
             && self.last_answer.elapsed() > self.resend_after;
-        if lost || stuck {
+        if lost || stuck || std::mem::take(&mut self.resume_refused) {
             self.reconnect()?;
         }
         Ok(n)
     }
 
-    /// Opens a fresh session and resends every unanswered new order, cancel and mass cancel.
+    /// Opens a fresh session with `LogonResume` after the last `engine_seq` delivered; once the
+    /// resend is over, sends again every new order, cancel and mass cancel still unanswered.
     ///
     /// # Errors
     /// ZeroMQ errors.
     pub fn reconnect(&mut self) -> Result<(), ClientError> {
         let mut inner = OrderClient::connect_any(&self.ctx, &self.endpoints, &self.credentials)?;
-        inner.push(requests::logon(self.account));
+        inner.push(requests::logon_resume(self.account, self.last_seq));
         let lost_replaces = std::mem::take(&mut self.replaces);
         self.unconfirmed_replaces
             .extend(lost_replaces.into_values());
         let now = std::time::Instant::now();
-        for (r, t) in self.unacked.values_mut() {
-            inner.push(*r);
+        for (_, t) in self.unacked.values_mut() {
             *t = now;
-            self.resent += 1;
         }
+        // The unanswered requests go once the resend is over (`end_resume`).
+        self.resuming = true;
         self.inner = inner;
         self.last_answer = now;
         self.reconnects += 1;

@@ -27,7 +27,7 @@ impl Engine {
             return self.reject(sink, rejected(RejectReason::UnknownSymbol));
         };
         let b = b as usize;
-        if let Some(original) = self.recent_ids.get(&(o.account, o.client_order_id)) {
+        if let Some(original) = self.dedupe.get(o.account, o.client_order_id) {
             return self.reject(
                 sink,
                 Rejected {

@@ -106,13 +106,9 @@ pub struct Engine {
     pub(crate) live_orders: u32,
     by_id: FixedMap<OrderKey, u32>,
     by_client: FixedMap<(u32, u64), u32>,
-    /// The dedupe window: the last `dedupe_window` accepted new orders as `(account, client
-    /// order id, order id)`, oldest first from `recent_head` (a ring), and an index from
-    /// `(account, client order id)` to order id.
-    pub(crate) recent: Box<[(u32, u64, u64)]>,
-    pub(crate) recent_head: usize,
-    pub(crate) recent_len: usize,
-    recent_ids: FixedMap<(u32, u64), u64>,
+    /// The dedupe windows: each account's last `dedupe_window` accepted new orders, for the
+    /// `dedupe_accounts` accounts that had one accepted most recently.
+    pub(crate) dedupe: dedupe::Dedupe,
     /// Account slots, registered in order; a slot whose account has no live order is free
     /// (listed in `free_accounts`, reused last-freed first).
     pub(crate) accounts: Vec<AccountNode>,
@@ -160,13 +156,7 @@ impl Engine {
             live_orders: 0,
             by_id: FixedMap::with_limit(n, seed.rotate_left(17)),
             by_client: FixedMap::with_limit(n, seed.rotate_left(29)),
-            recent: vec![(0, 0, 0); config.dedupe_window as usize].into_boxed_slice(),
-            recent_head: 0,
-            recent_len: 0,
-            recent_ids: FixedMap::with_limit(
-                config.dedupe_window.max(1) as usize,
-                seed.rotate_left(53),
-            ),
+            dedupe: dedupe::Dedupe::new(config.dedupe_window, config.dedupe_accounts, seed),
             accounts: Vec::with_capacity(config.max_accounts as usize),
             free_accounts: Vec::with_capacity(config.max_accounts as usize),
             account_slots: FixedMap::with_limit(config.max_accounts as usize, seed.rotate_left(43)),
@@ -207,16 +197,7 @@ impl Engine {
         match cmd {
             Command::New(o) => {
                 self.by_client.prefetch(&(o.account, o.client_order_id));
-                self.recent_ids.prefetch(&(o.account, o.client_order_id));
-                // The entry a full dedupe window forgets next (this command may forget one
-                // first).
-                let w = self.recent.len();
-                if w > 0 && self.recent_len == w {
-                    for i in [self.recent_head, (self.recent_head + 1) % w] {
-                        let (a, c, _) = self.recent[i];
-                        self.recent_ids.prefetch(&(a, c));
-                    }
-                }
+                self.dedupe.prefetch(o.account, o.client_order_id);
             }
             Command::Cancel(c) => target(c.account, &c.target),
             Command::Replace(r) => target(r.account, &r.target),

@@ -21,6 +21,7 @@ pub fn config() -> EngineConfig {
         max_accounts: 8,
         hash_seed: 3,
         dedupe_window: 0,
+        dedupe_accounts: 0,
         max_orders_per_account: 0,
         instruments: vec![spec(SYM), spec(2)],
     }

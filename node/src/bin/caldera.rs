@@ -599,9 +599,8 @@ fn dump(a: DumpArgs, follow: bool) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut events = Vec::new();
-    let mut max_epoch = 0;
-    // A batch split across Kafka records: its events are history once its final record landed.
-    let mut reassembly = caldera_schema::record::Reassembly::default();
+    // The epoch rule, and split Kafka batches: history once their final record landed.
+    let mut stream = caldera_journal::history::EventStream::default();
     // dump's end: the journal as it was when dump started — the first batch written after
     // that (by the writer's clock) ends it, so a live topic with heartbeats still ends.
     let started_ns = caldera_schema::record::wall_ns();
@@ -616,17 +615,13 @@ fn dump(a: DumpArgs, follow: bool) -> Result<()> {
                 if !follow && root.written_ns() > started_ns {
                     break;
                 }
-                let epoch = root.epoch();
-                if epoch < max_epoch
-                    || !caldera_journal::recover::epoch_acceptable(max_epoch, epoch)
-                {
-                    // The epoch rule: a fenced primary's late append, or an impossible epoch
-                    // jump, is not history.
-                    continue;
-                }
-                max_epoch = epoch;
                 events.clear();
-                reassembly.push(&payload, &mut events)?;
+                let caldera_journal::history::Pushed::Taken { epoch, .. } =
+                    stream.push(&payload, &mut events)?
+                else {
+                    // A fenced primary's late append, or an impossible epoch jump.
+                    continue;
+                };
                 for e in events.iter().filter(|e| e.seq >= a.from) {
                     serde_json::to_writer(&mut out, &EventLine::of(epoch, e))?;
                     writeln!(out)?;

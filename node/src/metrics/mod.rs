@@ -289,6 +289,18 @@ impl Metrics {
             "Times the gateway stopped reading because the inbound ring was full.",
             r(&g.ring_full_pauses),
         );
+        counter(
+            o,
+            "caldera_resends_total",
+            "Resends (LogonResume) completed.",
+            r(&g.resends),
+        );
+        counter(
+            o,
+            "caldera_resent_reports_total",
+            "Reports resent from the journal.",
+            r(&g.resent_reports),
+        );
         let _ = writeln!(
             o,
             "# HELP caldera_rejects_total Rejected requests by reason.\n# TYPE caldera_rejects_total counter"

@@ -34,6 +34,7 @@ fn request_item(r: &ClientRequest) -> Item<'_> {
         ClientRequest::ResumeInstrument(x) => (8, &x.0),
         ClientRequest::CancelAll(x) => (9, &x.0),
         ClientRequest::ListSessions(x) => (10, &x.0),
+        ClientRequest::LogonResume(x) => (11, &x.0),
     };
     Item { field, bytes }
 }
@@ -51,6 +52,7 @@ fn report_item(r: &ServerReport) -> Item<'_> {
         ServerReport::HeartbeatAck(x) => (8, &x.0),
         ServerReport::InstrumentStatus(x) => (9, &x.0),
         ServerReport::SessionInfo(x) => (10, &x.0),
+        ServerReport::ResendComplete(x) => (11, &x.0),
     };
     Item { field, bytes }
 }
@@ -68,7 +70,7 @@ fn align(pos: usize, to: usize) -> usize {
 }
 
 /// Most fields of an item table (the largest union-like tables: `Request`, `Report`).
-const MAX_FIELDS: usize = 11;
+const MAX_FIELDS: usize = 12;
 
 /// Writes the vector of item tables at `vec` (8-aligned): its length, the offsets, one vtable
 /// per kind used, then the tables (8-aligned, the struct at table + 8). Returns the end.
@@ -155,6 +157,36 @@ pub fn write_report_batch(out: &mut Vec<u8>, first_session_seq: u64, reports: &[
     let vec = 32;
     put_u32(out, 20, (vec - 20) as u32);
     out[24..32].copy_from_slice(&first_session_seq.to_le_bytes());
+    write_items(out, vec, reports.len(), reports.iter().map(report_item));
+}
+
+/// Writes a `ReportBatch` frame with its `resent` flag into `out` (cleared first): a frame of
+/// reports resent from the journal (`resent = true`) has a third field; a live one is the
+/// frame [`write_report_batch`] writes.
+pub fn write_report_frame(
+    out: &mut Vec<u8>,
+    first_session_seq: u64,
+    reports: &[ServerReport],
+    resent: bool,
+) {
+    if !resent {
+        return write_report_batch(out, first_session_seq, reports);
+    }
+    out.clear();
+    // [root → 16][vtable: len 10, table 17, reports at 4, seq at 8, resent at 16][pad]
+    // [table: soffset, uoffset to vector, u64 first_session_seq, bool resent][pad][vector]
+    out.resize(40, 0);
+    put_u32(out, 0, 16);
+    put_u16(out, 4, 10);
+    put_u16(out, 6, 17);
+    put_u16(out, 8, 8);
+    put_u16(out, 10, 4);
+    put_u16(out, 12, 16);
+    out[16..20].copy_from_slice(&12i32.to_le_bytes()); // table 16 → vtable 4
+    let vec = 40;
+    put_u32(out, 20, (vec - 20) as u32);
+    out[24..32].copy_from_slice(&first_session_seq.to_le_bytes());
+    out[32] = 1;
     write_items(out, vec, reports.len(), reports.iter().map(report_item));
 }
 
@@ -332,7 +364,7 @@ fn read_requests(
 }
 
 /// Struct sizes of `Request`'s fields, in field order.
-const REQUEST_FIELDS: [usize; 11] = [4, 40, 24, 40, 8, 8, 4, 4, 4, 4, 8];
+const REQUEST_FIELDS: [usize; 12] = [4, 40, 24, 40, 8, 8, 4, 4, 4, 4, 8, 16];
 
 fn request_of(
     r: &mut Reader<'_>,
@@ -357,7 +389,8 @@ fn request_of(
             7 => ClientRequest::HaltInstrument(wire::HaltInstrument(r.bytes(pos)?)),
             8 => ClientRequest::ResumeInstrument(wire::ResumeInstrument(r.bytes(pos)?)),
             9 => ClientRequest::CancelAll(wire::CancelAll(r.bytes(pos)?)),
-            _ => ClientRequest::ListSessions(wire::ListSessions(r.bytes(pos)?)),
+            10 => ClientRequest::ListSessions(wire::ListSessions(r.bytes(pos)?)),
+            _ => ClientRequest::LogonResume(wire::LogonResume(r.bytes(pos)?)),
         });
     }
     Ok(match (n, found) {
@@ -368,10 +401,10 @@ fn request_of(
 }
 
 /// Struct sizes of `Report`'s fields, in field order.
-const REPORT_FIELDS: [usize; 11] = [4, 8, 48, 40, 64, 40, 48, 24, 8, 16, 48];
+const REPORT_FIELDS: [usize; 12] = [4, 8, 48, 40, 64, 40, 48, 24, 8, 16, 48, 32];
 
 /// Which of several fields a report is read as (a frame from a broken gateway).
-const PRECEDENCE: [usize; 11] = [2, 4, 5, 3, 6, 7, 8, 0, 1, 9, 10];
+const PRECEDENCE: [usize; 12] = [2, 4, 5, 3, 6, 7, 8, 0, 1, 9, 10, 11];
 
 /// Reads a `ReportBatch` frame: returns its first session sequence number and the number of
 /// unknown reports (from a newer gateway; skipped), and pushes the reports to `out`.
@@ -382,6 +415,28 @@ pub fn read_report_batch(
     buf: &[u8],
     out: &mut Vec<ServerReport>,
 ) -> Result<(u64, usize), FrameError> {
+    read_report_frame(buf, out).map(|f| (f.first_session_seq, f.unknown))
+}
+
+/// What a report frame says besides its reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReportFrame {
+    /// The session sequence number of its first report.
+    pub first_session_seq: u64,
+    /// Reports of kinds this reader does not know (from a newer gateway; skipped).
+    pub unknown: usize,
+    /// Its reports are resent from the journal (answer to a `LogonResume`).
+    pub resent: bool,
+}
+
+/// [`read_report_batch`], with the frame's `resent` flag.
+///
+/// # Errors
+/// [`FrameError::Malformed`] when it is not a valid `ReportBatch`.
+pub fn read_report_frame(
+    buf: &[u8],
+    out: &mut Vec<ServerReport>,
+) -> Result<ReportFrame, FrameError> {
     let mut r = Reader::new(buf, 10_000_000, 1 << 31);
     let root = r.follow(0)?;
     let batch = r.table(root)?;
@@ -389,8 +444,17 @@ pub fn read_report_batch(
         Some(pos) => r.u64(pos)?,
         None => 0,
     };
+    let resent = match r.field(&batch, 2)? {
+        Some(pos) => r.bytes::<1>(pos)?[0] != 0,
+        None => false,
+    };
+    let mut frame = ReportFrame {
+        first_session_seq: first,
+        unknown: 0,
+        resent,
+    };
     let Some(field) = r.field(&batch, 1)? else {
-        return Ok((first, 0));
+        return Ok(frame);
     };
     let (start, n) = r.vector(field, 4)?;
     let before = out.len();
@@ -424,7 +488,8 @@ pub fn read_report_batch(
                     7 => ServerReport::MassCancelled(wire::MassCancelled(r.bytes(pos)?)),
                     8 => ServerReport::HeartbeatAck(wire::HeartbeatAck(r.bytes(pos)?)),
                     9 => ServerReport::InstrumentStatus(wire::InstrumentStatus(r.bytes(pos)?)),
-                    _ => ServerReport::SessionInfo(wire::SessionInfo(r.bytes(pos)?)),
+                    10 => ServerReport::SessionInfo(wire::SessionInfo(r.bytes(pos)?)),
+                    _ => ServerReport::ResendComplete(wire::ResendComplete(r.bytes(pos)?)),
                 });
             }
         }
@@ -434,5 +499,6 @@ pub fn read_report_batch(
         }
     }
     debug_assert_eq!(out.len() - before + unknown, n);
-    Ok((first, unknown))
+    frame.unknown = unknown;
+    Ok(frame)
 }

@@ -8,7 +8,10 @@
 
 pub mod flat;
 
-pub use flat::{read_client_batch, read_report_batch, write_client_batch, write_report_batch};
+pub use flat::{
+    read_client_batch, read_report_batch, read_report_frame, write_client_batch,
+    write_report_batch, write_report_frame, ReportFrame,
+};
 
 use crate::wire;
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
@@ -38,6 +41,8 @@ pub enum ClientRequest {
     CancelAll(wire::CancelAll),
     /// Admin: list the sessions.
     ListSessions(wire::ListSessions),
+    /// Bind the session to an account and resend its reports after a sequence.
+    LogonResume(wire::LogonResume),
 }
 
 /// One report to a client.
@@ -65,6 +70,8 @@ pub enum ServerReport {
     InstrumentStatus(wire::InstrumentStatus),
     /// One session (answer to `ListSessions`).
     SessionInfo(wire::SessionInfo),
+    /// A `LogonResume`'s resend is complete.
+    ResendComplete(wire::ResendComplete),
 }
 
 /// Why a frame could not be read at all.
@@ -179,6 +186,10 @@ fn request_of(r: &wire::Request<'_>) -> Result<ClientRequest, RequestError> {
         n += 1;
         found = Some(ClientRequest::ListSessions(*x));
     }
+    if let Some(x) = r.logon_resume() {
+        n += 1;
+        found = Some(ClientRequest::LogonResume(*x));
+    }
     match (n, found) {
         (1, Some(req)) => Ok(req),
         (0, _) => Err(RequestError::UnknownType),
@@ -207,6 +218,7 @@ pub fn encode_client_batch<'a>(
             ClientRequest::ResumeInstrument(x) => a.resume_instrument = Some(x),
             ClientRequest::CancelAll(x) => a.cancel_all = Some(x),
             ClientRequest::ListSessions(x) => a.list_sessions = Some(x),
+            ClientRequest::LogonResume(x) => a.logon_resume = Some(x),
         }
         offs.push(wire::Request::create(fbb, &a));
     }
@@ -224,6 +236,17 @@ pub fn encode_report_batch<'a>(
     first_session_seq: u64,
     reports: &[ServerReport],
 ) -> &'a [u8] {
+    encode_report_frame(fbb, offsets, first_session_seq, reports, false)
+}
+
+/// [`encode_report_batch`], with the frame's `resent` flag.
+pub fn encode_report_frame<'a>(
+    fbb: &'a mut FlatBufferBuilder<'static>,
+    offsets: &mut Vec<WIPOffset<wire::Report<'static>>>,
+    first_session_seq: u64,
+    reports: &[ServerReport],
+    resent: bool,
+) -> &'a [u8] {
     fbb.reset();
     offsets.clear();
     for r in reports {
@@ -240,6 +263,7 @@ pub fn encode_report_batch<'a>(
             ServerReport::HeartbeatAck(x) => a.heartbeat_ack = Some(x),
             ServerReport::InstrumentStatus(x) => a.instrument_status = Some(x),
             ServerReport::SessionInfo(x) => a.session_info = Some(x),
+            ServerReport::ResendComplete(x) => a.resend_complete = Some(x),
         }
         let off = wire::Report::create(fbb, &a);
         offsets.push(WIPOffset::new(off.value()));
@@ -250,6 +274,7 @@ pub fn encode_report_batch<'a>(
         &wire::ReportBatchArgs {
             first_session_seq,
             reports: Some(v),
+            resent,
         },
     );
     fbb.finish(root, None);
@@ -297,6 +322,8 @@ pub fn decode_report_batch(
                 ServerReport::InstrumentStatus(*x)
             } else if let Some(x) = r.session_info() {
                 ServerReport::SessionInfo(*x)
+            } else if let Some(x) = r.resend_complete() {
+                ServerReport::ResendComplete(*x)
             } else {
                 unknown += 1;
                 continue;

@@ -42,3 +42,4 @@ class RejectReason(object):
     Throttled = 115
     InvalidAccount = 116
     EmptyBatch = 117
+    ResendUnavailable = 118

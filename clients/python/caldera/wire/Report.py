@@ -145,8 +145,19 @@ class Report(object):
             return obj
         return None
 
+    # Report
+    def ResendComplete(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.ResendComplete import ResendComplete
+            obj = ResendComplete()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
 def ReportStart(builder):
-    builder.StartObject(11)
+    builder.StartObject(12)
 
 def Start(builder):
     ReportStart(builder)
@@ -216,6 +227,12 @@ def ReportAddSessionInfo(builder, sessionInfo):
 
 def AddSessionInfo(builder, sessionInfo):
     ReportAddSessionInfo(builder, sessionInfo)
+
+def ReportAddResendComplete(builder, resendComplete):
+    builder.PrependStructSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(resendComplete), 0)
+
+def AddResendComplete(builder, resendComplete):
+    ReportAddResendComplete(builder, resendComplete)
 
 def ReportEnd(builder):
     return builder.EndObject()

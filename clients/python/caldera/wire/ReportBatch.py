@@ -8,6 +8,7 @@ np = import_numpy()
 
 # One ZeroMQ frame to a client. Report i has session sequence number first_session_seq + i;
 # session sequence numbers start at 1 per session and have no gaps.
+# resent: every report of the frame is resent from the journal (the answer to a LogonResume).
 class ReportBatch(object):
     __slots__ = ['_tab']
 
@@ -58,8 +59,15 @@ class ReportBatch(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
         return o == 0
 
+    # ReportBatch
+    def Resent(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
 def ReportBatchStart(builder):
-    builder.StartObject(2)
+    builder.StartObject(3)
 
 def Start(builder):
     ReportBatchStart(builder)
@@ -81,6 +89,12 @@ def ReportBatchStartReportsVector(builder, numElems):
 
 def StartReportsVector(builder, numElems: int) -> int:
     return ReportBatchStartReportsVector(builder, numElems)
+
+def ReportBatchAddResent(builder, resent):
+    builder.PrependBoolSlot(2, resent, 0)
+
+def AddResent(builder, resent):
+    ReportBatchAddResent(builder, resent)
 
 def ReportBatchEnd(builder):
     return builder.EndObject()

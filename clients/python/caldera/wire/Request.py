@@ -145,8 +145,19 @@ class Request(object):
             return obj
         return None
 
+    # Request
+    def LogonResume(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.LogonResume import LogonResume
+            obj = LogonResume()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
 def RequestStart(builder):
-    builder.StartObject(11)
+    builder.StartObject(12)
 
 def Start(builder):
     RequestStart(builder)
@@ -216,6 +227,12 @@ def RequestAddListSessions(builder, listSessions):
 
 def AddListSessions(builder, listSessions):
     RequestAddListSessions(builder, listSessions)
+
+def RequestAddLogonResume(builder, logonResume):
+    builder.PrependStructSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(logonResume), 0)
+
+def AddLogonResume(builder, logonResume):
+    RequestAddLogonResume(builder, logonResume)
 
 def RequestEnd(builder):
     return builder.EndObject()

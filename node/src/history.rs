@@ -1,0 +1,80 @@
+//! The journal as the gateway's [`History`]: where a resend (`LogonResume`) reads an
+//! account's past reports (docs/protocol.md, "Resend").
+
+use crate::config::{Config, JournalUri};
+use caldera_engine::Event;
+use caldera_gateway::{History, HistoryError, HistoryReader};
+use caldera_journal::history::{FileEvents, HistoryReadError};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The history of the node's journal (None without one).
+#[must_use]
+pub fn of(cfg: &Config) -> Option<Arc<dyn History>> {
+    match cfg.journal.parsed().ok()? {
+        JournalUri::None => None,
+        JournalUri::File(dir) => Some(Arc::new(FileHistory { dir })),
+        #[cfg(feature = "kafka")]
+        JournalUri::Kafka { brokers, topic } => Some(Arc::new(KafkaHistory {
+            brokers: cfg.journal.brokers(&brokers),
+            topic,
+        })),
+        #[cfg(not(feature = "kafka"))]
+        JournalUri::Kafka { .. } => None,
+    }
+}
+
+fn error(e: HistoryReadError) -> HistoryError {
+    match e {
+        HistoryReadError::Dropped { oldest } => HistoryError::Dropped { oldest },
+        other => HistoryError::Read(other.to_string()),
+    }
+}
+
+/// The file journal's segment log, read while the node appends to it.
+struct FileHistory {
+    dir: PathBuf,
+}
+
+impl History for FileHistory {
+    fn open(&self, after: u64) -> Result<Box<dyn HistoryReader>, HistoryError> {
+        let events = FileEvents::open(&self.dir, after).map_err(error)?;
+        Ok(Box::new(FileReader(events)))
+    }
+}
+
+struct FileReader(FileEvents);
+
+impl HistoryReader for FileReader {
+    fn read(&mut self, out: &mut Vec<Event>) -> Result<bool, HistoryError> {
+        self.0.read(out).map_err(error)
+    }
+}
+
+/// The Kafka topic, read from its beginning by a consumer of its own.
+#[cfg(feature = "kafka")]
+struct KafkaHistory {
+    brokers: caldera_journal::kafka::Brokers,
+    topic: String,
+}
+
+#[cfg(feature = "kafka")]
+impl History for KafkaHistory {
+    fn open(&self, after: u64) -> Result<Box<dyn HistoryReader>, HistoryError> {
+        let events = caldera_journal::history::KafkaEvents::open(&self.brokers, &self.topic, after)
+            .map_err(error)?;
+        Ok(Box::new(KafkaReader(events)))
+    }
+}
+
+#[cfg(feature = "kafka")]
+struct KafkaReader(caldera_journal::history::KafkaEvents);
+
+#[cfg(feature = "kafka")]
+impl HistoryReader for KafkaReader {
+    fn read(&mut self, out: &mut Vec<Event>) -> Result<bool, HistoryError> {
+        self.0
+            .read(out, std::time::Duration::from_millis(5))
+            .map_err(error)
+    }
+}
