@@ -5,7 +5,7 @@ Uses only docs/protocol.md and the code flatc generates from schema/fbs/caldera.
 (the `caldera/wire` package next to this file). Two sessions (accounts 101 and 102):
 the seller rests an order, the buyer takes part of it, then the seller cancels the rest.
 Then the resend: the seller goes away with an order resting, the buyer fills it, and the
-seller comes back with LogonResume after the last engine_seq it processed — the node resends
+seller comes back with a resend logon after the last engine_seq it processed — the node resends
 the Fill and Done it missed (frames marked resent), then ResendComplete.
 Prints every report as a JSON line and exits 0 if the exchange answered as expected.
 
@@ -27,7 +27,7 @@ import zmq.auth
 
 sys.path.insert(0, os.path.dirname(__file__))
 from caldera.wire import (  # noqa: E402
-    Cancel, ClientBatch, Logon, LogonResume, NewOrder, ReportBatch, Request,
+    Cancel, ClientBatch, Logon, LogonWith, NewOrder, ReportBatch, Request,
     OrderType, Side, SelfTradePrevention, TimeInForce,
 )
 from caldera.wire.RejectReason import RejectReason  # noqa: E402
@@ -47,8 +47,8 @@ def batch(requests):
         Request.Start(b)
         if kind == "logon":
             Request.AddLogon(b, Logon.CreateLogon(b, *args))
-        elif kind == "logon_resume":  # (resume_after, account)
-            Request.AddLogonResume(b, LogonResume.CreateLogonResume(b, *args))
+        elif kind == "logon_with":  # (resume_after, account, flags: 1 = resend, 2 = cancel on disconnect)
+            Request.AddLogonWith(b, LogonWith.CreateLogonWith(b, *args))
         elif kind == "new":
             Request.AddNewOrder(b, NewOrder.CreateNewOrder(b, *args))
         elif kind == "cancel":
@@ -86,7 +86,7 @@ class Session:
         self.account = account
         self.next_seq = 1
         self.pending = []
-        # The last engine_seq processed: what a LogonResume resumes after.
+        # The last engine_seq processed: what a LogonWith{RESEND} resumes after.
         self.last_engine_seq = 0
 
     def send(self, requests):
@@ -210,9 +210,9 @@ def main():
     seller.sock.close()
     buyer.send([("new", (cl + 8, args.price, 5, args.symbol, buy, limit, gtc, allow, False))])
     buyer.wait_for(lambda r: r["type"] == "Done")
-    # Back on a new session: LogonResume after the last engine_seq processed.
+    # Back on a new session: LogonWith{RESEND} after the last engine_seq processed.
     seller = Session(ctx, args.order_entry, 101, keys)
-    seller.send([("logon_resume", (resume_after, 101))])
+    seller.send([("logon_with", (resume_after, 101, 1))])
     complete, seen = seller.wait_for(lambda r: r["type"] == "ResendComplete")
     resent = [r for r in seen if r.get("resent")]
     assert [r["type"] for r in resent] == ["Fill", "Done"], seen

@@ -28,10 +28,12 @@ pub struct GatewayStats {
     pub ring_full_pauses: u64,
     /// Sessions ended, by [`crate::SessionEnd`] (disconnected, idle, backlog).
     pub sessions_ended: [u64; 3],
-    /// Resends (`LogonResume`) completed.
+    /// Resends (`LogonWith{RESEND}`) completed.
     pub resends: u64,
     /// Reports resent from the journal.
     pub resent_reports: u64,
+    /// Mass cancels sent for cancel-on-disconnect sessions that ended or logged out.
+    pub disconnect_cancels: u64,
 }
 
 /// The gateway's published counters and gauges.
@@ -55,6 +57,8 @@ pub struct Published {
     pub resends: AtomicU64,
     /// Reports resent from the journal.
     pub resent_reports: AtomicU64,
+    /// Cancel-on-disconnect mass cancels sent.
+    pub disconnect_cancels: AtomicU64,
     /// Sessions known.
     pub sessions: AtomicU64,
     /// Sessions ended, by [`crate::SessionEnd`].

@@ -120,14 +120,20 @@ pub struct Gateway<'a> {
     resends: Vec<ResendJob>,
 }
 
-/// Most resends running at once; a `LogonResume` beyond gets `Busy`.
+/// Most resends running at once; a `LogonWith{RESEND}` beyond gets `Busy`.
 pub const MAX_RESENDS: usize = 16;
+
+/// `LogonWith.flags`: resend the account's reports after `resume_after`.
+pub const LOGON_RESEND: u8 = 1;
+/// `LogonWith.flags`: cancel the account's resting orders when the session's connection drops
+/// or it logs out.
+pub const LOGON_CANCEL_ON_DISCONNECT: u8 = 2;
 
 /// The kind of a request and the order it names, for its rejects.
 fn describe(req: &ClientRequest) -> (wire::RequestKind, u64, u64) {
     use wire::RequestKind as K;
     match req {
-        ClientRequest::Logon(_) | ClientRequest::LogonResume(_) => (K::Logon, 0, 0),
+        ClientRequest::Logon(_) | ClientRequest::LogonWith(_) => (K::Logon, 0, 0),
         ClientRequest::Logout(_) => (K::Logout, 0, 0),
         ClientRequest::Heartbeat(_) => (K::Heartbeat, 0, 0),
         ClientRequest::ListSessions(_) => (K::ListSessions, 0, 0),
@@ -321,8 +327,8 @@ impl<'a> Gateway<'a> {
         })
     }
 
-    /// Serves `LogonResume` from `history` (the node's journal). Without it, every
-    /// `LogonResume` is answered `Rejected{ResendUnavailable}`.
+    /// Serves `LogonWith{RESEND}` from `history` (the node's journal). Without it, every
+    /// `LogonWith{RESEND}` is answered `Rejected{ResendUnavailable}`.
     pub fn set_history(&mut self, history: Arc<dyn History>) {
         self.history = Some(history);
     }
@@ -588,9 +594,7 @@ impl<'a> Gateway<'a> {
                 let refused = self.sessions.logon(sid, l.account()).err();
                 return self.logon_refused(sid, index, kind, refused);
             }
-            ClientRequest::LogonResume(l) => {
-                return self.logon_resume(sid, index, l.account(), l.resume_after());
-            }
+            ClientRequest::LogonWith(l) => return self.logon_with(sid, index, l),
             ClientRequest::Logout(l) => {
                 let refused = self.sessions.logout(sid, l.account()).err();
                 return self.logon_refused(sid, index, kind, refused);
@@ -667,9 +671,40 @@ impl<'a> Gateway<'a> {
         }
     }
 
-    /// `LogonResume{account, resume_after}`: a logon, then the account's reports after
-    /// `resume_after` from the journal, then the live ones (see [`crate::resend`]).
-    fn logon_resume(&mut self, sid: usize, index: usize, account: u32, after: u64) {
+    /// `LogonWith{account, resume_after, flags}`: a logon with options — a resend
+    /// ([`LOGON_RESEND`]) and cancel on disconnect ([`LOGON_CANCEL_ON_DISCONNECT`]).
+    fn logon_with(&mut self, sid: usize, index: usize, l: &wire::LogonWith) {
+        let kind = wire::RequestKind::Logon;
+        let flags = l.flags();
+        if flags & !(LOGON_RESEND | LOGON_CANCEL_ON_DISCONNECT) != 0 {
+            return self.gateway_reject(
+                sid,
+                index,
+                kind,
+                wire::RejectReason::InvalidEnumValue,
+                0,
+                0,
+            );
+        }
+        let cancel = flags & LOGON_CANCEL_ON_DISCONNECT != 0;
+        if cancel && !self.sessions.access(sid).trades() {
+            // Only a trading session has orders to cancel.
+            return self.gateway_reject(sid, index, kind, wire::RejectReason::NotEntitled, 0, 0);
+        }
+        let account = l.account();
+        if flags & LOGON_RESEND == 0 {
+            if let Err(refused) = self.sessions.logon(sid, account) {
+                return self.logon_refused(sid, index, kind, Some(refused));
+            }
+        } else if !self.logon_resume(sid, index, account, l.resume_after()) {
+            return;
+        }
+        self.sessions.set_cancel_on_disconnect(sid, cancel);
+    }
+
+    /// A logon, then the account's reports after `after` from the journal, then the live ones
+    /// (see [`crate::resend`]). False when the logon itself was refused.
+    fn logon_resume(&mut self, sid: usize, index: usize, account: u32, after: u64) -> bool {
         let kind = wire::RequestKind::Logon;
         let running = self.sessions.resuming(sid)
             || self
@@ -677,16 +712,19 @@ impl<'a> Gateway<'a> {
                 .iter()
                 .any(|j| j.session.sid == sid && self.sessions.is_current(j.session));
         if running || self.resends.len() >= MAX_RESENDS {
-            return self.gateway_reject(sid, index, kind, wire::RejectReason::Busy, 0, 0);
+            self.gateway_reject(sid, index, kind, wire::RejectReason::Busy, 0, 0);
+            return false;
+        }
+        if let Err(refused) = self.sessions.logon(sid, account) {
+            self.logon_refused(sid, index, kind, Some(refused));
+            return false;
         }
         let Some(history) = self.history.clone() else {
-            // No journal: nothing before the next event is kept.
+            // No journal: nothing before the next event is kept; the logon stands.
             let next = self.routed.load(Ordering::Relaxed) + 1;
-            return self.resend_unavailable(sid, index, next);
+            self.resend_unavailable(sid, index, next);
+            return true;
         };
-        if let Err(refused) = self.sessions.logon(sid, account) {
-            return self.logon_refused(sid, index, kind, Some(refused));
-        }
         let session = self.sessions.reference(sid);
         self.sessions.start_resume(sid, account);
         match ResendJob::start(
@@ -704,9 +742,48 @@ impl<'a> Gateway<'a> {
             Err(e) => {
                 tracing::error!(error = %e, "resend thread could not start");
                 self.sessions.finish_resume(sid, after);
-                self.gateway_reject(sid, index, kind, wire::RejectReason::Busy, 0, 0);
+                self.resend_unavailable(sid, index, 0);
             }
         }
+        true
+    }
+
+    /// Sends the engine a mass cancel (all symbols) for each account whose cancel-on-disconnect
+    /// session ended or logged out. A full ring keeps them for the next round (never dropped);
+    /// a stopping node sends none (its orders stay for the next primary, as after a failover).
+    fn cancel_on_disconnect(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(account) = self.sessions.next_disconnect_cancel() {
+            if self.stopping {
+                tracing::info!(
+                    account,
+                    "cancel on disconnect skipped: the node is stopping"
+                );
+                self.sessions.pop_disconnect_cancel();
+                continue;
+            }
+            let cmd = Command::MassCancel(caldera_engine::MassCancel {
+                account,
+                symbol: None,
+            });
+            if self.rings.commands.push(cmd).is_err() {
+                break;
+            }
+            self.sessions.pop_disconnect_cancel();
+            self.pushed += 1;
+            self.stats.commands += 1;
+            self.stats.disconnect_cancels += 1;
+            self.all_symbol_cancels.push_back(None);
+            tracing::info!(
+                account,
+                "cancel on disconnect: the account's resting orders are cancelled"
+            );
+            n += 1;
+        }
+        if n > 0 {
+            self.shared.engine_parker.wake();
+        }
+        n
     }
 
     /// `Rejected{ResendUnavailable}`: `oldest` is the oldest event sequence still kept.
@@ -1017,6 +1094,7 @@ impl<'a> Gateway<'a> {
         st(&m.ring_full_pauses, s.ring_full_pauses);
         st(&m.resends, s.resends);
         st(&m.resent_reports, s.resent_reports);
+        st(&m.disconnect_cancels, s.disconnect_cancels);
         st(&m.sessions, self.sessions.len() as u64);
         for (a, v) in m.sessions_ended.iter().zip(self.sessions.ended) {
             st(a, v);
@@ -1089,6 +1167,9 @@ impl Agent for Gateway<'_> {
         let now = Instant::now();
         self.round = now;
         let mut work = self.read_requests(now);
+        if self.sessions.has_disconnect_cancels() {
+            work += self.cancel_on_disconnect();
+        }
         self.released_before_routing = self.shared.releasable_commands();
         work += self.route_events(8192);
         if !self.resends.is_empty() {

@@ -9,7 +9,7 @@
 //! - [`gateway`]: the agent, its sockets and the back-pressure rules.
 //! - `session` (private): sessions, logon, per-session report sequence and backlog.
 //! - [`market_data`]: per-symbol market data and periodic L2 snapshots.
-//! - [`resend`]: resend on logon (`LogonResume`): the account's past reports from the journal
+//! - [`resend`]: resend on logon (`LogonWith{RESEND}`): the account's past reports from the journal
 //!   (read through the [`History`] the node provides), then the live ones.
 //! - [`config`]: the `[gateway]` configuration section.
 //! - [`counters`]: what the gateway counts, for metrics and the exit summary.
@@ -25,6 +25,9 @@ mod session;
 
 pub use config::GatewayConfig;
 pub use counters::{GatewayCounters, GatewayStats, Stage};
-pub use gateway::{Gateway, GatewayRings, Security, SocketError, MAX_RESENDS};
+pub use gateway::{
+    Gateway, GatewayRings, Security, SocketError, LOGON_CANCEL_ON_DISCONNECT, LOGON_RESEND,
+    MAX_RESENDS,
+};
 pub use resend::{History, HistoryError, HistoryReader};
 pub use session::SessionEnd;

@@ -1,5 +1,5 @@
 //! Resend on logon (docs/protocol.md, "Resend"): a session that logs on with
-//! `LogonResume{account, resume_after}` gets every report of the account with an `engine_seq`
+//! `LogonWith{account, resume_after, flags: RESEND}` gets every report of the account with an `engine_seq`
 //! above `resume_after`, read from the journal on a thread of its own, then the live ones —
 //! with no gap and no duplicate across the switch.
 //!

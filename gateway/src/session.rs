@@ -163,10 +163,12 @@ struct Session {
     observing: Vec<u32>,
     next_seq: u64,
     out: Vec<ServerReport>,
-    /// A resend for one account (`LogonResume`, see [`crate::resend`]).
+    /// A resend for one account (`LogonWith{RESEND}`, see [`crate::resend`]).
     resume: Resume,
     /// The account's live reports held back while its resend runs, with their event sequence.
     held: Vec<(u64, ServerReport)>,
+    /// Cancel the trading account's resting orders when the session ends or logs out.
+    cancel_on_disconnect: bool,
     backlog: VecDeque<Vec<u8>>,
     backlog_bytes: usize,
     bucket: Bucket,
@@ -251,6 +253,8 @@ pub(crate) struct Sessions {
     by_account: HashMap<u32, usize>,
     /// Read and admin sessions by the account whose reports they receive.
     observers: HashMap<u32, Vec<usize>>,
+    /// Accounts to mass-cancel: their cancel-on-disconnect session ended or logged out.
+    disconnect_cancels: VecDeque<u32>,
     /// Sessions with reports waiting to be framed.
     dirty: Vec<usize>,
     /// Sessions with report frames waiting in their backlog (retried every flush).
@@ -382,6 +386,7 @@ impl Sessions {
             by_ident: HashMap::default(),
             by_account: HashMap::default(),
             observers: HashMap::default(),
+            disconnect_cancels: VecDeque::new(),
             dirty: Vec::new(),
             backlogged: Vec::new(),
             frame: Vec::with_capacity(1 << 16),
@@ -434,6 +439,7 @@ impl Sessions {
             x.out.clear();
             x.resume = Resume::None;
             x.held.clear();
+            x.cancel_on_disconnect = false;
             x.backlog.clear();
             x.backlog_bytes = 0;
             x.bucket = Bucket::full(self.limits.burst, now);
@@ -456,6 +462,7 @@ impl Sessions {
                 out: Vec::with_capacity(8),
                 resume: Resume::None,
                 held: Vec::new(),
+                cancel_on_disconnect: false,
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
                 bucket: Bucket::full(self.limits.burst, now),
@@ -512,6 +519,7 @@ impl Sessions {
         if !self.list[sid].live {
             return;
         }
+        self.cancel_if_asked(sid);
         self.drop_logons(sid, None);
         let s = &mut self.list[sid];
         stats.undeliverable += (s.out.len() + s.held.len()) as u64;
@@ -638,6 +646,7 @@ impl Sessions {
     /// `Logout{account}` from `sid`.
     pub(crate) fn logout(&mut self, sid: usize, account: u32) -> Result<(), LogonRefused> {
         if self.list[sid].account == Some(account) {
+            self.cancel_if_asked(sid);
             self.list[sid].account = None;
             if self.by_account.get(&account) == Some(&sid) {
                 self.by_account.remove(&account);
@@ -647,6 +656,38 @@ impl Sessions {
         }
         self.report(sid, logged_out(account, wire::LogoutReason::Requested));
         Ok(())
+    }
+
+    /// Asks (or stops asking) for the session's trading account to be cancelled when it ends
+    /// or logs out.
+    pub(crate) fn set_cancel_on_disconnect(&mut self, sid: usize, on: bool) {
+        self.list[sid].cancel_on_disconnect = on;
+    }
+
+    /// The session ends or logs out: a cancel-on-disconnect session's trading account is
+    /// queued for a mass cancel (once: the option ends with it).
+    fn cancel_if_asked(&mut self, sid: usize) {
+        let s = &mut self.list[sid];
+        if std::mem::take(&mut s.cancel_on_disconnect) {
+            if let Some(account) = s.account {
+                self.disconnect_cancels.push_back(account);
+            }
+        }
+    }
+
+    /// Whether mass cancels for ended cancel-on-disconnect sessions wait to be sent.
+    pub(crate) fn has_disconnect_cancels(&self) -> bool {
+        !self.disconnect_cancels.is_empty()
+    }
+
+    /// The next account to mass-cancel (see [`Sessions::pop_disconnect_cancel`]).
+    pub(crate) fn next_disconnect_cancel(&self) -> Option<u32> {
+        self.disconnect_cancels.front().copied()
+    }
+
+    /// The account returned by [`Sessions::next_disconnect_cancel`] was handled.
+    pub(crate) fn pop_disconnect_cancel(&mut self) {
+        self.disconnect_cancels.pop_front();
     }
 
     /// Makes an admin session receive the venue's reports (on its first admin request).

@@ -1,4 +1,4 @@
-//! The journal as the gateway's [`History`]: where a resend (`LogonResume`) reads an
+//! The journal as the gateway's [`History`]: where a resend (`LogonWith{RESEND}`) reads an
 //! account's past reports (docs/protocol.md, "Resend").
 
 use crate::config::{Config, JournalUri};

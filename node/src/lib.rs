@@ -7,7 +7,7 @@
 //!   the engine and journal stages on their own threads, and the orderly shutdown.
 //! - [`engine_stage`]: the engine thread's agent (core-pinned, allocation-free).
 //! - [`journal_stage`]: the journal thread's agent (batch, append, release when durable).
-//! - [`history`]: the journal as the gateway's resend history (`LogonResume`).
+//! - [`history`]: the journal as the gateway's resend history (`LogonWith{RESEND}`).
 //! - [`snapshotter`]: snapshots off the request path, from the durable log, at low priority.
 //! - [`security`]: the server key, the entitlements and the ZAP handler's thread.
 //! - [`standby`]: the hot standby following the journal, and its promotion.

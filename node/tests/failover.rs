@@ -6,7 +6,7 @@
 //! twice; every order a client sent was eventually answered; the final primary's state hash
 //! equals a fresh replay of the journal. And the other way round — executions delivered =
 //! executions journaled: per account, the fills and dones the application received (through
-//! `FailoverClient`, which resumes with `LogonResume`) are exactly those in the journal's
+//! `FailoverClient`, which resumes with `LogonWith{RESEND}`) are exactly those in the journal's
 //! history, none missing, none twice, and the application's open orders are the journal's. `CALDERA_CHAOS_ROUNDS` sets the kill rounds
 //! (scripts/chaos.sh runs 10); failover times (kill → first order accepted by the new primary)
 //! are printed as JSON lines.

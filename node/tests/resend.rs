@@ -1,4 +1,4 @@
-//! Resend on logon (`LogonResume`) against the real `caldera` binary: a session that was away
+//! Resend on logon (`LogonWith{RESEND}`) against the real `caldera` binary: a session that was away
 //! while its resting orders filled gets exactly the reports it missed, marked resent, then the
 //! live ones — no gap, no duplicate across the switch; a resend from before retention gets a
 //! typed reject naming the oldest sequence kept.
@@ -56,7 +56,7 @@ fn the_same_from_the_kafka_journal() {
 }
 
 /// A maker rests orders, goes away, a taker fills some; the maker comes back with
-/// `LogonResume` while the taker keeps filling: the maker gets every fill once, in order, the
+/// `LogonWith{RESEND}` while the taker keeps filling: the maker gets every fill once, in order, the
 /// missed ones in frames marked resent before `ResendComplete`, the rest live after it.
 fn away_then_resumed(node: Node) {
     let ctx = zmq::Context::new();
@@ -97,7 +97,7 @@ fn away_then_resumed(node: Node) {
     let missed = trades(&taker_reports);
     assert_eq!(missed.len(), 100);
 
-    // It comes back with LogonResume while the taker keeps filling its orders: the resend and
+    // It comes back with a resend logon while the taker keeps filling its orders: the resend and
     // the live reports race.
     let mut maker = node.client(&ctx);
     maker.push(requests::logon_resume(maker_account, resume_after));
@@ -373,7 +373,7 @@ fn a_flood_of_another_accounts_ioc_orders_does_not_make_a_resent_order_execute()
 }
 
 /// Resend throughput from each journal: an account with 200,000 reports (100,000 IOC orders:
-/// `Accepted` + `Done`) logs on again with `LogonResume{after: 0}`; reports/s until
+/// `Accepted` + `Done`) logs on again with `LogonWith` resend after 0; reports/s until
 /// `ResendComplete`. A measurement, not a check (docs/benchmarks.md):
 /// `cargo test -p caldera-node --test resend -- --ignored --nocapture` (the test profile is
 /// optimized).

@@ -1390,51 +1390,54 @@ impl<'a> Logout {
 
 }
 
-/// Logon that also asks for every report of the account with an engine_seq above
-/// resume_after, from the journal, before the live ones (docs/protocol.md, "Resend").
-// struct LogonResume, aligned to 8
+/// Logon with options (docs/protocol.md, "Logon options"). flags: 1 = resend every report of
+/// the account with an engine_seq above resume_after, from the journal, before the live ones;
+/// 2 = cancel on disconnect (the account's resting orders are cancelled when this session's
+/// connection drops or it logs out). Any other bit: InvalidEnumValue.
+// struct LogonWith, aligned to 8
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq)]
-pub struct LogonResume(pub [u8; 16]);
-impl Default for LogonResume { 
+pub struct LogonWith(pub [u8; 16]);
+impl Default for LogonWith { 
   fn default() -> Self { 
     Self([0; 16])
   }
 }
-impl core::fmt::Debug for LogonResume {
+impl core::fmt::Debug for LogonWith {
   fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-    f.debug_struct("LogonResume")
+    f.debug_struct("LogonWith")
       .field("resume_after", &self.resume_after())
       .field("account", &self.account())
+      .field("flags", &self.flags())
       .finish()
   }
 }
 
-impl flatbuffers::SimpleToVerifyInSlice for LogonResume {}
-impl<'a> flatbuffers::Follow<'a> for LogonResume {
-  type Inner = &'a LogonResume;
+impl flatbuffers::SimpleToVerifyInSlice for LogonWith {}
+impl<'a> flatbuffers::Follow<'a> for LogonWith {
+  type Inner = &'a LogonWith;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    <&'a LogonResume>::follow(buf, loc)
+    <&'a LogonWith>::follow(buf, loc)
   }
 }
-impl<'a> flatbuffers::Follow<'a> for &'a LogonResume {
-  type Inner = &'a LogonResume;
+impl<'a> flatbuffers::Follow<'a> for &'a LogonWith {
+  type Inner = &'a LogonWith;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    flatbuffers::follow_cast_ref::<LogonResume>(buf, loc)
+    flatbuffers::follow_cast_ref::<LogonWith>(buf, loc)
   }
 }
-impl<'b> flatbuffers::Push for LogonResume {
-    type Output = LogonResume;
+impl<'b> flatbuffers::Push for LogonWith {
+    type Output = LogonWith;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-        let src = ::core::slice::from_raw_parts(self as *const LogonResume as *const u8, Self::size());
+        let src = ::core::slice::from_raw_parts(self as *const LogonWith as *const u8, Self::size());
         dst.copy_from_slice(src);
     }
 }
 
-impl<'a> flatbuffers::Verifiable for LogonResume {
+impl<'a> flatbuffers::Verifiable for LogonWith {
   #[inline]
   fn run_verifier(
     v: &mut flatbuffers::Verifier, pos: usize
@@ -1444,15 +1447,17 @@ impl<'a> flatbuffers::Verifiable for LogonResume {
   }
 }
 
-impl<'a> LogonResume {
+impl<'a> LogonWith {
   #[allow(clippy::too_many_arguments)]
   pub fn new(
     resume_after: u64,
     account: u32,
+    flags: u8,
   ) -> Self {
     let mut s = Self([0; 16]);
     s.set_resume_after(resume_after);
     s.set_account(account);
+    s.set_flags(flags);
     s
   }
 
@@ -1510,6 +1515,35 @@ impl<'a> LogonResume {
         &x_le as *const _ as *const u8,
         self.0[8..].as_mut_ptr(),
         core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn flags(&self) -> u8 {
+    let mut mem = core::mem::MaybeUninit::<<u8 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[12..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u8 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_flags(&mut self, x: u8) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[12..].as_mut_ptr(),
+        core::mem::size_of::<<u8 as EndianScalar>::Scalar>(),
       );
     }
   }
@@ -5447,7 +5481,7 @@ impl<'a> SessionInfo {
 
 }
 
-/// The resend a LogonResume asked for is complete: every report of the account with an
+/// The resend a LogonWith asked for is complete: every report of the account with an
 /// engine_seq in (from_seq, through_seq] was sent (count of them, in frames marked resent);
 /// live reports follow, each with an engine_seq above through_seq.
 // struct ResendComplete, aligned to 8
@@ -10304,7 +10338,7 @@ impl<'a> Request<'a> {
   pub const VT_RESUME_INSTRUMENT: flatbuffers::VOffsetT = 20;
   pub const VT_CANCEL_ALL: flatbuffers::VOffsetT = 22;
   pub const VT_LIST_SESSIONS: flatbuffers::VOffsetT = 24;
-  pub const VT_LOGON_RESUME: flatbuffers::VOffsetT = 26;
+  pub const VT_LOGON_WITH: flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -10316,7 +10350,7 @@ impl<'a> Request<'a> {
     args: &'args RequestArgs<'args>
   ) -> flatbuffers::WIPOffset<Request<'bldr>> {
     let mut builder = RequestBuilder::new(_fbb);
-    if let Some(x) = args.logon_resume { builder.add_logon_resume(x); }
+    if let Some(x) = args.logon_with { builder.add_logon_with(x); }
     if let Some(x) = args.list_sessions { builder.add_list_sessions(x); }
     if let Some(x) = args.cancel_all { builder.add_cancel_all(x); }
     if let Some(x) = args.resume_instrument { builder.add_resume_instrument(x); }
@@ -10410,11 +10444,11 @@ impl<'a> Request<'a> {
     unsafe { self._tab.get::<ListSessions>(Request::VT_LIST_SESSIONS, None)}
   }
   #[inline]
-  pub fn logon_resume(&self) -> Option<&'a LogonResume> {
+  pub fn logon_with(&self) -> Option<&'a LogonWith> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<LogonResume>(Request::VT_LOGON_RESUME, None)}
+    unsafe { self._tab.get::<LogonWith>(Request::VT_LOGON_WITH, None)}
   }
 }
 
@@ -10436,7 +10470,7 @@ impl flatbuffers::Verifiable for Request<'_> {
      .visit_field::<ResumeInstrument>("resume_instrument", Self::VT_RESUME_INSTRUMENT, false)?
      .visit_field::<CancelAll>("cancel_all", Self::VT_CANCEL_ALL, false)?
      .visit_field::<ListSessions>("list_sessions", Self::VT_LIST_SESSIONS, false)?
-     .visit_field::<LogonResume>("logon_resume", Self::VT_LOGON_RESUME, false)?
+     .visit_field::<LogonWith>("logon_with", Self::VT_LOGON_WITH, false)?
      .finish();
     Ok(())
   }
@@ -10453,7 +10487,7 @@ pub struct RequestArgs<'a> {
     pub resume_instrument: Option<&'a ResumeInstrument>,
     pub cancel_all: Option<&'a CancelAll>,
     pub list_sessions: Option<&'a ListSessions>,
-    pub logon_resume: Option<&'a LogonResume>,
+    pub logon_with: Option<&'a LogonWith>,
 }
 impl<'a> Default for RequestArgs<'a> {
   #[inline]
@@ -10470,7 +10504,7 @@ impl<'a> Default for RequestArgs<'a> {
       resume_instrument: None,
       cancel_all: None,
       list_sessions: None,
-      logon_resume: None,
+      logon_with: None,
     }
   }
 }
@@ -10525,8 +10559,8 @@ impl<'a: 'b, 'b> RequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<&ListSessions>(Request::VT_LIST_SESSIONS, list_sessions);
   }
   #[inline]
-  pub fn add_logon_resume(&mut self, logon_resume: &LogonResume) {
-    self.fbb_.push_slot_always::<&LogonResume>(Request::VT_LOGON_RESUME, logon_resume);
+  pub fn add_logon_with(&mut self, logon_with: &LogonWith) {
+    self.fbb_.push_slot_always::<&LogonWith>(Request::VT_LOGON_WITH, logon_with);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RequestBuilder<'a, 'b> {
@@ -10557,7 +10591,7 @@ impl core::fmt::Debug for Request<'_> {
       ds.field("resume_instrument", &self.resume_instrument());
       ds.field("cancel_all", &self.cancel_all());
       ds.field("list_sessions", &self.list_sessions());
-      ds.field("logon_resume", &self.logon_resume());
+      ds.field("logon_with", &self.logon_with());
       ds.finish()
   }
 }
@@ -10948,7 +10982,7 @@ pub enum ReportBatchOffset {}
 
 /// One ZeroMQ frame to a client. Report i has session sequence number first_session_seq + i;
 /// session sequence numbers start at 1 per session and have no gaps.
-/// resent: every report of the frame is resent from the journal (the answer to a LogonResume).
+/// resent: every report of the frame is resent from the journal (the answer to a LogonWith resend).
 pub struct ReportBatch<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }

@@ -68,7 +68,7 @@ pub fn command(account: AccountId, req: &ClientRequest) -> Result<Command, MapEr
             symbol: None,
         }),
         ClientRequest::Logon(_)
-        | ClientRequest::LogonResume(_)
+        | ClientRequest::LogonWith(_)
         | ClientRequest::Logout(_)
         | ClientRequest::Heartbeat(_)
         | ClientRequest::ListSessions(_) => return Err(MapError::NotACommand),

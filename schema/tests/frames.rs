@@ -29,7 +29,7 @@ fn request() -> impl Strategy<Value = ClientRequest> {
         bytes::<4>().prop_map(|b| ClientRequest::ResumeInstrument(wire::ResumeInstrument(b))),
         bytes::<4>().prop_map(|b| ClientRequest::CancelAll(wire::CancelAll(b))),
         bytes::<8>().prop_map(|b| ClientRequest::ListSessions(wire::ListSessions(b))),
-        bytes::<16>().prop_map(|b| ClientRequest::LogonResume(wire::LogonResume(b))),
+        bytes::<16>().prop_map(|b| ClientRequest::LogonWith(wire::LogonWith(b))),
     ]
 }
 

@@ -53,11 +53,24 @@ pub mod requests {
         ClientRequest::Logon(wire::Logon::new(account))
     }
 
+    /// `LogonWith` flag: resend the account's reports after `resume_after`.
+    pub const RESEND: u8 = 1;
+    /// `LogonWith` flag: cancel the account's resting orders when this session's connection
+    /// drops or it logs out.
+    pub const CANCEL_ON_DISCONNECT: u8 = 2;
+
     /// Logon for an account that also asks for every report of the account with an
     /// `engine_seq` above `resume_after` (resent from the journal before the live ones).
     #[must_use]
     pub fn logon_resume(account: u32, resume_after: u64) -> ClientRequest {
-        ClientRequest::LogonResume(wire::LogonResume::new(resume_after, account))
+        logon_with(account, resume_after, RESEND)
+    }
+
+    /// Logon with options: `flags` of [`RESEND`] (after `resume_after`) and
+    /// [`CANCEL_ON_DISCONNECT`].
+    #[must_use]
+    pub fn logon_with(account: u32, resume_after: u64, flags: u8) -> ClientRequest {
+        ClientRequest::LogonWith(wire::LogonWith::new(resume_after, account, flags))
     }
 
     /// Logout from an account.
@@ -346,7 +359,7 @@ impl OrderClient {
     }
 
     /// Whether the last frame received held reports resent from the journal (the answer to a
-    /// `LogonResume`).
+    /// `LogonWith{RESEND}`).
     #[must_use]
     pub fn last_frame_resent(&self) -> bool {
         self.last_resent
@@ -381,7 +394,7 @@ pub fn engine_seq(r: &ServerReport) -> Option<u64> {
 /// which reveals the failover at once). When the session is lost — a session sequence restart,
 /// `NotLoggedOn` (a new primary that never saw this session), `ShuttingDown` (the primary is
 /// stopping and did not take the request), or a request unanswered for
-/// `resend_after` — it opens a fresh session with `LogonResume{account, resume_after}`, where
+/// `resend_after` — it opens a fresh session with `LogonWith{account, resume_after, flags: RESEND}`, where
 /// `resume_after` is the last `engine_seq` it delivered: the node resends every report of the
 /// account after it from the journal (fills of resting orders while no session was logged on
 /// included), then `ResendComplete`, then the live reports. Only then does it resend the
@@ -421,13 +434,13 @@ pub struct FailoverClient {
     resent: u64,
     /// The last `engine_seq` delivered to the application.
     last_seq: u64,
-    /// A `LogonResume` was sent and its resend has not completed.
+    /// A `LogonWith{RESEND}` was sent and its resend has not completed.
     resuming: bool,
     /// Requests this client resent: a duplicate's reject answers them, and is not delivered.
     resent_answers: std::collections::HashSet<Answer>,
     /// Resends the gateway could not serve (`ResendUnavailable`).
     resends_unavailable: u64,
-    /// The gateway refused the `LogonResume` (busy): reconnect and ask again.
+    /// The gateway refused the `LogonWith{RESEND}` (busy): reconnect and ask again.
     resume_refused: bool,
 }
 
@@ -470,7 +483,7 @@ impl FailoverClient {
         })
     }
 
-    /// The last `engine_seq` delivered (what the next `LogonResume` resumes after).
+    /// The last `engine_seq` delivered (what the next `LogonWith{RESEND}` resumes after).
     #[must_use]
     pub fn last_engine_seq(&self) -> u64 {
         self.last_seq
@@ -529,7 +542,7 @@ impl FailoverClient {
                         && x.request() == wire::RequestKind::Logon
                         && x.engine_seq() == 0 =>
                 {
-                    // The LogonResume itself was refused (Busy: too many resends at once):
+                    // The LogonWith{RESEND} itself was refused (Busy: too many resends at once):
                     // the session is lost, the next poll reconnects and asks again.
                     self.resume_refused = true;
                 }
@@ -712,7 +725,7 @@ impl FailoverClient {
         Ok(n)
     }
 
-    /// Opens a fresh session with `LogonResume` after the last `engine_seq` delivered; once the
+    /// Opens a fresh session with `LogonWith{RESEND}` after the last `engine_seq` delivered; once the
     /// resend is over, sends again every new order, cancel and mass cancel still unanswered.
     ///
     /// # Errors

@@ -292,7 +292,7 @@ impl Metrics {
         counter(
             o,
             "caldera_resends_total",
-            "Resends (LogonResume) completed.",
+            "Resends (LogonWith{RESEND}) completed.",
             r(&g.resends),
         );
         counter(
@@ -300,6 +300,12 @@ impl Metrics {
             "caldera_resent_reports_total",
             "Reports resent from the journal.",
             r(&g.resent_reports),
+        );
+        counter(
+            o,
+            "caldera_disconnect_cancels_total",
+            "Mass cancels sent because a cancel-on-disconnect session ended or logged out.",
+            r(&g.disconnect_cancels),
         );
         let _ = writeln!(
             o,

@@ -34,7 +34,7 @@ fn request_item(r: &ClientRequest) -> Item<'_> {
         ClientRequest::ResumeInstrument(x) => (8, &x.0),
         ClientRequest::CancelAll(x) => (9, &x.0),
         ClientRequest::ListSessions(x) => (10, &x.0),
-        ClientRequest::LogonResume(x) => (11, &x.0),
+        ClientRequest::LogonWith(x) => (11, &x.0),
     };
     Item { field, bytes }
 }
@@ -390,7 +390,7 @@ fn request_of(
             8 => ClientRequest::ResumeInstrument(wire::ResumeInstrument(r.bytes(pos)?)),
             9 => ClientRequest::CancelAll(wire::CancelAll(r.bytes(pos)?)),
             10 => ClientRequest::ListSessions(wire::ListSessions(r.bytes(pos)?)),
-            _ => ClientRequest::LogonResume(wire::LogonResume(r.bytes(pos)?)),
+            _ => ClientRequest::LogonWith(wire::LogonWith(r.bytes(pos)?)),
         });
     }
     Ok(match (n, found) {
@@ -425,7 +425,7 @@ pub struct ReportFrame {
     pub first_session_seq: u64,
     /// Reports of kinds this reader does not know (from a newer gateway; skipped).
     pub unknown: usize,
-    /// Its reports are resent from the journal (answer to a `LogonResume`).
+    /// Its reports are resent from the journal (answer to a `LogonWith{RESEND}`).
     pub resent: bool,
 }
 

@@ -42,7 +42,7 @@ pub enum ClientRequest {
     /// Admin: list the sessions.
     ListSessions(wire::ListSessions),
     /// Bind the session to an account and resend its reports after a sequence.
-    LogonResume(wire::LogonResume),
+    LogonWith(wire::LogonWith),
 }
 
 /// One report to a client.
@@ -70,7 +70,7 @@ pub enum ServerReport {
     InstrumentStatus(wire::InstrumentStatus),
     /// One session (answer to `ListSessions`).
     SessionInfo(wire::SessionInfo),
-    /// A `LogonResume`'s resend is complete.
+    /// A `LogonWith{RESEND}`'s resend is complete.
     ResendComplete(wire::ResendComplete),
 }
 
@@ -186,9 +186,9 @@ fn request_of(r: &wire::Request<'_>) -> Result<ClientRequest, RequestError> {
         n += 1;
         found = Some(ClientRequest::ListSessions(*x));
     }
-    if let Some(x) = r.logon_resume() {
+    if let Some(x) = r.logon_with() {
         n += 1;
-        found = Some(ClientRequest::LogonResume(*x));
+        found = Some(ClientRequest::LogonWith(*x));
     }
     match (n, found) {
         (1, Some(req)) => Ok(req),
@@ -218,7 +218,7 @@ pub fn encode_client_batch<'a>(
             ClientRequest::ResumeInstrument(x) => a.resume_instrument = Some(x),
             ClientRequest::CancelAll(x) => a.cancel_all = Some(x),
             ClientRequest::ListSessions(x) => a.list_sessions = Some(x),
-            ClientRequest::LogonResume(x) => a.logon_resume = Some(x),
+            ClientRequest::LogonWith(x) => a.logon_with = Some(x),
         }
         offs.push(wire::Request::create(fbb, &a));
     }

@@ -8,7 +8,7 @@ np = import_numpy()
 
 # One ZeroMQ frame to a client. Report i has session sequence number first_session_seq + i;
 # session sequence numbers start at 1 per session and have no gaps.
-# resent: every report of the frame is resent from the journal (the answer to a LogonResume).
+# resent: every report of the frame is resent from the journal (the answer to a LogonWith resend).
 class ReportBatch(object):
     __slots__ = ['_tab']
 

@@ -146,12 +146,12 @@ class Request(object):
         return None
 
     # Request
-    def LogonResume(self):
+    def LogonWith(self):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
         if o != 0:
             x = o + self._tab.Pos
-            from caldera.wire.LogonResume import LogonResume
-            obj = LogonResume()
+            from caldera.wire.LogonWith import LogonWith
+            obj = LogonWith()
             obj.Init(self._tab.Bytes, x)
             return obj
         return None
@@ -228,11 +228,11 @@ def RequestAddListSessions(builder, listSessions):
 def AddListSessions(builder, listSessions):
     RequestAddListSessions(builder, listSessions)
 
-def RequestAddLogonResume(builder, logonResume):
-    builder.PrependStructSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(logonResume), 0)
+def RequestAddLogonWith(builder, logonWith):
+    builder.PrependStructSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(logonWith), 0)
 
-def AddLogonResume(builder, logonResume):
-    RequestAddLogonResume(builder, logonResume)
+def AddLogonWith(builder, logonWith):
+    RequestAddLogonWith(builder, logonWith)
 
 def RequestEnd(builder):
     return builder.EndObject()

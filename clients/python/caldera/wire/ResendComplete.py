@@ -6,7 +6,7 @@ import flatbuffers
 from flatbuffers.compat import import_numpy
 np = import_numpy()
 
-# The resend a LogonResume asked for is complete: every report of the account with an
+# The resend a LogonWith asked for is complete: every report of the account with an
 # engine_seq in (from_seq, through_seq] was sent (count of them, in frames marked resent);
 # live reports follow, each with an engine_seq above through_seq.
 class ResendComplete(object):

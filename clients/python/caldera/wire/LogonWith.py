@@ -6,27 +6,32 @@ import flatbuffers
 from flatbuffers.compat import import_numpy
 np = import_numpy()
 
-# Logon that also asks for every report of the account with an engine_seq above
-# resume_after, from the journal, before the live ones (docs/protocol.md, "Resend").
-class LogonResume(object):
+# Logon with options (docs/protocol.md, "Logon options"). flags: 1 = resend every report of
+# the account with an engine_seq above resume_after, from the journal, before the live ones;
+# 2 = cancel on disconnect (the account's resting orders are cancelled when this session's
+# connection drops or it logs out). Any other bit: InvalidEnumValue.
+class LogonWith(object):
     __slots__ = ['_tab']
 
     @classmethod
     def SizeOf(cls):
         return 16
 
-    # LogonResume
+    # LogonWith
     def Init(self, buf, pos):
         self._tab = flatbuffers.table.Table(buf, pos)
 
-    # LogonResume
+    # LogonWith
     def ResumeAfter(self): return self._tab.Get(flatbuffers.number_types.Uint64Flags, self._tab.Pos + flatbuffers.number_types.UOffsetTFlags.py_type(0))
-    # LogonResume
+    # LogonWith
     def Account(self): return self._tab.Get(flatbuffers.number_types.Uint32Flags, self._tab.Pos + flatbuffers.number_types.UOffsetTFlags.py_type(8))
+    # LogonWith
+    def Flags(self): return self._tab.Get(flatbuffers.number_types.Uint8Flags, self._tab.Pos + flatbuffers.number_types.UOffsetTFlags.py_type(12))
 
-def CreateLogonResume(builder, resumeAfter, account):
+def CreateLogonWith(builder, resumeAfter, account, flags):
     builder.Prep(8, 16)
-    builder.Pad(4)
+    builder.Pad(3)
+    builder.PrependUint8(flags)
     builder.PrependUint32(account)
     builder.PrependUint64(resumeAfter)
     return builder.Offset()
