@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Failover chaos, repeated: ROUNDS (default 10) kill -9 rounds of the primary under load with the
 # file journal and with Kafka (tansu), then the SIGSTOP zombie test for each. Every round checks
-# that nothing acknowledged is lost or duplicated and that the final state equals a replay.
+# that nothing acknowledged is lost or duplicated and, per account, that the executions the
+# clients' applications received equal the journal's ("executions delivered = executions
+# journaled": fills and dones, none missing, none twice; open orders = the book); the final
+# state equals a replay.
 # Prints one JSON line per round and a p50/max summary per journal (release build).
 #
 #   bash scripts/chaos.sh            # 10 rounds each

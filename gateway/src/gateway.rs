@@ -17,7 +17,7 @@ use crate::resend::{Chunk, History, HistoryError, ResendJob};
 use crate::session::{Access, LogonRefused, SessionEnd, SessionRef, Sessions};
 use caldera_auth::{Guard, ServerKeys};
 use caldera_engine::{Command, EventBody, SymbolId};
-use caldera_pipeline::{Agent, Output, Shared};
+use caldera_pipeline::{Agent, OrderRow, OrdersQuery, Output, Shared};
 use caldera_schema::codec::{self, ClientRequest, FrameError, RequestError, ServerReport};
 use caldera_schema::map::{self, MapError};
 use caldera_schema::{convert, wire};
@@ -69,6 +69,20 @@ pub struct GatewayRings {
     pub events: Consumer<Output>,
     /// Slots per ring.
     pub capacity: usize,
+    /// Read-only questions to the engine (`QueryOrders`).
+    pub queries: Producer<OrdersQuery>,
+    /// The engine's answers.
+    pub answers: Consumer<OrderRow>,
+}
+
+/// A `QueryOrders` waiting for its answer, then for its `as_of` sequence to be routed.
+struct OrdersAnswer {
+    session: SessionRef,
+    request_id: u64,
+    /// Rows received (the answer is complete when it holds `count` of them, or one for 0).
+    rows: Vec<wire::OpenOrder>,
+    as_of: u64,
+    count: Option<u32>,
 }
 
 /// The wire side of a primary: sessions, routing, reports, back-pressure, market data.
@@ -118,6 +132,8 @@ pub struct Gateway<'a> {
     routed: Arc<AtomicU64>,
     /// The resends running.
     resends: Vec<ResendJob>,
+    /// `QueryOrders` asked of the engine, in order (it answers in order).
+    orders_answers: VecDeque<OrdersAnswer>,
 }
 
 /// Most resends running at once; a `LogonWith{RESEND}` beyond gets `Busy`.
@@ -137,6 +153,7 @@ fn describe(req: &ClientRequest) -> (wire::RequestKind, u64, u64) {
         ClientRequest::Logout(_) => (K::Logout, 0, 0),
         ClientRequest::Heartbeat(_) => (K::Heartbeat, 0, 0),
         ClientRequest::ListSessions(_) => (K::ListSessions, 0, 0),
+        ClientRequest::QueryOrders(_) => (K::QueryOrders, 0, 0),
         ClientRequest::HaltInstrument(_) => (K::Halt, 0, 0),
         ClientRequest::ResumeInstrument(_) => (K::Resume, 0, 0),
         ClientRequest::CancelAll(_) => (K::CancelAll, 0, 0),
@@ -323,6 +340,7 @@ impl<'a> Gateway<'a> {
                 shared.engine.seq.load(std::sync::atomic::Ordering::Relaxed),
             )),
             resends: Vec::new(),
+            orders_answers: VecDeque::new(),
             shared,
         })
     }
@@ -595,6 +613,7 @@ impl<'a> Gateway<'a> {
                 return self.logon_refused(sid, index, kind, refused);
             }
             ClientRequest::LogonWith(l) => return self.logon_with(sid, index, l),
+            ClientRequest::QueryOrders(q) => return self.query_orders(sid, index, q.request_id()),
             ClientRequest::Logout(l) => {
                 let refused = self.sessions.logout(sid, l.account()).err();
                 return self.logon_refused(sid, index, kind, refused);
@@ -746,6 +765,117 @@ impl<'a> Gateway<'a> {
             }
         }
         true
+    }
+
+    /// `QueryOrders{request_id}`: asks the engine (on the query ring, never journaled) for the
+    /// live orders of the session's trading account.
+    fn query_orders(&mut self, sid: usize, index: usize, request_id: u64) {
+        let kind = wire::RequestKind::QueryOrders;
+        let reject = |me: &mut Self, reason| me.gateway_reject(sid, index, kind, reason, 0, 0);
+        let Some(account) = self.sessions.account(sid) else {
+            return if self.sessions.access(sid).trades() {
+                reject(self, wire::RejectReason::NotLoggedOn)
+            } else {
+                reject(self, wire::RejectReason::NotEntitled)
+            };
+        };
+        if self.sessions.busy(sid, self.cfg.max_session_backlog)
+            || self.orders_answers.len() >= 1024
+        {
+            return reject(self, wire::RejectReason::Busy);
+        }
+        if self.rings.queries.push(OrdersQuery { account }).is_err() {
+            return reject(self, wire::RejectReason::Busy);
+        }
+        self.orders_answers.push_back(OrdersAnswer {
+            session: self.sessions.reference(sid),
+            request_id,
+            rows: Vec::new(),
+            as_of: 0,
+            count: None,
+        });
+        self.shared.engine_parker.wake();
+    }
+
+    /// Takes the engine's answer rows, and sends each complete answer once the gateway has
+    /// routed every event up to its `as_of` sequence: the rows then come after every report
+    /// they reflect, and before every later one (and, like a report, only once what they
+    /// reflect is durable). Returns the rows and answers handled.
+    fn answer_orders(&mut self) -> usize {
+        let mut work = 0;
+        while let Ok(row) = self.rings.answers.pop() {
+            work += 1;
+            let Some(a) = self.orders_answers.iter_mut().find(|a| a.count.is_none()) else {
+                tracing::error!("an order row without a query: dropped");
+                continue;
+            };
+            a.as_of = row.as_of;
+            if row.count == 0 || row.count == OrderRow::BUSY {
+                a.count = Some(row.count);
+                continue;
+            }
+            a.rows.push(wire::OpenOrder::new(
+                a.request_id,
+                row.order_id,
+                row.client_order_id,
+                row.price,
+                row.open_qty,
+                row.as_of,
+                row.symbol,
+                row.index,
+                row.count,
+                caldera_schema::convert::side(row.side),
+            ));
+            if a.rows.len() == row.count as usize {
+                a.count = Some(row.count);
+            }
+        }
+        let routed = self.routed.load(Ordering::Relaxed);
+        while self
+            .orders_answers
+            .front()
+            .is_some_and(|a| a.count.is_some() && a.as_of <= routed)
+        {
+            let a = self.orders_answers.pop_front().expect("front");
+            work += 1;
+            if !self.sessions.is_current(a.session) {
+                continue;
+            }
+            let sid = a.session.sid;
+            match a.count {
+                Some(OrderRow::BUSY) => {
+                    self.gateway_reject(
+                        sid,
+                        0,
+                        wire::RequestKind::QueryOrders,
+                        wire::RejectReason::Busy,
+                        0,
+                        0,
+                    );
+                }
+                Some(0) => self.sessions.report(
+                    sid,
+                    ServerReport::OpenOrder(wire::OpenOrder::new(
+                        a.request_id,
+                        0,
+                        0,
+                        0,
+                        0,
+                        a.as_of,
+                        0,
+                        0,
+                        0,
+                        wire::Side::Buy,
+                    )),
+                ),
+                _ => {
+                    for r in a.rows {
+                        self.sessions.report(sid, ServerReport::OpenOrder(r));
+                    }
+                }
+            }
+        }
+        work
     }
 
     /// Sends the engine a mass cancel (all symbols) for each account whose cancel-on-disconnect
@@ -1174,6 +1304,9 @@ impl Agent for Gateway<'_> {
         work += self.route_events(8192);
         if !self.resends.is_empty() {
             work += self.poll_resends();
+        }
+        if !self.orders_answers.is_empty() {
+            work += self.answer_orders();
         }
         self.sessions.flush(&self.router, &mut self.stats);
         self.observe_latency();

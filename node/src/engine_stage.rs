@@ -5,7 +5,7 @@
 use crate::snapshotter::SnapshotTrigger;
 use caldera_engine::{Command, Engine, Event, EventSink};
 use caldera_pipeline::alloc_count::thread_allocations;
-use caldera_pipeline::{Agent, Idle, Output, Shared, WaitStrategy};
+use caldera_pipeline::{Agent, Idle, OrderRow, OrdersQuery, Output, Shared, WaitStrategy};
 use rtrb::{Consumer, Producer};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -59,8 +59,19 @@ impl EventSink for RingSink {
     }
 }
 
+/// The rings of the engine's read-only queries (never journaled): questions from the gateway,
+/// answers back to it.
+pub struct QueryRings {
+    /// Questions.
+    pub rx: Consumer<OrdersQuery>,
+    /// Answer rows.
+    pub tx: Producer<OrderRow>,
+}
+
 /// The engine thread's agent.
 pub struct EngineStage {
+    /// Read-only queries (`QueryOrders`).
+    queries: Option<QueryRings>,
     engine: Engine,
     /// Takes snapshots between commands (file journal).
     snapshots: Option<SnapshotTrigger>,
@@ -91,6 +102,7 @@ impl EngineStage {
     ) -> Self {
         Self {
             _death: crate::supervisor::DeathNotice::engine(&shared),
+            queries: None,
             engine,
             snapshots,
             rx,
@@ -107,6 +119,76 @@ impl EngineStage {
             #[cfg(debug_assertions)]
             fault: engine_fault(),
         }
+    }
+
+    /// Answers read-only queries from `rings` between command chunks.
+    #[must_use]
+    pub fn with_queries(mut self, rings: QueryRings) -> Self {
+        self.queries = Some(rings);
+        self
+    }
+
+    /// Answers the waiting queries: each one's rows all at once (as of the engine's last
+    /// sequence), when the answer ring has room for them; an answer that can never fit is one
+    /// `BUSY` row. Allocation-free. Returns the queries answered.
+    fn answer_queries(&mut self) -> usize {
+        let Some(q) = &mut self.queries else {
+            return 0;
+        };
+        let engine = &self.engine;
+        let mut n = 0;
+        while let Ok(&query) = q.rx.peek() {
+            let live = engine.account_orders(query.account) as usize;
+            let rows = live.max(1);
+            let free = q.tx.slots();
+            let empty = OrderRow {
+                as_of: engine.last_seq(),
+                index: 0,
+                count: 0,
+                order_id: 0,
+                client_order_id: 0,
+                price: 0,
+                open_qty: 0,
+                symbol: 0,
+                side: caldera_engine::Side::Buy,
+            };
+            if rows > q.tx.buffer().capacity() {
+                if free == 0 {
+                    break;
+                }
+                let _ = q.tx.push(OrderRow {
+                    count: OrderRow::BUSY,
+                    ..empty
+                });
+            } else if free < rows {
+                break; // the gateway has not taken the last answers yet
+            } else if live == 0 {
+                let _ = q.tx.push(empty);
+            } else {
+                let mut index = 0;
+                let count = live as u32;
+                engine.for_each_account_order(query.account, |o| {
+                    let _ = q.tx.push(OrderRow {
+                        index,
+                        count,
+                        order_id: o.order_id,
+                        client_order_id: o.client_order_id,
+                        price: o.price,
+                        open_qty: o.leaves,
+                        symbol: o.symbol,
+                        side: o.side,
+                        ..empty
+                    });
+                    index += 1;
+                });
+            }
+            let _ = q.rx.pop();
+            n += 1;
+        }
+        if n > 0 {
+            self.shared.gateway_waker.wake();
+        }
+        n
     }
 
     /// Starts the engine thread (pinned to `core` when given).
@@ -219,7 +301,7 @@ impl Agent for EngineStage {
                 panic!("CALDERA_FAULT: injected engine panic");
             }
         }
-        let n = self.process_available();
+        let n = self.process_available() + self.answer_queries();
         if n > 0 {
             return n;
         }
@@ -238,9 +320,13 @@ impl Agent for EngineStage {
     }
 
     fn sleep(&mut self) {
-        let (rx, shared) = (&self.rx, &self.shared);
+        let (rx, shared, queries) = (&self.rx, &self.shared, &self.queries);
         shared.engine_parker.park_unless(
-            || !rx.is_empty() || shared.gateway.stop.load(Ordering::SeqCst),
+            || {
+                !rx.is_empty()
+                    || queries.as_ref().is_some_and(|q| !q.rx.is_empty())
+                    || shared.gateway.stop.load(Ordering::SeqCst)
+            },
             Duration::from_millis(1),
         );
     }

@@ -5,7 +5,7 @@
 //! journal stages each on their own; libzmq's I/O thread under the sockets.
 
 use crate::config::{Config, JournalUri};
-use crate::engine_stage::{EngineReport, EngineStage, EngineThread};
+use crate::engine_stage::{EngineReport, EngineStage, EngineThread, QueryRings};
 use crate::error::NodeError;
 pub use crate::handover::Primary;
 use crate::journal_stage::{JournalSettings, JournalStage, JournalStats, JournalThread};
@@ -16,7 +16,7 @@ use caldera_engine::Command;
 use caldera_gateway::{Gateway, GatewayRings, GatewayStats};
 use caldera_journal::snapshots::SnapshotStore;
 use caldera_journal::Retention;
-use caldera_pipeline::{Idle, Output, Shared, WaitStrategy};
+use caldera_pipeline::{Idle, OrderRow, OrdersQuery, Output, Shared, WaitStrategy};
 use rtrb::RingBuffer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -194,6 +194,7 @@ impl<'a> PrimaryNode<'a> {
             placement.wait,
             trigger,
         )
+        .with_queries(rings.queries)
         .spawn(placement.wait, placement.engine_core)?;
         Ok(Stages {
             engine,
@@ -260,12 +261,22 @@ struct StageRings {
     engine_output: rtrb::Producer<Output>,
     /// The journal stage's input (the engine's output) and output (towards the gateway).
     journal: Option<(rtrb::Consumer<Output>, rtrb::Producer<Output>)>,
+    /// The engine's read-only queries.
+    queries: QueryRings,
 }
+
+/// Queries waiting for the engine at most.
+const QUERIES: usize = 64;
+/// Rows of answers in flight at most: an account's live orders up to the default
+/// `max_orders_per_account` fit in one answer.
+const ANSWER_ROWS: usize = (1 << 16) + 1;
 
 /// The rings: gateway → engine, engine → (journal →) gateway.
 fn rings(capacity: usize, journal: bool) -> (GatewayRings, StageRings) {
     let (in_tx, in_rx) = RingBuffer::<Command>::new(capacity);
     let (out_tx, engine_out_rx) = RingBuffer::<Output>::new(capacity);
+    let (query_tx, query_rx) = RingBuffer::<OrdersQuery>::new(QUERIES);
+    let (row_tx, row_rx) = RingBuffer::<OrderRow>::new(ANSWER_ROWS);
     let (journal_rings, to_gateway) = if journal {
         let (jtx, jrx) = RingBuffer::<Output>::new(capacity);
         (Some((engine_out_rx, jtx)), jrx)
@@ -277,11 +288,17 @@ fn rings(capacity: usize, journal: bool) -> (GatewayRings, StageRings) {
             commands: in_tx,
             events: to_gateway,
             capacity,
+            queries: query_tx,
+            answers: row_rx,
         },
         StageRings {
             commands: in_rx,
             engine_output: out_tx,
             journal: journal_rings,
+            queries: QueryRings {
+                rx: query_rx,
+                tx: row_tx,
+            },
         },
     )
 }

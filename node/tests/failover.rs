@@ -7,9 +7,10 @@
 //! equals a fresh replay of the journal. And the other way round — executions delivered =
 //! executions journaled: per account, the fills and dones the application received (through
 //! `FailoverClient`, which resumes with `LogonWith{RESEND}`) are exactly those in the journal's
-//! history, none missing, none twice, and the application's open orders are the journal's. `CALDERA_CHAOS_ROUNDS` sets the kill rounds
-//! (scripts/chaos.sh runs 10); failover times (kill → first order accepted by the new primary)
-//! are printed as JSON lines.
+//! history, none missing, none twice, and the application's open orders are the journal's —
+//! after every round (the clients pause and drain, then resume) and at the end.
+//! `CALDERA_CHAOS_ROUNDS` sets the kill rounds (scripts/chaos.sh runs 10); failover times (kill
+//! → first order accepted by the new primary) are printed as JSON lines.
 
 use caldera_client::ClientCredentials;
 use caldera_client::{requests, wire, FailoverClient, ServerReport};
@@ -94,7 +95,7 @@ fn wait_log(p: &Proc, needle: &str, within: Duration) {
 }
 
 /// What one client saw.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Seen {
     /// (account, client order id) → (order id, engine sequence) of every Accepted received.
     accepted: HashMap<(u32, u64), (u64, u64)>,
@@ -116,6 +117,15 @@ struct Seen {
 
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Clients stop sending and drain (a round's check); cleared to resume.
+    pause: Arc<AtomicBool>,
+    /// Clients whose requests are all answered since the stop or pause.
+    answered: Arc<AtomicU64>,
+    /// Clients that are answered and heard nothing for a second since the pause.
+    quiet: Arc<AtomicU64>,
+    /// What each client saw so far (copied while paused).
+    seen: Vec<Arc<Mutex<Seen>>>,
+    clients: u64,
     /// Per client: session generation (reconnects) and the first Accepted of each generation.
     generation: Vec<Arc<AtomicU64>>,
     first_accept: Vec<Arc<Mutex<HashMap<u64, Instant>>>>,
@@ -124,11 +134,18 @@ struct Load {
 
 fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: u32) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
-    // Clients whose requests are all answered after the stop: the last fills of resting orders
-    // are read once every client is there (no order is sent after that).
+    let pause = Arc::new(AtomicBool::new(false));
+    // Clients whose requests are all answered after the stop (or pause): the last fills of
+    // resting orders are read once every client is there (no order is sent after that).
     let answered = Arc::new(AtomicU64::new(0));
+    let quiet = Arc::new(AtomicU64::new(0));
     let mut load = Load {
         stop: Arc::clone(&stop),
+        pause: Arc::clone(&pause),
+        answered: Arc::clone(&answered),
+        quiet: Arc::clone(&quiet),
+        seen: Vec::new(),
+        clients: u64::from(clients),
         generation: Vec::new(),
         first_accept: Vec::new(),
         handles: Vec::new(),
@@ -141,6 +158,9 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
         let generation = Arc::new(AtomicU64::new(0));
         let first_accept = Arc::new(Mutex::new(HashMap::new()));
         let answered = Arc::clone(&answered);
+        let (pause, quiet) = (Arc::clone(&pause), Arc::clone(&quiet));
+        let shared_seen = Arc::new(Mutex::new(Seen::default()));
+        load.seen.push(Arc::clone(&shared_seen));
         load.generation.push(Arc::clone(&generation));
         load.first_accept.push(Arc::clone(&first_accept));
         load.handles.push(std::thread::spawn(move || {
@@ -159,6 +179,7 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
             };
             let mut out = Vec::new();
             let mut counted = false;
+            let mut reported_quiet = false;
             let mut quiet_since: Option<Instant> = None;
             let mut cl = 0u64;
             let side = if i % 2 == 0 {
@@ -170,10 +191,14 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
             let mut cancelled = false;
             loop {
                 let stopping = stop.load(Ordering::Relaxed);
-                if stopping {
-                    let d = *drain_deadline.get_or_insert(Instant::now() + Duration::from_secs(30));
-                    if Instant::now() > d {
-                        break;
+                let pausing = pause.load(Ordering::Relaxed);
+                if stopping || pausing {
+                    if stopping {
+                        let d =
+                            *drain_deadline.get_or_insert(Instant::now() + Duration::from_secs(30));
+                        if Instant::now() > d {
+                            break;
+                        }
                     }
                     if c.unacked() == 0 && !counted {
                         counted = true;
@@ -184,8 +209,21 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
                         && answered.load(Ordering::Relaxed) == u64::from(clients)
                         && quiet_since.is_some_and(|t| t.elapsed() > Duration::from_secs(1))
                     {
-                        break;
+                        if stopping {
+                            break;
+                        }
+                        if !reported_quiet {
+                            reported_quiet = true;
+                            seen.unanswered = c.unacked();
+                            seen.reconnects = c.reconnects();
+                            *shared_seen.lock().unwrap() = seen.clone();
+                            quiet.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
+                } else if counted {
+                    // Resumed after a round's check.
+                    counted = false;
+                    reported_quiet = false;
                 } else if c.unacked() < 16 && cl > 4 && cl % 5 == 0 && !cancelled {
                     // Now and then cancel an earlier order by client id (resent like orders
                     // when a session is lost; answered by Done or UnknownOrder).
@@ -263,6 +301,27 @@ fn start_load(endpoints: Vec<String>, credentials: &ClientCredentials, clients: 
 }
 
 impl Load {
+    /// Stops the clients sending, waits until every one is answered and heard nothing for a
+    /// second, and returns what each saw so far; [`Load::resume`] lets them go on.
+    fn pause(&self) -> Vec<Seen> {
+        self.pause.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.quiet.load(Ordering::Relaxed) < self.clients {
+            assert!(Instant::now() < deadline, "the clients did not settle");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.seen
+            .iter()
+            .map(|s| s.lock().unwrap().clone())
+            .collect()
+    }
+
+    fn resume(&self) {
+        self.answered.store(0, Ordering::Relaxed);
+        self.quiet.store(0, Ordering::Relaxed);
+        self.pause.store(false, Ordering::Relaxed);
+    }
+
     fn generations(&self) -> Vec<u64> {
         self.generation
             .iter()
@@ -537,6 +596,11 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
         wait_log(&rejoined, "standby: following", Duration::from_secs(60));
         primary = backup;
         backup = rejoined;
+        // Every round: executions delivered = executions journaled, per account.
+        let so_far = load.pause();
+        println!("{{\"test\":\"{tag}\",\"round\":{round},\"check\":\"executions delivered = executions journaled\"}}");
+        check_against_journal(journal, &so_far);
+        load.resume();
     }
     // Let the standby catch up before it is stopped: a Kafka consumer may wait up to
     // `fetch.wait.max.ms` (500 ms) for its last records, longer on a loaded machine.

@@ -28,7 +28,7 @@ pub mod wake;
 pub use agent::{run, run_with, spawn, Agent};
 pub use histogram::Histogram;
 pub use idle::{Idle, WaitStrategy};
-pub use message::Output;
+pub use message::{OrderRow, OrdersQuery, Output};
 pub use padded::CachePadded;
 pub use shared::Shared;
 pub use wake::{EventFdWaker, Parker};

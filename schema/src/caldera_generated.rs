@@ -559,10 +559,10 @@ impl flatbuffers::SimpleToVerifyInSlice for Liquidity {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_KIND: u8 = 11;
+pub const ENUM_MAX_REQUEST_KIND: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_KIND: [RequestKind; 12] = [
+pub const ENUM_VALUES_REQUEST_KIND: [RequestKind; 13] = [
   RequestKind::New,
   RequestKind::Cancel,
   RequestKind::Replace,
@@ -575,6 +575,7 @@ pub const ENUM_VALUES_REQUEST_KIND: [RequestKind; 12] = [
   RequestKind::Logout,
   RequestKind::CancelAll,
   RequestKind::ListSessions,
+  RequestKind::QueryOrders,
 ];
 
 /// Which request a reject answers.
@@ -595,9 +596,10 @@ impl RequestKind {
   pub const Logout: Self = Self(9);
   pub const CancelAll: Self = Self(10);
   pub const ListSessions: Self = Self(11);
+  pub const QueryOrders: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::New,
     Self::Cancel,
@@ -611,6 +613,7 @@ impl RequestKind {
     Self::Logout,
     Self::CancelAll,
     Self::ListSessions,
+    Self::QueryOrders,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -627,6 +630,7 @@ impl RequestKind {
       Self::Logout => Some("Logout"),
       Self::CancelAll => Some("CancelAll"),
       Self::ListSessions => Some("ListSessions"),
+      Self::QueryOrders => Some("QueryOrders"),
       _ => None,
     }
   }
@@ -1544,6 +1548,100 @@ impl<'a> LogonWith {
         &x_le as *const _ as *const u8,
         self.0[12..].as_mut_ptr(),
         core::mem::size_of::<<u8 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// The live orders of the session's account, as of an engine_seq: answered with one OpenOrder
+/// per order (one with count 0 when there is none), tagged request_id.
+// struct QueryOrders, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct QueryOrders(pub [u8; 8]);
+impl Default for QueryOrders { 
+  fn default() -> Self { 
+    Self([0; 8])
+  }
+}
+impl core::fmt::Debug for QueryOrders {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("QueryOrders")
+      .field("request_id", &self.request_id())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for QueryOrders {}
+impl<'a> flatbuffers::Follow<'a> for QueryOrders {
+  type Inner = &'a QueryOrders;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a QueryOrders>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a QueryOrders {
+  type Inner = &'a QueryOrders;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<QueryOrders>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for QueryOrders {
+    type Output = QueryOrders;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const QueryOrders as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for QueryOrders {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> QueryOrders {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    request_id: u64,
+  ) -> Self {
+    let mut s = Self([0; 8]);
+    s.set_request_id(request_id);
+    s
+  }
+
+  pub fn request_id(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_request_id(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
       );
     }
   }
@@ -5666,6 +5764,389 @@ impl<'a> ResendComplete {
         &x_le as *const _ as *const u8,
         self.0[24..].as_mut_ptr(),
         core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// One live order of the account (answer to QueryOrders): row index of count, all as of
+/// as_of_seq — every report with an engine_seq up to it was sent before this row, every later
+/// one comes after. count 0 (order_id 0): the account has no live order.
+// struct OpenOrder, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct OpenOrder(pub [u8; 64]);
+impl Default for OpenOrder { 
+  fn default() -> Self { 
+    Self([0; 64])
+  }
+}
+impl core::fmt::Debug for OpenOrder {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    f.debug_struct("OpenOrder")
+      .field("request_id", &self.request_id())
+      .field("order_id", &self.order_id())
+      .field("client_order_id", &self.client_order_id())
+      .field("price", &self.price())
+      .field("open_qty", &self.open_qty())
+      .field("as_of_seq", &self.as_of_seq())
+      .field("symbol", &self.symbol())
+      .field("index", &self.index())
+      .field("count", &self.count())
+      .field("side", &self.side())
+      .finish()
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for OpenOrder {}
+impl<'a> flatbuffers::Follow<'a> for OpenOrder {
+  type Inner = &'a OpenOrder;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    <&'a OpenOrder>::follow(buf, loc)
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for &'a OpenOrder {
+  type Inner = &'a OpenOrder;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    flatbuffers::follow_cast_ref::<OpenOrder>(buf, loc)
+  }
+}
+impl<'b> flatbuffers::Push for OpenOrder {
+    type Output = OpenOrder;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = ::core::slice::from_raw_parts(self as *const OpenOrder as *const u8, Self::size());
+        dst.copy_from_slice(src);
+    }
+}
+
+impl<'a> flatbuffers::Verifiable for OpenOrder {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> OpenOrder {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    request_id: u64,
+    order_id: u64,
+    client_order_id: u64,
+    price: u64,
+    open_qty: u64,
+    as_of_seq: u64,
+    symbol: u32,
+    index: u32,
+    count: u32,
+    side: Side,
+  ) -> Self {
+    let mut s = Self([0; 64]);
+    s.set_request_id(request_id);
+    s.set_order_id(order_id);
+    s.set_client_order_id(client_order_id);
+    s.set_price(price);
+    s.set_open_qty(open_qty);
+    s.set_as_of_seq(as_of_seq);
+    s.set_symbol(symbol);
+    s.set_index(index);
+    s.set_count(count);
+    s.set_side(side);
+    s
+  }
+
+  pub fn request_id(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_request_id(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn order_id(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_order_id(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn client_order_id(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_client_order_id(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn price(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[24..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_price(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[24..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn open_qty(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[32..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_open_qty(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[32..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn as_of_seq(&self) -> u64 {
+    let mut mem = core::mem::MaybeUninit::<<u64 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[40..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_as_of_seq(&mut self, x: u64) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[40..].as_mut_ptr(),
+        core::mem::size_of::<<u64 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn symbol(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[48..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_symbol(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[48..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn index(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[52..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_index(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[52..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn count(&self) -> u32 {
+    let mut mem = core::mem::MaybeUninit::<<u32 as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[56..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_count(&mut self, x: u32) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[56..].as_mut_ptr(),
+        core::mem::size_of::<<u32 as EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn side(&self) -> Side {
+    let mut mem = core::mem::MaybeUninit::<<Side as EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    EndianScalar::from_little_endian(unsafe {
+      core::ptr::copy_nonoverlapping(
+        self.0[60..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        core::mem::size_of::<<Side as EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_side(&mut self, x: Side) {
+    let x_le = x.to_little_endian();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[60..].as_mut_ptr(),
+        core::mem::size_of::<<Side as EndianScalar>::Scalar>(),
       );
     }
   }
@@ -10339,6 +10820,7 @@ impl<'a> Request<'a> {
   pub const VT_CANCEL_ALL: flatbuffers::VOffsetT = 22;
   pub const VT_LIST_SESSIONS: flatbuffers::VOffsetT = 24;
   pub const VT_LOGON_WITH: flatbuffers::VOffsetT = 26;
+  pub const VT_QUERY_ORDERS: flatbuffers::VOffsetT = 28;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -10350,6 +10832,7 @@ impl<'a> Request<'a> {
     args: &'args RequestArgs<'args>
   ) -> flatbuffers::WIPOffset<Request<'bldr>> {
     let mut builder = RequestBuilder::new(_fbb);
+    if let Some(x) = args.query_orders { builder.add_query_orders(x); }
     if let Some(x) = args.logon_with { builder.add_logon_with(x); }
     if let Some(x) = args.list_sessions { builder.add_list_sessions(x); }
     if let Some(x) = args.cancel_all { builder.add_cancel_all(x); }
@@ -10450,6 +10933,13 @@ impl<'a> Request<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<LogonWith>(Request::VT_LOGON_WITH, None)}
   }
+  #[inline]
+  pub fn query_orders(&self) -> Option<&'a QueryOrders> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<QueryOrders>(Request::VT_QUERY_ORDERS, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -10471,6 +10961,7 @@ impl flatbuffers::Verifiable for Request<'_> {
      .visit_field::<CancelAll>("cancel_all", Self::VT_CANCEL_ALL, false)?
      .visit_field::<ListSessions>("list_sessions", Self::VT_LIST_SESSIONS, false)?
      .visit_field::<LogonWith>("logon_with", Self::VT_LOGON_WITH, false)?
+     .visit_field::<QueryOrders>("query_orders", Self::VT_QUERY_ORDERS, false)?
      .finish();
     Ok(())
   }
@@ -10488,6 +10979,7 @@ pub struct RequestArgs<'a> {
     pub cancel_all: Option<&'a CancelAll>,
     pub list_sessions: Option<&'a ListSessions>,
     pub logon_with: Option<&'a LogonWith>,
+    pub query_orders: Option<&'a QueryOrders>,
 }
 impl<'a> Default for RequestArgs<'a> {
   #[inline]
@@ -10505,6 +10997,7 @@ impl<'a> Default for RequestArgs<'a> {
       cancel_all: None,
       list_sessions: None,
       logon_with: None,
+      query_orders: None,
     }
   }
 }
@@ -10563,6 +11056,10 @@ impl<'a: 'b, 'b> RequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<&LogonWith>(Request::VT_LOGON_WITH, logon_with);
   }
   #[inline]
+  pub fn add_query_orders(&mut self, query_orders: &QueryOrders) {
+    self.fbb_.push_slot_always::<&QueryOrders>(Request::VT_QUERY_ORDERS, query_orders);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     RequestBuilder {
@@ -10592,6 +11089,7 @@ impl core::fmt::Debug for Request<'_> {
       ds.field("cancel_all", &self.cancel_all());
       ds.field("list_sessions", &self.list_sessions());
       ds.field("logon_with", &self.logon_with());
+      ds.field("query_orders", &self.query_orders());
       ds.finish()
   }
 }
@@ -10721,6 +11219,7 @@ impl<'a> Report<'a> {
   pub const VT_INSTRUMENT_STATUS: flatbuffers::VOffsetT = 22;
   pub const VT_SESSION_INFO: flatbuffers::VOffsetT = 24;
   pub const VT_RESEND_COMPLETE: flatbuffers::VOffsetT = 26;
+  pub const VT_OPEN_ORDER: flatbuffers::VOffsetT = 28;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -10732,6 +11231,7 @@ impl<'a> Report<'a> {
     args: &'args ReportArgs<'args>
   ) -> flatbuffers::WIPOffset<Report<'bldr>> {
     let mut builder = ReportBuilder::new(_fbb);
+    if let Some(x) = args.open_order { builder.add_open_order(x); }
     if let Some(x) = args.resend_complete { builder.add_resend_complete(x); }
     if let Some(x) = args.session_info { builder.add_session_info(x); }
     if let Some(x) = args.instrument_status { builder.add_instrument_status(x); }
@@ -10832,6 +11332,13 @@ impl<'a> Report<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<ResendComplete>(Report::VT_RESEND_COMPLETE, None)}
   }
+  #[inline]
+  pub fn open_order(&self) -> Option<&'a OpenOrder> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<OpenOrder>(Report::VT_OPEN_ORDER, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for Report<'_> {
@@ -10853,6 +11360,7 @@ impl flatbuffers::Verifiable for Report<'_> {
      .visit_field::<InstrumentStatus>("instrument_status", Self::VT_INSTRUMENT_STATUS, false)?
      .visit_field::<SessionInfo>("session_info", Self::VT_SESSION_INFO, false)?
      .visit_field::<ResendComplete>("resend_complete", Self::VT_RESEND_COMPLETE, false)?
+     .visit_field::<OpenOrder>("open_order", Self::VT_OPEN_ORDER, false)?
      .finish();
     Ok(())
   }
@@ -10870,6 +11378,7 @@ pub struct ReportArgs<'a> {
     pub instrument_status: Option<&'a InstrumentStatus>,
     pub session_info: Option<&'a SessionInfo>,
     pub resend_complete: Option<&'a ResendComplete>,
+    pub open_order: Option<&'a OpenOrder>,
 }
 impl<'a> Default for ReportArgs<'a> {
   #[inline]
@@ -10887,6 +11396,7 @@ impl<'a> Default for ReportArgs<'a> {
       instrument_status: None,
       session_info: None,
       resend_complete: None,
+      open_order: None,
     }
   }
 }
@@ -10945,6 +11455,10 @@ impl<'a: 'b, 'b> ReportBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<&ResendComplete>(Report::VT_RESEND_COMPLETE, resend_complete);
   }
   #[inline]
+  pub fn add_open_order(&mut self, open_order: &OpenOrder) {
+    self.fbb_.push_slot_always::<&OpenOrder>(Report::VT_OPEN_ORDER, open_order);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReportBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ReportBuilder {
@@ -10974,6 +11488,7 @@ impl core::fmt::Debug for Report<'_> {
       ds.field("instrument_status", &self.instrument_status());
       ds.field("session_info", &self.session_info());
       ds.field("resend_complete", &self.resend_complete());
+      ds.field("open_order", &self.open_order());
       ds.finish()
   }
 }

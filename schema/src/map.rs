@@ -69,6 +69,7 @@ pub fn command(account: AccountId, req: &ClientRequest) -> Result<Command, MapEr
         }),
         ClientRequest::Logon(_)
         | ClientRequest::LogonWith(_)
+        | ClientRequest::QueryOrders(_)
         | ClientRequest::Logout(_)
         | ClientRequest::Heartbeat(_)
         | ClientRequest::ListSessions(_) => return Err(MapError::NotACommand),

@@ -30,6 +30,7 @@ fn request() -> impl Strategy<Value = ClientRequest> {
         bytes::<4>().prop_map(|b| ClientRequest::CancelAll(wire::CancelAll(b))),
         bytes::<8>().prop_map(|b| ClientRequest::ListSessions(wire::ListSessions(b))),
         bytes::<16>().prop_map(|b| ClientRequest::LogonWith(wire::LogonWith(b))),
+        bytes::<8>().prop_map(|b| ClientRequest::QueryOrders(wire::QueryOrders(b))),
     ]
 }
 
@@ -47,6 +48,7 @@ fn report() -> impl Strategy<Value = ServerReport> {
         bytes::<16>().prop_map(|b| ServerReport::InstrumentStatus(wire::InstrumentStatus(b))),
         bytes::<48>().prop_map(|b| ServerReport::SessionInfo(wire::SessionInfo(b))),
         bytes::<32>().prop_map(|b| ServerReport::ResendComplete(wire::ResendComplete(b))),
+        bytes::<64>().prop_map(|b| ServerReport::OpenOrder(wire::OpenOrder(b))),
     ]
 }
 

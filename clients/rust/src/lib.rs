@@ -97,6 +97,13 @@ pub mod requests {
         ClientRequest::CancelAll(wire::CancelAll::new(account))
     }
 
+    /// The live orders of the session's account (answered with `OpenOrder` rows tagged
+    /// `request_id`, as of an `engine_seq`).
+    #[must_use]
+    pub fn query_orders(request_id: u64) -> ClientRequest {
+        ClientRequest::QueryOrders(wire::QueryOrders::new(request_id))
+    }
+
     /// Admin: list the sessions (answered with `SessionInfo`s tagged `request_id`).
     #[must_use]
     pub fn list_sessions(request_id: u64) -> ClientRequest {

@@ -5,7 +5,7 @@
 use super::{Engine, OrderView};
 use crate::book::NIL;
 use crate::fixed_map::OrderKey;
-use crate::types::{OrderId, Price, Qty, Side, SymbolId};
+use crate::types::{AccountId, OrderId, Price, Qty, Side, SymbolId};
 
 impl Engine {
     /// Best bid (price, total quantity) of an instrument.
@@ -62,6 +62,24 @@ impl Engine {
             }
             i = s.next_worse(i);
         }
+    }
+
+    /// Visits the resting orders of `account`, oldest first. Allocation-free.
+    pub fn for_each_account_order(&self, account: AccountId, mut f: impl FnMut(&OrderView)) {
+        let Some(slot) = self.account_slots.get(&account) else {
+            return;
+        };
+        let mut h = self.accounts[slot as usize].head;
+        while h != NIL {
+            f(&self.view(h));
+            h = self.orders[h as usize].acct_next;
+        }
+    }
+
+    /// Resting orders of `account`.
+    #[must_use]
+    pub fn account_orders(&self, account: AccountId) -> u32 {
+        self.account_live_orders(account)
     }
 
     /// A resting order by engine id.

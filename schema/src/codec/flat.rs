@@ -35,6 +35,7 @@ fn request_item(r: &ClientRequest) -> Item<'_> {
         ClientRequest::CancelAll(x) => (9, &x.0),
         ClientRequest::ListSessions(x) => (10, &x.0),
         ClientRequest::LogonWith(x) => (11, &x.0),
+        ClientRequest::QueryOrders(x) => (12, &x.0),
     };
     Item { field, bytes }
 }
@@ -53,6 +54,7 @@ fn report_item(r: &ServerReport) -> Item<'_> {
         ServerReport::InstrumentStatus(x) => (9, &x.0),
         ServerReport::SessionInfo(x) => (10, &x.0),
         ServerReport::ResendComplete(x) => (11, &x.0),
+        ServerReport::OpenOrder(x) => (12, &x.0),
     };
     Item { field, bytes }
 }
@@ -70,7 +72,7 @@ fn align(pos: usize, to: usize) -> usize {
 }
 
 /// Most fields of an item table (the largest union-like tables: `Request`, `Report`).
-const MAX_FIELDS: usize = 12;
+const MAX_FIELDS: usize = 13;
 
 /// Writes the vector of item tables at `vec` (8-aligned): its length, the offsets, one vtable
 /// per kind used, then the tables (8-aligned, the struct at table + 8). Returns the end.
@@ -364,7 +366,7 @@ fn read_requests(
 }
 
 /// Struct sizes of `Request`'s fields, in field order.
-const REQUEST_FIELDS: [usize; 12] = [4, 40, 24, 40, 8, 8, 4, 4, 4, 4, 8, 16];
+const REQUEST_FIELDS: [usize; 13] = [4, 40, 24, 40, 8, 8, 4, 4, 4, 4, 8, 16, 8];
 
 fn request_of(
     r: &mut Reader<'_>,
@@ -390,7 +392,8 @@ fn request_of(
             8 => ClientRequest::ResumeInstrument(wire::ResumeInstrument(r.bytes(pos)?)),
             9 => ClientRequest::CancelAll(wire::CancelAll(r.bytes(pos)?)),
             10 => ClientRequest::ListSessions(wire::ListSessions(r.bytes(pos)?)),
-            _ => ClientRequest::LogonWith(wire::LogonWith(r.bytes(pos)?)),
+            11 => ClientRequest::LogonWith(wire::LogonWith(r.bytes(pos)?)),
+            _ => ClientRequest::QueryOrders(wire::QueryOrders(r.bytes(pos)?)),
         });
     }
     Ok(match (n, found) {
@@ -401,10 +404,10 @@ fn request_of(
 }
 
 /// Struct sizes of `Report`'s fields, in field order.
-const REPORT_FIELDS: [usize; 12] = [4, 8, 48, 40, 64, 40, 48, 24, 8, 16, 48, 32];
+const REPORT_FIELDS: [usize; 13] = [4, 8, 48, 40, 64, 40, 48, 24, 8, 16, 48, 32, 64];
 
 /// Which of several fields a report is read as (a frame from a broken gateway).
-const PRECEDENCE: [usize; 12] = [2, 4, 5, 3, 6, 7, 8, 0, 1, 9, 10, 11];
+const PRECEDENCE: [usize; 13] = [2, 4, 5, 3, 6, 7, 8, 0, 1, 9, 10, 11, 12];
 
 /// Reads a `ReportBatch` frame: returns its first session sequence number and the number of
 /// unknown reports (from a newer gateway; skipped), and pushes the reports to `out`.
@@ -489,7 +492,8 @@ pub fn read_report_frame(
                     8 => ServerReport::HeartbeatAck(wire::HeartbeatAck(r.bytes(pos)?)),
                     9 => ServerReport::InstrumentStatus(wire::InstrumentStatus(r.bytes(pos)?)),
                     10 => ServerReport::SessionInfo(wire::SessionInfo(r.bytes(pos)?)),
-                    _ => ServerReport::ResendComplete(wire::ResendComplete(r.bytes(pos)?)),
+                    11 => ServerReport::ResendComplete(wire::ResendComplete(r.bytes(pos)?)),
+                    _ => ServerReport::OpenOrder(wire::OpenOrder(r.bytes(pos)?)),
                 });
             }
         }

@@ -41,6 +41,8 @@ pub enum ClientRequest {
     CancelAll(wire::CancelAll),
     /// Admin: list the sessions.
     ListSessions(wire::ListSessions),
+    /// The live orders of the session's account.
+    QueryOrders(wire::QueryOrders),
     /// Bind the session to an account and resend its reports after a sequence.
     LogonWith(wire::LogonWith),
 }
@@ -72,6 +74,8 @@ pub enum ServerReport {
     SessionInfo(wire::SessionInfo),
     /// A `LogonWith{RESEND}`'s resend is complete.
     ResendComplete(wire::ResendComplete),
+    /// One live order (answer to `QueryOrders`).
+    OpenOrder(wire::OpenOrder),
 }
 
 /// Why a frame could not be read at all.
@@ -190,6 +194,10 @@ fn request_of(r: &wire::Request<'_>) -> Result<ClientRequest, RequestError> {
         n += 1;
         found = Some(ClientRequest::LogonWith(*x));
     }
+    if let Some(x) = r.query_orders() {
+        n += 1;
+        found = Some(ClientRequest::QueryOrders(*x));
+    }
     match (n, found) {
         (1, Some(req)) => Ok(req),
         (0, _) => Err(RequestError::UnknownType),
@@ -219,6 +227,7 @@ pub fn encode_client_batch<'a>(
             ClientRequest::CancelAll(x) => a.cancel_all = Some(x),
             ClientRequest::ListSessions(x) => a.list_sessions = Some(x),
             ClientRequest::LogonWith(x) => a.logon_with = Some(x),
+            ClientRequest::QueryOrders(x) => a.query_orders = Some(x),
         }
         offs.push(wire::Request::create(fbb, &a));
     }
@@ -264,6 +273,7 @@ pub fn encode_report_frame<'a>(
             ServerReport::InstrumentStatus(x) => a.instrument_status = Some(x),
             ServerReport::SessionInfo(x) => a.session_info = Some(x),
             ServerReport::ResendComplete(x) => a.resend_complete = Some(x),
+            ServerReport::OpenOrder(x) => a.open_order = Some(x),
         }
         let off = wire::Report::create(fbb, &a);
         offsets.push(WIPOffset::new(off.value()));
@@ -324,6 +334,8 @@ pub fn decode_report_batch(
                 ServerReport::SessionInfo(*x)
             } else if let Some(x) = r.resend_complete() {
                 ServerReport::ResendComplete(*x)
+            } else if let Some(x) = r.open_order() {
+                ServerReport::OpenOrder(*x)
             } else {
                 unknown += 1;
                 continue;

@@ -156,8 +156,19 @@ class Report(object):
             return obj
         return None
 
+    # Report
+    def OpenOrder(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.OpenOrder import OpenOrder
+            obj = OpenOrder()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
 def ReportStart(builder):
-    builder.StartObject(12)
+    builder.StartObject(13)
 
 def Start(builder):
     ReportStart(builder)
@@ -233,6 +244,12 @@ def ReportAddResendComplete(builder, resendComplete):
 
 def AddResendComplete(builder, resendComplete):
     ReportAddResendComplete(builder, resendComplete)
+
+def ReportAddOpenOrder(builder, openOrder):
+    builder.PrependStructSlot(12, flatbuffers.number_types.UOffsetTFlags.py_type(openOrder), 0)
+
+def AddOpenOrder(builder, openOrder):
+    ReportAddOpenOrder(builder, openOrder)
 
 def ReportEnd(builder):
     return builder.EndObject()

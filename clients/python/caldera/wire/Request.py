@@ -156,8 +156,19 @@ class Request(object):
             return obj
         return None
 
+    # Request
+    def QueryOrders(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            x = o + self._tab.Pos
+            from caldera.wire.QueryOrders import QueryOrders
+            obj = QueryOrders()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
 def RequestStart(builder):
-    builder.StartObject(12)
+    builder.StartObject(13)
 
 def Start(builder):
     RequestStart(builder)
@@ -233,6 +244,12 @@ def RequestAddLogonWith(builder, logonWith):
 
 def AddLogonWith(builder, logonWith):
     RequestAddLogonWith(builder, logonWith)
+
+def RequestAddQueryOrders(builder, queryOrders):
+    builder.PrependStructSlot(12, flatbuffers.number_types.UOffsetTFlags.py_type(queryOrders), 0)
+
+def AddQueryOrders(builder, queryOrders):
+    RequestAddQueryOrders(builder, queryOrders)
 
 def RequestEnd(builder):
     return builder.EndObject()

@@ -16,3 +16,4 @@ class RequestKind(object):
     Logout = 9
     CancelAll = 10
     ListSessions = 11
+    QueryOrders = 12
