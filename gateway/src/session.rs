@@ -899,38 +899,8 @@ impl Sessions {
         router: &zmq::Socket,
         stats: &mut GatewayStats,
     ) {
-        let mut overflow = false;
-        let s = &mut self.list[sid];
-        if !s.out.is_empty() {
-            let out = std::mem::take(&mut s.out);
-            overflow = emit(
-                s,
-                sid,
-                &mut self.frame,
-                &mut self.backlogged,
-                self.limits.max_backlog_bytes,
-                router,
-                stats,
-                &out,
-                false,
-            );
-            let s = &mut self.list[sid];
-            s.out = out;
-            s.out.clear();
-        }
-        let s = &mut self.list[sid];
-        overflow = overflow
-            || emit(
-                s,
-                sid,
-                &mut self.frame,
-                &mut self.backlogged,
-                self.limits.max_backlog_bytes,
-                router,
-                stats,
-                reports,
-                true,
-            );
+        let overflow =
+            self.emit_queued(sid, router, stats) || self.emit_to(sid, router, stats, reports, true);
         if overflow {
             tracing::warn!(
                 session = sid,
@@ -938,6 +908,39 @@ impl Sessions {
             );
             self.end(sid, SessionEnd::Backlog, stats);
         }
+    }
+
+    /// Frames and sends `reports` for `sid` ([`emit`]); true when its backlog overflowed.
+    fn emit_to(
+        &mut self,
+        sid: usize,
+        router: &zmq::Socket,
+        stats: &mut GatewayStats,
+        reports: &[ServerReport],
+        resent: bool,
+    ) -> bool {
+        emit(
+            &mut self.list[sid],
+            sid,
+            &mut self.frame,
+            &mut self.backlogged,
+            self.limits.max_backlog_bytes,
+            router,
+            stats,
+            reports,
+            resent,
+        )
+    }
+
+    /// Frames and sends the reports queued for `sid` (live frames); true when its backlog
+    /// overflowed.
+    fn emit_queued(&mut self, sid: usize, router: &zmq::Socket, stats: &mut GatewayStats) -> bool {
+        let out = std::mem::take(&mut self.list[sid].out);
+        let overflow = !out.is_empty() && self.emit_to(sid, router, stats, &out, false);
+        let s = &mut self.list[sid];
+        s.out = out;
+        s.out.clear();
+        overflow
     }
 
     /// Sends every session's pending reports as one frame per session (several for more than
@@ -953,23 +956,9 @@ impl Sessions {
                 s.out.clear();
                 continue;
             }
-            let out = std::mem::take(&mut s.out);
-            if emit(
-                s,
-                sid,
-                &mut self.frame,
-                &mut self.backlogged,
-                self.limits.max_backlog_bytes,
-                router,
-                stats,
-                &out,
-                false,
-            ) {
+            if self.emit_queued(sid, router, stats) {
                 overflow.push(sid);
             }
-            let s = &mut self.list[sid];
-            s.out = out;
-            s.out.clear();
         }
         self.dirty = dirty;
         self.dirty.clear();

@@ -146,49 +146,35 @@ pub fn write_client_batch(out: &mut Vec<u8>, reqs: &[ClientRequest]) {
 /// Writes a `ReportBatch` frame into `out` (cleared first). Allocation-free once `out` has
 /// grown to the largest frame.
 pub fn write_report_batch(out: &mut Vec<u8>, first_session_seq: u64, reports: &[ServerReport]) {
-    out.clear();
-    // [root → 16][vtable: len 8, table 16, seq at 8, reports at 4][pad]
-    // [table: soffset, uoffset to vector, u64 first_session_seq][vector]
-    out.resize(32, 0);
-    put_u32(out, 0, 16);
-    put_u16(out, 4, 8);
-    put_u16(out, 6, 16);
-    put_u16(out, 8, 8);
-    put_u16(out, 10, 4);
-    out[16..20].copy_from_slice(&12i32.to_le_bytes()); // table 16 → vtable 4
-    let vec = 32;
-    put_u32(out, 20, (vec - 20) as u32);
-    out[24..32].copy_from_slice(&first_session_seq.to_le_bytes());
-    write_items(out, vec, reports.len(), reports.iter().map(report_item));
+    write_report_frame(out, first_session_seq, reports, false);
 }
 
 /// Writes a `ReportBatch` frame with its `resent` flag into `out` (cleared first): a frame of
-/// reports resent from the journal (`resent = true`) has a third field; a live one is the
-/// frame [`write_report_batch`] writes.
+/// reports resent from the journal (`resent = true`) has the third field; a live one has two.
 pub fn write_report_frame(
     out: &mut Vec<u8>,
     first_session_seq: u64,
     reports: &[ServerReport],
     resent: bool,
 ) {
-    if !resent {
-        return write_report_batch(out, first_session_seq, reports);
-    }
     out.clear();
-    // [root → 16][vtable: len 10, table 17, reports at 4, seq at 8, resent at 16][pad]
-    // [table: soffset, uoffset to vector, u64 first_session_seq, bool resent][pad][vector]
-    out.resize(40, 0);
+    // [root → 16][vtable: len 8 (10), table size 16 (17), reports at 4, seq at 8 (, resent
+    // at 16)][pad][table: soffset, uoffset to vector, u64 first_session_seq (, bool resent)]
+    // [pad][vector]; the parenthesised parts only when resent.
+    let (vtable_len, table_len, vec) = if resent { (10, 17, 40) } else { (8, 16, 32) };
+    out.resize(vec, 0);
     put_u32(out, 0, 16);
-    put_u16(out, 4, 10);
-    put_u16(out, 6, 17);
+    put_u16(out, 4, vtable_len);
+    put_u16(out, 6, table_len);
     put_u16(out, 8, 8);
     put_u16(out, 10, 4);
-    put_u16(out, 12, 16);
+    if resent {
+        put_u16(out, 12, 16);
+        out[32] = 1;
+    }
     out[16..20].copy_from_slice(&12i32.to_le_bytes()); // table 16 → vtable 4
-    let vec = 40;
     put_u32(out, 20, (vec - 20) as u32);
     out[24..32].copy_from_slice(&first_session_seq.to_le_bytes());
-    out[32] = 1;
     write_items(out, vec, reports.len(), reports.iter().map(report_item));
 }
 
