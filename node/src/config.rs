@@ -479,7 +479,22 @@ impl Config {
     /// # Errors
     /// The first problem found.
     pub fn validate(&self) -> Result<(), ConfigFileError> {
-        self.engine_config().validate()?;
+        let engine = self.engine_config();
+        engine.validate()?;
+        // A node whose own snapshots could not be restored (their memory budget) is refused at
+        // start. The usual cause: a `dedupe_window` written for the old global window, now per
+        // account (× dedupe_accounts).
+        let needed = engine.estimated_memory_bytes();
+        let limit = caldera_engine::DEFAULT_RESTORE_MEMORY_LIMIT;
+        if needed > limit {
+            return Err(ConfigFileError::Invalid(format!(
+                "the engine would preallocate about {} MiB, more than {} MiB: lower max_orders, max_accounts or the dedupe windows (dedupe_window is per account, kept for dedupe_accounts accounts: {} × {} entries)",
+                needed >> 20,
+                limit >> 20,
+                engine.dedupe_window,
+                engine.dedupe_accounts
+            )));
+        }
         self.gateway.validate().map_err(ConfigFileError::Invalid)?;
         self.journal.parsed()?;
         #[cfg(feature = "kafka")]
@@ -505,6 +520,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dedupe_window_sized_for_the_old_global_window_is_refused_with_the_reason() {
+        let mut c = Config::default();
+        c.validate().unwrap();
+        c.engine.dedupe_window = 262_144;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("dedupe_window is per account"), "{e}");
+    }
 
     #[test]
     fn example_config_parses_and_unknown_keys_are_errors() {
