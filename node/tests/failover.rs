@@ -8,7 +8,8 @@
 //! executions journaled: per account, the fills and dones the application received (through
 //! `FailoverClient`, which resumes with `LogonWith{RESEND}`) are exactly those in the journal's
 //! history, none missing, none twice, and the application's open orders are the journal's —
-//! after every round (the clients pause and drain, then resume) and at the end.
+//! after every round (the clients pause and drain, then resume) and at the end; at the end the
+//! application's open orders are also compared with the primary's book (`QueryOrders`).
 //! `CALDERA_CHAOS_ROUNDS` sets the kill rounds (scripts/chaos.sh runs 10); failover times (kill
 //! → first order accepted by the new primary) are printed as JSON lines.
 
@@ -414,6 +415,54 @@ fn check_against_journal(uri: &str, seen: &[Seen]) {
     executions_delivered_equal_executions_journaled(&by_seq, seen);
 }
 
+/// Each application's open orders (accepted, not done) are exactly its account's live orders
+/// in the primary's book, as `QueryOrders` returns them.
+fn the_applications_open_orders_are_the_primarys_book(
+    endpoint: &str,
+    credentials: &ClientCredentials,
+    seen: &[Seen],
+) {
+    let ctx = zmq::Context::new();
+    for s in seen {
+        let mut c = caldera_client::OrderClient::connect(&ctx, endpoint, credentials).unwrap();
+        c.push(requests::logon(s.account));
+        c.push(requests::query_orders(1));
+        c.flush().unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut book = std::collections::BTreeSet::new();
+        let mut want: Option<u32> = None;
+        let mut rows = 0u32;
+        while want.is_none_or(|w| rows < w.max(1)) {
+            assert!(
+                Instant::now() < deadline,
+                "no complete QueryOrders answer: {out:?}"
+            );
+            out.clear();
+            c.recv(&mut out, Duration::from_millis(200)).unwrap();
+            for r in &out {
+                if let ServerReport::OpenOrder(o) = r {
+                    rows += 1;
+                    want = Some(o.count());
+                    if o.count() > 0 {
+                        book.insert(o.order_id());
+                    }
+                }
+            }
+        }
+        let mut app: std::collections::BTreeSet<u64> =
+            s.accepted.values().map(|&(id, _)| id).collect();
+        for (id, _) in &s.dones {
+            app.remove(id);
+        }
+        assert_eq!(
+            app, book,
+            "account {}: the application's open orders ≠ the book",
+            s.account
+        );
+    }
+}
+
 /// `delivered` and `journaled` hold the same items, each as often (sorted in place); the
 /// failure names what is missing and what came twice.
 fn same_executions<T: Ord + Clone + std::fmt::Debug>(
@@ -606,6 +655,7 @@ fn kill_rounds(tag: &str, journal: &str, rounds: usize) {
     // `fetch.wait.max.ms` (500 ms) for its last records, longer on a loaded machine.
     std::thread::sleep(Duration::from_secs(2));
     let seen = load.finish();
+    the_applications_open_orders_are_the_primarys_book(&primary.order_entry, &creds, &seen);
     let resent: u64 = seen.iter().map(|s| s.duplicates).sum();
     let reconnects: u64 = seen.iter().map(|s| s.reconnects).sum();
     let cancels: u64 = seen.iter().map(|s| s.cancels).sum();
