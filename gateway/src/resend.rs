@@ -188,8 +188,9 @@ impl Reader {
                     continue;
                 }
                 through = ev.seq;
+                let all = self.account == crate::session::ALL_ACCOUNTS;
                 map::reports(&ev, |account, r| {
-                    if account == self.account {
+                    if account == self.account || (all && account != map::VENUE) {
                         reports.push(r);
                     }
                 });

@@ -30,6 +30,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The account a `read` key entitled to every account (`"*"`) logs on for to receive every
+/// account's reports (a drop copy of the whole venue).
+pub(crate) const ALL_ACCOUNTS: u32 = u32::MAX;
+
 /// Most reports in one report frame (a large mass cancel is sent as several frames): bounds
 /// what one frame in libzmq's queue can weigh.
 pub(crate) const MAX_REPORTS_PER_FRAME: usize = 1024;
@@ -294,11 +298,13 @@ fn deliver(
     let s = &mut list[sid];
     match s.resume {
         Resume::None => {}
-        Resume::Holding { account: a } if a == account => return s.held.push((seq, r)),
+        Resume::Holding { account: a } if a == account || a == ALL_ACCOUNTS => {
+            return s.held.push((seq, r));
+        }
         Resume::Done {
             account: a,
             through,
-        } if a == account && seq <= through => return,
+        } if (a == account || a == ALL_ACCOUNTS) && seq <= through => return,
         Resume::Holding { .. } | Resume::Done { .. } => {}
     }
     queue(list, dirty, sid, r);
@@ -615,8 +621,10 @@ impl Sessions {
     /// `Logon{account}` from `sid`, under the session rules (module docs).
     pub(crate) fn logon(&mut self, sid: usize, account: u32) -> Result<(), LogonRefused> {
         let access = &self.list[sid].access;
-        // 0 is the venue's (admins only), u32::MAX is reserved.
-        if account == u32::MAX || (account == VENUE && !access.may_admin()) {
+        // 0 is the venue's (admins only); u32::MAX is every account, for a read key entitled to
+        // all ("*").
+        let all = account == ALL_ACCOUNTS && access.may_read(ALL_ACCOUNTS);
+        if (account == ALL_ACCOUNTS && !all) || (account == VENUE && !access.may_admin()) {
             return Err(LogonRefused::InvalidAccount);
         }
         if access.may_trade(account) {
@@ -820,6 +828,13 @@ impl Sessions {
             if let Some(obs) = self.observers.get(&account) {
                 for &sid in obs {
                     deliver(&mut self.list, &mut self.dirty, sid, account, seq, r);
+                }
+            }
+            if account != VENUE {
+                if let Some(obs) = self.observers.get(&ALL_ACCOUNTS) {
+                    for &sid in obs {
+                        deliver(&mut self.list, &mut self.dirty, sid, account, seq, r);
+                    }
                 }
             }
         }

@@ -270,6 +270,7 @@ fn a_resend_from_before_retention_is_refused_naming_the_oldest_sequence_kept() {
 fn a_drop_copy_session_resumes_too_and_sees_every_report_of_its_accounts_in_order() {
     let keys = Keys::create("resend-dropcopy");
     let risk = keys.add("risk", "read", &["51", "52"]);
+    let everyone = keys.add("everyone", "read", &["*"]);
     let node = Node::start_with_keys("resend-dropcopy", "", keys);
     let ctx = zmq::Context::new();
     // Two accounts trade with each other while no drop copy is connected.
@@ -309,6 +310,58 @@ fn a_drop_copy_session_resumes_too_and_sees_every_report_of_its_accounts_in_orde
             .iter()
             .any(|(r, _)| matches!(r, ServerReport::ResendComplete(c) if c.account() == account)));
     }
+    // A drop copy of every account: a read key entitled to "*" logs on for account
+    // 4294967295 and resumes from 0: every account's reports, in engine order, then live.
+    let mut all = OrderClient::connect(&ctx, &node.order_entry, &everyone).unwrap();
+    all.push(requests::logon_resume(u32::MAX, 0));
+    all.flush().unwrap();
+    let mut got: Vec<Seen> = Vec::new();
+    recv_all(&mut all, &mut got, Duration::from_millis(500));
+    let resent: Vec<ServerReport> = got.iter().filter(|(_, r)| *r).map(|(r, _)| *r).collect();
+    let seqs: Vec<u64> = resent.iter().filter_map(engine_seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "engine order");
+    let mut want: Vec<ServerReport> = ra
+        .iter()
+        .chain(&rb)
+        .filter(|r| engine_seq(r).is_some())
+        .copied()
+        .collect();
+    assert_eq!(resent.len(), want.len());
+    let key = |r: &ServerReport| format!("{r:?}");
+    let mut have = resent.clone();
+    have.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(have, want, "every report of every account, once");
+    // Live: a new trade's two fills reach it too.
+    a.push(limit(100, 1, Side::Sell, TimeInForce::Gtc, 1000, 10));
+    b.push(limit(100, 1, Side::Buy, TimeInForce::Ioc, 1000, 10));
+    a.flush().unwrap();
+    b.flush().unwrap();
+    let mut live = Vec::new();
+    drain(&mut all, &mut live, Duration::from_millis(500));
+    let fills = live
+        .iter()
+        .filter(|r| matches!(r, ServerReport::Fill(_)))
+        .count();
+    assert_eq!(fills, 2, "{live:?}");
+    // The per-account drop copy saw the same live trade; a read key entitled to some accounts
+    // only may not ask for all of them.
+    let mut out = Vec::new();
+    drain(&mut copy, &mut out, Duration::from_millis(300));
+    assert_eq!(
+        out.iter()
+            .filter(|r| matches!(r, ServerReport::Fill(_)))
+            .count(),
+        2
+    );
+    out.clear();
+    copy.push(requests::logon(u32::MAX));
+    copy.flush().unwrap();
+    drain(&mut copy, &mut out, Duration::from_millis(300));
+    assert!(
+        matches!(out.as_slice(), [ServerReport::Rejected(r)] if r.reason() == RejectReason::InvalidAccount),
+        "{out:?}"
+    );
     // A read key still cannot trade.
     copy.push(limit(99, 1, Side::Buy, TimeInForce::Ioc, 1000, 10));
     copy.flush().unwrap();
