@@ -676,18 +676,26 @@ impl<'a> Gateway<'a> {
             }
         };
         // Room for a whole batch was checked before the frame was read.
-        if self.rings.commands.push(cmd).is_ok() {
-            self.pushed += 1;
-            self.stats.commands += 1;
-            if let Command::MassCancel(m) = cmd {
-                if m.symbol.is_none() {
-                    let who = admin.then(|| self.sessions.reference(sid));
-                    self.all_symbol_cancels.push_back(who);
-                }
-            }
-        } else {
+        let copy_to = admin.then(|| self.sessions.reference(sid));
+        if !self.push_command(cmd, copy_to) {
             reject(self, wire::RejectReason::Busy);
         }
+    }
+
+    /// Pushes `cmd` to the engine; false when the ring is full. An all-symbols mass cancel is
+    /// remembered in order, with the admin session to copy its `MassCancelled` to (`copy_to`).
+    fn push_command(&mut self, cmd: Command, copy_to: Option<SessionRef>) -> bool {
+        if self.rings.commands.push(cmd).is_err() {
+            return false;
+        }
+        self.pushed += 1;
+        self.stats.commands += 1;
+        if let Command::MassCancel(m) = cmd {
+            if m.symbol.is_none() {
+                self.all_symbol_cancels.push_back(copy_to);
+            }
+        }
+        true
     }
 
     /// `LogonWith{account, resume_after, flags}`: a logon with options — a resend
@@ -725,12 +733,7 @@ impl<'a> Gateway<'a> {
     /// (see [`crate::resend`]). False when the logon itself was refused.
     fn logon_resume(&mut self, sid: usize, index: usize, account: u32, after: u64) -> bool {
         let kind = wire::RequestKind::Logon;
-        let running = self.sessions.resuming(sid)
-            || self
-                .resends
-                .iter()
-                .any(|j| j.session.sid == sid && self.sessions.is_current(j.session));
-        if running || self.resends.len() >= MAX_RESENDS {
+        if self.sessions.resuming(sid) || self.resends.len() >= MAX_RESENDS {
             self.gateway_reject(sid, index, kind, wire::RejectReason::Busy, 0, 0);
             return false;
         }
@@ -896,14 +899,11 @@ impl<'a> Gateway<'a> {
                 account,
                 symbol: None,
             });
-            if self.rings.commands.push(cmd).is_err() {
+            if !self.push_command(cmd, None) {
                 break;
             }
             self.sessions.pop_disconnect_cancel();
-            self.pushed += 1;
-            self.stats.commands += 1;
             self.stats.disconnect_cancels += 1;
-            self.all_symbol_cancels.push_back(None);
             tracing::info!(
                 account,
                 "cancel on disconnect: the account's resting orders are cancelled"
@@ -919,18 +919,7 @@ impl<'a> Gateway<'a> {
     /// `Rejected{ResendUnavailable}`: `oldest` is the oldest event sequence still kept.
     fn resend_unavailable(&mut self, sid: usize, index: usize, oldest: u64) {
         let reason = wire::RejectReason::ResendUnavailable;
-        self.stats.gateway_rejects += 1;
-        self.counters.reject(reason);
-        let r = wire::Rejected::new(
-            0,
-            0,
-            oldest,
-            0,
-            u32::try_from(index).unwrap_or(u32::MAX),
-            reason,
-            wire::RequestKind::Logon,
-        );
-        self.sessions.report(sid, ServerReport::Rejected(r));
+        self.reject_with_seq(sid, index, wire::RequestKind::Logon, reason, (0, 0), oldest);
     }
 
     /// Takes what the resend threads read: resent reports for sessions that are reading
@@ -1059,12 +1048,26 @@ impl<'a> Gateway<'a> {
         cl: u64,
         oid: u64,
     ) {
+        self.reject_with_seq(sid, index, request, reason, (cl, oid), 0);
+    }
+
+    /// A gateway reject of a request naming `(client order id, order id)`; `engine_seq` is 0
+    /// but for `ResendUnavailable` (the oldest sequence kept).
+    fn reject_with_seq(
+        &mut self,
+        sid: usize,
+        index: usize,
+        request: wire::RequestKind,
+        reason: wire::RejectReason,
+        (cl, oid): (u64, u64),
+        engine_seq: u64,
+    ) {
         self.stats.gateway_rejects += 1;
         self.counters.reject(reason);
         let r = wire::Rejected::new(
             oid,
             cl,
-            0,
+            engine_seq,
             0,
             u32::try_from(index).unwrap_or(u32::MAX),
             reason,

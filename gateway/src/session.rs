@@ -623,8 +623,9 @@ impl Sessions {
         let access = &self.list[sid].access;
         // 0 is the venue's (admins only); u32::MAX is every account, for a read key entitled to
         // all ("*").
-        let all = account == ALL_ACCOUNTS && access.may_read(ALL_ACCOUNTS);
-        if (account == ALL_ACCOUNTS && !all) || (account == VENUE && !access.may_admin()) {
+        if (account == ALL_ACCOUNTS && !access.may_read(ALL_ACCOUNTS))
+            || (account == VENUE && !access.may_admin())
+        {
             return Err(LogonRefused::InvalidAccount);
         }
         if access.may_trade(account) {
