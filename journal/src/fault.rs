@@ -1,8 +1,9 @@
 //! Fault injection for tests, compiled into debug builds only: a write cut short, a failed
 //! fsync. Set from a test ([`crate::SegmentLog::inject`]) or, for a whole node process, from
 //! the `CALDERA_FAULT` environment variable, e.g. `CALDERA_FAULT=journal-write@5` (the 5th
-//! append's write stops half-way and fails) or `journal-fsync@3` (the 3rd fsync fails).
-//! Release builds ignore both: [`Faults`] is empty there.
+//! append's write stops half-way and fails) or `journal-fsync@3` (the 3rd fsync fails); the
+//! Kafka writer reads `kafka-unknown-offset@N` (the first acknowledgement and every Nth after
+//! it arrive without their offset). Release builds ignore them: [`Faults`] is empty there.
 
 use std::fs::File;
 use std::io::Write;

@@ -58,9 +58,16 @@ pub enum KafkaJournalError {
 }
 
 struct DeliveryContext {
-    /// `(offset, last_seq)` of each acknowledged record, in delivery order.
+    /// `(offset, last_seq)` of each acknowledged record, in delivery order. The offset is
+    /// negative when the broker acknowledged the record without one (see
+    /// [`KafkaJournal::durable`]).
     deliveries: Arc<Mutex<VecDeque<(i64, u64)>>>,
     failed: Arc<Mutex<Option<String>>>,
+    /// Fault injection (debug builds, `CALDERA_FAULT=kafka-unknown-offset@N`): the first
+    /// acknowledgement and every Nth after it arrive without their offset, as a broker's answer
+    /// to a retried duplicate can.
+    unknown_offset_every: Option<u64>,
+    acknowledged: std::sync::atomic::AtomicU64,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -70,8 +77,16 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, last_seq: usize) {
         match result {
             Ok(m) => {
+                let n = self
+                    .acknowledged
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
+                let offset = match self.unknown_offset_every {
+                    Some(every) if every > 0 && (n - 1) % every == 0 => -1,
+                    _ => m.offset(),
+                };
                 if let Ok(mut d) = self.deliveries.lock() {
-                    d.push_back((m.offset(), last_seq as u64));
+                    d.push_back((offset, last_seq as u64));
                 }
             }
             Err((e, _)) => {
@@ -83,6 +98,16 @@ impl ProducerContext for DeliveryContext {
             }
         }
     }
+}
+
+/// What [`KafkaJournal::check_gap`] found.
+enum Gap {
+    /// Every record of the gap was read; none has a newer epoch.
+    Clear,
+    /// Not all read yet.
+    Pending,
+    /// Why this writer is fenced.
+    Fenced(String),
 }
 
 const KEY: &[u8] = b"shard-0";
@@ -262,6 +287,8 @@ pub struct KafkaJournal {
     max_record: usize,
     fenced: Option<String>,
     gap_reader: Option<BaseConsumer>,
+    /// The offset `gap_reader` reads next (-1: not positioned).
+    gap_next: i64,
 }
 
 impl KafkaJournal {
@@ -281,6 +308,13 @@ impl KafkaJournal {
     ) -> Result<Self, KafkaJournalError> {
         let deliveries = Arc::new(Mutex::new(VecDeque::new()));
         let failed = Arc::new(Mutex::new(None));
+        let unknown_offset_every = crate::fault::injected("kafka-unknown-offset");
+        if let Some(n) = unknown_offset_every {
+            tracing::warn!(
+                every = n,
+                "CALDERA_FAULT: kafka-unknown-offset: acknowledgements will arrive without their offset"
+            );
+        }
         let producer: BaseProducer<DeliveryContext> = brokers
             .client_config()
             .set("enable.idempotence", "true")
@@ -292,6 +326,8 @@ impl KafkaJournal {
             .create_with_context(DeliveryContext {
                 deliveries: Arc::clone(&deliveries),
                 failed: Arc::clone(&failed),
+                unknown_offset_every,
+                acknowledged: std::sync::atomic::AtomicU64::new(0),
             })?;
         check_topic(
             producer.client(),
@@ -316,6 +352,7 @@ impl KafkaJournal {
             max_record: DEFAULT_MAX_RECORD,
             fenced: None,
             gap_reader: None,
+            gap_next: -1,
         })
     }
 
@@ -475,25 +512,46 @@ impl KafkaJournal {
             return Err(JournalError::Fatal(f));
         }
         loop {
-            let next = self.deliveries.lock().ok().and_then(|d| d.front().copied());
-            let Some((offset, last)) = next else { break };
+            // The next acknowledged record with an offset, and the last sequence of every record
+            // acknowledged before it without one: a broker's answer to a retried duplicate (after
+            // it restarted, or lost the first answer) can carry no offset. Those records are
+            // durable and were produced in order, so they lie between the expected offset and
+            // the next known one: that gap is checked for a newer epoch like any other. Until a
+            // later record is acknowledged with its offset (a heartbeat follows within
+            // `heartbeat_ms`), they are held.
+            let next = self.deliveries.lock().ok().and_then(|d| {
+                let known = d.iter().position(|(offset, _)| *offset >= 0)?;
+                let before = d.iter().take(known).map(|(_, last)| *last).max();
+                Some((known, d[known].0, d[known].1.max(before.unwrap_or(0))))
+            });
+            let Some((unknown, offset, last)) = next else {
+                break;
+            };
             if offset != self.expected_offset {
                 match self.check_gap(self.expected_offset, offset) {
-                    Ok(None) => {}
-                    Ok(Some(why)) => {
+                    Ok(Gap::Clear) => {}
+                    Ok(Gap::Fenced(why)) => {
                         tracing::error!(why, "fenced by a newer primary");
                         self.fenced = Some(why.clone());
                         return Err(JournalError::Fenced(why));
                     }
-                    // Could not read the gap yet: hold (not durable) and retry on the next call.
+                    // Not read yet: hold (not durable) and go on checking on the next call.
+                    Ok(Gap::Pending) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not check the offset gap yet");
                         break;
                     }
                 }
             }
+            if unknown > 0 {
+                tracing::warn!(
+                    records = unknown,
+                    before = offset,
+                    "records acknowledged without an offset: placed by the next one's"
+                );
+            }
             if let Ok(mut d) = self.deliveries.lock() {
-                d.pop_front();
+                d.drain(..=unknown);
             }
             self.expected_offset = offset + 1;
             self.delivered = self.delivered.max(last);
@@ -513,57 +571,61 @@ impl KafkaJournal {
         Ok(d)
     }
 
-    /// Reads offsets `from..to` (records someone else wrote between two of ours). Returns why
-    /// this writer is fenced if one of them has a higher epoch.
-    fn check_gap(&mut self, from: i64, to: i64) -> Result<Option<String>, KafkaJournalError> {
+    /// Reads offsets `from..to` (records someone else wrote between two of ours, or ours that
+    /// were acknowledged without an offset) without blocking: whatever the reader has fetched
+    /// is checked, and [`Gap::Pending`] says to call again (the journal thread keeps appending
+    /// meanwhile: some brokers serve a record only once a later batch has landed). Every record
+    /// read is checked for a higher epoch, so a check resumes where the last one stopped.
+    fn check_gap(&mut self, from: i64, to: i64) -> Result<Gap, KafkaJournalError> {
         if to < from {
-            return Ok(Some(format!(
+            return Ok(Gap::Fenced(format!(
                 "record acknowledged at offset {to}, before the expected {from}"
             )));
         }
         if self.gap_reader.is_none() {
             self.gap_reader = Some(reader_consumer(&self.brokers)?);
+            self.gap_next = -1;
         }
         let consumer = self.gap_reader.as_ref().expect("created");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, 0, Offset::Offset(from))?;
-        consumer.assign(&tpl)?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut at = from;
-        while at < to {
-            if Instant::now() > deadline {
-                return Err(
-                    KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut).into(),
-                );
-            }
-            match consumer.poll(Duration::from_millis(100)) {
+        let next = &mut self.gap_next;
+        // Records before `gap_next` were read and checked by an earlier call (`from` only grows).
+        if *next < from || *next > to {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.topic, 0, Offset::Offset(from))?;
+            consumer.assign(&tpl)?;
+            *next = from;
+        }
+        while *next < to {
+            match consumer.poll(Duration::ZERO) {
                 Some(Ok(m)) => {
-                    if m.offset() >= to {
-                        break;
+                    if m.offset() < *next {
+                        continue;
                     }
-                    at = m.offset() + 1;
+                    *next = m.offset() + 1;
                     let epoch = m
                         .payload()
                         .and_then(|p| record::root(p).ok())
                         .map_or(0, |b| b.epoch());
                     if epoch > self.epoch && crate::recover::epoch_acceptable(self.epoch, epoch) {
-                        return Ok(Some(format!(
+                        return Ok(Gap::Fenced(format!(
                             "epoch {epoch} started at offset {} (this writer has epoch {})",
                             m.offset(),
                             self.epoch
                         )));
                     }
+                    if epoch != self.epoch {
+                        tracing::warn!(
+                            offset = m.offset(),
+                            epoch,
+                            "a record of an older epoch between two of ours (ignored by readers)"
+                        );
+                    }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) | None => return Ok(Gap::Pending),
                 Some(Err(e)) => return Err(e.into()),
             }
         }
-        tracing::warn!(
-            from,
-            to,
-            "records of an older epoch between two of ours (ignored by readers)"
-        );
-        Ok(None)
+        Ok(Gap::Clear)
     }
 
     /// Waits for every pending batch (bounded by `timeout`).

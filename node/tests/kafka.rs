@@ -735,3 +735,80 @@ fn a_broker_restart_under_load_loses_nothing_acknowledged_and_service_resumes() 
         acked.len()
     );
 }
+
+/// A broker can acknowledge a record without its offset: tansu 0.6 answered a retried
+/// duplicate that way after a restart, and Apache Kafka can for a duplicate it no longer has the
+/// metadata of. The record is durable and lies before the next record acknowledged with its
+/// offset; the primary checks that gap for a newer epoch, like any gap, instead of taking the
+/// missing offset for a sign of fencing. Before the fix, the first such acknowledgement fenced
+/// the primary (exit code 3).
+#[cfg(debug_assertions)]
+#[test]
+fn acknowledgements_without_an_offset_are_placed_by_the_next_known_one_and_do_not_fence_the_primary(
+) {
+    let broker = Broker::start("caldera.events");
+    let uri = broker.uri("caldera.events");
+    // Every 3rd acknowledgement arrives without its offset (CALDERA_FAULT, debug builds).
+    let node = Node::start_kafka_with_env(
+        "kafka-no-offset",
+        &kafka_toml(&uri),
+        &[("CALDERA_FAULT", "kafka-unknown-offset@3")],
+    );
+    let ctx = zmq::Context::new();
+    let mut c = node.client(&ctx);
+    let mut reports = Vec::new();
+    c.push(requests::logon(7));
+    // Rounds of 20 orders, each answered before the next: one record (or a few) per round.
+    let mut acked = Vec::new();
+    for round in 0..60u64 {
+        for i in 0..20 {
+            let n = round * 20 + i + 1;
+            let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
+            c.push(limit(n, 1, side, TimeInForce::Gtc, 1000 + n % 5, 1 + n % 7));
+        }
+        c.flush().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let want = (round + 1) * 20;
+        loop {
+            let answered = reports
+                .iter()
+                .filter(|x| matches!(x, ServerReport::Accepted(_) | ServerReport::Rejected(_)))
+                .count() as u64;
+            if answered >= want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {answered} of {want} answered: {}",
+                node.log()
+            );
+            c.recv(&mut reports, Duration::from_millis(50)).unwrap();
+        }
+    }
+    for r in &reports {
+        match r {
+            ServerReport::Accepted(a) => acked.push(a.engine_seq()),
+            ServerReport::Rejected(x) => panic!("rejected: {:?}", x.reason()),
+            _ => {}
+        }
+    }
+    assert_eq!(acked.len(), 1200);
+    assert!(
+        node.log()
+            .contains("acknowledgements will arrive without their offset"),
+        "the fault was not injected"
+    );
+    let (code, summary, _) = node.stop();
+    assert_eq!(code, 0, "the primary was fenced or failed");
+    let replay: serde_json::Value =
+        serde_json::from_str(caldera(&["replay", "--journal", &uri]).trim()).unwrap();
+    assert_eq!(
+        replay["state_hash"], summary["state_hash"],
+        "replay {replay} != summary {summary}"
+    );
+    let last = replay["last_seq"].as_u64().unwrap();
+    assert!(
+        acked.iter().all(|s| *s <= last),
+        "an acknowledged event is missing"
+    );
+}

@@ -170,6 +170,12 @@ impl Node {
         Self::launch(tag, extra_toml, None, Keys::create(tag))
     }
 
+    /// [`Node::start_kafka`] with extra environment variables (`CALDERA_FAULT`).
+    #[must_use]
+    pub fn start_kafka_with_env(tag: &str, extra_toml: &str, env: &[(&str, &str)]) -> Node {
+        Self::launch_env(tag, extra_toml, None, Keys::create(tag), env)
+    }
+
     /// Starts `caldera serve` on an existing (or new) journal directory.
     #[must_use]
     pub fn start_on(tag: &str, extra_toml: &str, journal: &Path) -> Node {

@@ -143,17 +143,26 @@ impl KafkaFollower {
         journal.set_max_record_bytes(cfg.journal.kafka_max_record_bytes);
         let marker = epoch_record(epoch, self.engine.last_seq());
         let t_produce = Instant::now();
-        let offset = journal.start_epoch(&marker, Duration::from_secs(30))?;
+        // Negative: acknowledged without an offset (see `KafkaJournal::durable`); the record is
+        // then found by reading up to the first record of this epoch.
+        let acked_at = journal.start_epoch(&marker, Duration::from_secs(30))?;
         let acked = t_produce.elapsed();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.reader.next_offset() <= offset {
+        while (acked_at >= 0 && self.reader.next_offset() <= acked_at)
+            || (acked_at < 0 && self.rec.last_epoch < epoch)
+        {
             if Instant::now() > deadline {
                 return Err(NodeError::Recover(format!(
-                    "could not read back the epoch record at offset {offset}"
+                    "could not read back the epoch record (acknowledged at offset {acked_at})"
                 )));
             }
             self.read(Duration::from_millis(50))?;
         }
+        let offset = if acked_at < 0 {
+            self.epoch_offset
+        } else {
+            acked_at
+        };
         if self.rec.last_epoch != epoch || self.epoch_offset != offset {
             return Err(NodeError::Recover(format!(
                 "another primary started epoch {} (offset {}) while this one started {epoch} \
