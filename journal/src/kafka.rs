@@ -64,8 +64,8 @@ struct DeliveryContext {
     deliveries: Arc<Mutex<VecDeque<(i64, u64)>>>,
     failed: Arc<Mutex<Option<String>>>,
     /// Fault injection (debug builds, `CALDERA_FAULT=kafka-unknown-offset@N`): the first
-    /// acknowledgement and every Nth after it arrive without their offset, as a broker's answer
-    /// to a retried duplicate can.
+    /// acknowledgement and every Nth after it arrive without their offset (-1 and 0 in turn),
+    /// as a broker's answer to a retried duplicate can.
     unknown_offset_every: Option<u64>,
     acknowledged: std::sync::atomic::AtomicU64,
 }
@@ -81,8 +81,15 @@ impl ProducerContext for DeliveryContext {
                     .acknowledged
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                     + 1;
+                // Stripped: -1 and 0 in turn (Apache Kafka's and tansu's answers).
                 let offset = match self.unknown_offset_every {
-                    Some(every) if every > 0 && (n - 1) % every == 0 => -1,
+                    Some(every) if every > 0 && (n - 1) % every == 0 => {
+                        if ((n - 1) / every) % 2 == 0 {
+                            -1
+                        } else {
+                            0
+                        }
+                    }
                     _ => m.offset(),
                 };
                 if let Ok(mut d) = self.deliveries.lock() {
@@ -512,15 +519,18 @@ impl KafkaJournal {
             return Err(JournalError::Fatal(f));
         }
         loop {
-            // The next acknowledged record with an offset, and the last sequence of every record
-            // acknowledged before it without one: a broker's answer to a retried duplicate (after
-            // it restarted, or lost the first answer) can carry no offset. Those records are
-            // durable and were produced in order, so they lie between the expected offset and
-            // the next known one: that gap is checked for a newer epoch like any other. Until a
-            // later record is acknowledged with its offset (a heartbeat follows within
-            // `heartbeat_ms`), they are held.
+            // The next record acknowledged at a plausible offset, and the last sequence of every
+            // record acknowledged before it without one. A broker's answer to a retried duplicate
+            // (after it restarted, or lost the first answer) can carry no offset (-1: Apache
+            // Kafka when it no longer holds the original's metadata) or a wrong one (tansu 0.6:
+            // 0); a record of ours can never land before the expected offset, so such an offset
+            // is no offset. Those records are durable and were produced in order, so they lie
+            // between the expected offset and the next known one: that gap is checked for a
+            // newer epoch like any other. Until a later record is acknowledged with its offset
+            // (a heartbeat follows within `heartbeat_ms`), they are held.
+            let expected = self.expected_offset;
             let next = self.deliveries.lock().ok().and_then(|d| {
-                let known = d.iter().position(|(offset, _)| *offset >= 0)?;
+                let known = d.iter().position(|(offset, _)| *offset >= expected)?;
                 let before = d.iter().take(known).map(|(_, last)| *last).max();
                 Some((known, d[known].0, d[known].1.max(before.unwrap_or(0))))
             });
@@ -547,7 +557,7 @@ impl KafkaJournal {
                 tracing::warn!(
                     records = unknown,
                     before = offset,
-                    "records acknowledged without an offset: placed by the next one's"
+                    "records acknowledged without a usable offset (a duplicate's answer): placed by the next one's"
                 );
             }
             if let Ok(mut d) = self.deliveries.lock() {

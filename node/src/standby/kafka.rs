@@ -143,9 +143,15 @@ impl KafkaFollower {
         journal.set_max_record_bytes(cfg.journal.kafka_max_record_bytes);
         let marker = epoch_record(epoch, self.engine.last_seq());
         let t_produce = Instant::now();
-        // Negative: acknowledged without an offset (see `KafkaJournal::durable`); the record is
-        // then found by reading up to the first record of this epoch.
+        // Negative: acknowledged without a usable offset (see `KafkaJournal::durable`); the
+        // record is then found by reading up to the first record of this epoch.
         let acked_at = journal.start_epoch(&marker, Duration::from_secs(30))?;
+        // It cannot have landed before what was read (a duplicate's answer can say so).
+        let acked_at = if acked_at < self.reader.next_offset() {
+            -1
+        } else {
+            acked_at
+        };
         let acked = t_produce.elapsed();
         let deadline = Instant::now() + Duration::from_secs(30);
         while (acked_at >= 0 && self.reader.next_offset() <= acked_at)
