@@ -452,7 +452,9 @@ impl KafkaJournal {
     /// Sends one batch (asynchronously); returns the last durable sequence.
     ///
     /// # Errors
-    /// A description of a client error (a full local queue is waited out, not an error).
+    /// A description of a client error (a full local queue is waited out, not an error), when
+    /// fenced, or a failed delivery. A broker that stopped acknowledging is not an error here:
+    /// the batch is queued, and [`KafkaJournal::durable`] reports the stall.
     pub fn append(&mut self, _first: u64, last: u64, bytes: &[u8]) -> Result<u64, JournalError> {
         if let Some(f) = &self.fenced {
             return Err(JournalError::Fenced(f.clone()));
@@ -478,7 +480,15 @@ impl KafkaJournal {
             self.produce(bytes, last)?;
         }
         self.sent = self.sent.max(last);
-        self.durable()
+        // The record is queued: the append itself succeeded, whatever the broker does now. A
+        // stall is [`KafkaJournal::durable`]'s to report (the journal stage polls it), never
+        // the append's: a failed append is sent again, and this batch would then be in the
+        // topic twice — the second time with the commands taken since, a record that overlaps
+        // the first one and that replay refuses (`Diverged`).
+        match self.durable() {
+            Err(JournalError::Unavailable(_)) => Ok(self.delivered),
+            other => other,
+        }
     }
 
     /// Queues one record whose delivery makes everything up to `upto` durable.

@@ -812,3 +812,58 @@ fn acknowledgements_without_an_offset_are_placed_by_the_next_known_one_and_do_no
         "an acknowledged event is missing"
     );
 }
+
+/// An append made while the broker does not acknowledge is queued, not failed: the stall is
+/// what `durable` reports. Before the fix, the append itself failed once the stall was
+/// detected, so the journal stage sent the batch again — with the commands it had taken since
+/// — and the topic held two overlapping records that replay refuses (`Diverged`).
+#[test]
+fn an_append_during_a_broker_stall_is_queued_not_failed_and_becomes_durable_after_it() {
+    use caldera_journal::kafka::{Brokers, KafkaJournal};
+    use caldera_journal::JournalError;
+    let broker = Broker::start("caldera.events");
+    let mut journal = KafkaJournal::connect(
+        &Brokers::new(broker.addr.clone()),
+        "caldera.events",
+        0,
+        0,
+        1,
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let batch = caldera_schema::record::BatchBuilder::default();
+    let bytes = batch.finish(&mut fbb, 1, 1, 10).to_vec();
+    journal.append(1, 10, &bytes).unwrap();
+    let durable = |journal: &mut KafkaJournal, seq: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match journal.durable() {
+                Ok(d) if d >= seq => break,
+                Ok(_) | Err(JournalError::Unavailable(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(Instant::now() < deadline, "{seq} not acknowledged");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    durable(&mut journal, 10);
+    broker.signal(rustix::process::Signal::STOP);
+    let bytes = batch.finish(&mut fbb, 1, 11, 20).to_vec();
+    journal.append(11, 20, &bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // The stall is reported by durable()...
+    assert!(
+        matches!(journal.durable(), Err(JournalError::Unavailable(_))),
+        "a stall of 600 ms (limit 300 ms) is not reported"
+    );
+    // ...while a further append is queued, not failed (it would be sent again).
+    let bytes = batch.finish(&mut fbb, 1, 21, 30).to_vec();
+    let appended = journal.append(21, 30, &bytes);
+    assert!(
+        appended.is_ok(),
+        "an append during a stall failed: {appended:?}"
+    );
+    broker.signal(rustix::process::Signal::CONT);
+    durable(&mut journal, 30);
+}
