@@ -42,9 +42,28 @@ fn sibling_bin(var: &str, name: &str) -> PathBuf {
     p
 }
 
-/// A port nothing listens on right now (the OS's choice).
+/// A port nothing listens on right now, for a process under test to bind.
+///
+/// Chosen below Linux's ephemeral range (32768–60999), never twice in one test process: the
+/// OS's own choice (`bind` to port 0) comes from the ephemeral range, where an outgoing
+/// connection of another test could take it before the process under test binds it, and a
+/// later `bind` to port 0 could hand the same port to another test ("Address already in use"
+/// in a CI run).
 #[must_use]
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Each process starts elsewhere in the span (two test processes at once rarely meet).
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
