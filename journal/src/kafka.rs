@@ -77,17 +77,16 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, last_seq: usize) {
         match result {
             Ok(m) => {
-                let n = self
-                    .acknowledged
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                    + 1;
-                // Stripped: -1 and 0 in turn (Apache Kafka's and tansu's answers).
                 let offset = match self.unknown_offset_every {
-                    Some(every) if every > 0 && (n - 1) % every == 0 => {
-                        if ((n - 1) / every) % 2 == 0 {
-                            -1
-                        } else {
-                            0
+                    Some(every) if every > 0 => {
+                        let n = self
+                            .acknowledged
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        // Stripped: -1 and 0 in turn (Apache Kafka's and tansu's answers).
+                        match (n % every, (n / every) % 2) {
+                            (0, 0) => -1,
+                            (0, _) => 0,
+                            _ => m.offset(),
                         }
                     }
                     _ => m.offset(),
@@ -396,11 +395,17 @@ impl KafkaJournal {
     /// Appends this writer's epoch-start record (a batch without commands) and waits for the
     /// broker to acknowledge it. Returns its offset: the caller reads the topic up to it (to
     /// pick up anything an old primary wrote before it), then calls
-    /// [`KafkaJournal::resume_after`].
+    /// [`KafkaJournal::resume_after`]. `None` when the acknowledgement carried no usable offset
+    /// (see [`KafkaJournal::durable`]): the caller then reads up to the first record of the
+    /// epoch.
     ///
     /// # Errors
     /// When the broker does not acknowledge within `timeout`.
-    pub fn start_epoch(&mut self, record: &[u8], timeout: Duration) -> Result<i64, JournalError> {
+    pub fn start_epoch(
+        &mut self,
+        record: &[u8],
+        timeout: Duration,
+    ) -> Result<Option<i64>, JournalError> {
         let before = self.deliveries.lock().map(|d| d.len()).unwrap_or(0);
         let rec = BaseRecord::with_opaque_to(&self.topic, 0usize)
             .partition(0)
@@ -430,7 +435,15 @@ impl KafkaJournal {
             JournalError::Unavailable("the epoch record was not acknowledged".into())
         })?;
         d.truncate(before);
-        Ok(offset)
+        Ok(self.usable(offset).then_some(offset))
+    }
+
+    /// Whether a record of this writer can have landed at `offset`: never before the offset
+    /// after its last known record. A broker's answer to a retried duplicate (after it
+    /// restarted, or lost the first answer) can carry no offset (-1: Apache Kafka when it no
+    /// longer holds the original's metadata) or a wrong one (tansu 0.6: 0).
+    fn usable(&self, offset: i64) -> bool {
+        offset >= self.expected_offset
     }
 
     /// Continues after the epoch record at `offset`, with everything up to `durable_seq` in
@@ -529,18 +542,14 @@ impl KafkaJournal {
             return Err(JournalError::Fatal(f));
         }
         loop {
-            // The next record acknowledged at a plausible offset, and the last sequence of every
-            // record acknowledged before it without one. A broker's answer to a retried duplicate
-            // (after it restarted, or lost the first answer) can carry no offset (-1: Apache
-            // Kafka when it no longer holds the original's metadata) or a wrong one (tansu 0.6:
-            // 0); a record of ours can never land before the expected offset, so such an offset
-            // is no offset. Those records are durable and were produced in order, so they lie
-            // between the expected offset and the next known one: that gap is checked for a
-            // newer epoch like any other. Until a later record is acknowledged with its offset
-            // (a heartbeat follows within `heartbeat_ms`), they are held.
-            let expected = self.expected_offset;
+            // The next record acknowledged at a usable offset, and the last sequence of every
+            // record acknowledged before it without one ([`KafkaJournal::usable`]). Those
+            // records are durable and were produced in order, so they lie between the expected
+            // offset and the next known one: that gap is checked for a newer epoch like any
+            // other. Until a later record is acknowledged with its offset (a heartbeat follows
+            // within `heartbeat_ms`), they are held.
             let next = self.deliveries.lock().ok().and_then(|d| {
-                let known = d.iter().position(|(offset, _)| *offset >= expected)?;
+                let known = d.iter().position(|(offset, _)| self.usable(*offset))?;
                 let before = d.iter().take(known).map(|(_, last)| *last).max();
                 Some((known, d[known].0, d[known].1.max(before.unwrap_or(0))))
             });
@@ -597,11 +606,6 @@ impl KafkaJournal {
     /// meanwhile: some brokers serve a record only once a later batch has landed). Every record
     /// read is checked for a higher epoch, so a check resumes where the last one stopped.
     fn check_gap(&mut self, from: i64, to: i64) -> Result<Gap, KafkaJournalError> {
-        if to < from {
-            return Ok(Gap::Fenced(format!(
-                "record acknowledged at offset {to}, before the expected {from}"
-            )));
-        }
         if self.gap_reader.is_none() {
             self.gap_reader = Some(reader_consumer(&self.brokers)?);
             self.gap_next = -1;

@@ -143,32 +143,23 @@ impl KafkaFollower {
         journal.set_max_record_bytes(cfg.journal.kafka_max_record_bytes);
         let marker = epoch_record(epoch, self.engine.last_seq());
         let t_produce = Instant::now();
-        // Negative: acknowledged without a usable offset (see `KafkaJournal::durable`); the
-        // record is then found by reading up to the first record of this epoch.
+        // `None`: acknowledged without a usable offset; the record is then the first of this
+        // epoch the reader finds.
         let acked_at = journal.start_epoch(&marker, Duration::from_secs(30))?;
-        // It cannot have landed before what was read (a duplicate's answer can say so).
-        let acked_at = if acked_at < self.reader.next_offset() {
-            -1
-        } else {
-            acked_at
-        };
         let acked = t_produce.elapsed();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while (acked_at >= 0 && self.reader.next_offset() <= acked_at)
-            || (acked_at < 0 && self.rec.last_epoch < epoch)
-        {
+        while match acked_at {
+            Some(at) => self.reader.next_offset() <= at,
+            None => self.rec.last_epoch < epoch,
+        } {
             if Instant::now() > deadline {
                 return Err(NodeError::Recover(format!(
-                    "could not read back the epoch record (acknowledged at offset {acked_at})"
+                    "could not read back the epoch record (acknowledged at {acked_at:?})"
                 )));
             }
             self.read(Duration::from_millis(50))?;
         }
-        let offset = if acked_at < 0 {
-            self.epoch_offset
-        } else {
-            acked_at
-        };
+        let offset = acked_at.unwrap_or(self.epoch_offset);
         if self.rec.last_epoch != epoch || self.epoch_offset != offset {
             return Err(NodeError::Recover(format!(
                 "another primary started epoch {} (offset {}) while this one started {epoch} \
