@@ -196,6 +196,8 @@ struct Table {
     vtable_len: usize,
 }
 
+#[cold]
+#[inline(never)]
 fn malformed(what: &str, pos: usize) -> FrameError {
     FrameError::Malformed(format!("{what} at {pos}"))
 }
@@ -212,18 +214,27 @@ impl<'a> Reader<'a> {
     }
 
     /// `size` bytes at `pos` are in the buffer (and count towards the apparent size).
+    #[inline]
     fn range(&mut self, pos: usize, size: usize) -> Result<&'a [u8], FrameError> {
         let end = pos.saturating_add(size);
         if end > self.buf.len() {
             return Err(malformed("range out of bounds", pos));
         }
-        self.apparent = self.apparent.saturating_add(size);
-        if self.apparent > self.max_apparent {
-            return Err(FrameError::Malformed("apparent size too large".into()));
-        }
+        self.count(size)?;
         Ok(&self.buf[pos..end])
     }
 
+    /// Counts `size` more bytes towards the apparent size.
+    #[inline]
+    fn count(&mut self, size: usize) -> Result<(), FrameError> {
+        self.apparent = self.apparent.saturating_add(size);
+        if self.apparent > self.max_apparent {
+            return Err(malformed("apparent size too large", self.apparent));
+        }
+        Ok(())
+    }
+
+    #[inline]
     fn u16(&mut self, pos: usize) -> Result<u16, FrameError> {
         if pos % 2 != 0 {
             return Err(malformed("unaligned u16", pos));
@@ -232,6 +243,7 @@ impl<'a> Reader<'a> {
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
 
+    #[inline]
     fn u32(&mut self, pos: usize) -> Result<u32, FrameError> {
         if pos % 4 != 0 {
             return Err(malformed("unaligned u32", pos));
@@ -240,6 +252,7 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    #[inline]
     fn u64(&mut self, pos: usize) -> Result<u64, FrameError> {
         if pos % 8 != 0 {
             return Err(malformed("unaligned u64", pos));
@@ -248,11 +261,13 @@ impl<'a> Reader<'a> {
     }
 
     /// The position an unsigned offset at `pos` points to.
+    #[inline]
     fn follow(&mut self, pos: usize) -> Result<usize, FrameError> {
         let off = self.u32(pos)? as usize;
         Ok(pos.saturating_add(off))
     }
 
+    #[inline]
     fn table(&mut self, pos: usize) -> Result<Table, FrameError> {
         let soffset = self.u32(pos)? as i32;
         let vtable = if soffset > 0 {
@@ -269,7 +284,7 @@ impl<'a> Reader<'a> {
         self.range(vtable, vtable_len)?;
         self.tables += 1;
         if self.tables > self.max_tables {
-            return Err(FrameError::Malformed("too many tables".into()));
+            return Err(malformed("too many tables", pos));
         }
         Ok(Table {
             pos,
@@ -279,16 +294,23 @@ impl<'a> Reader<'a> {
     }
 
     /// Where field `index` of `t` is, if present.
+    #[inline]
     fn field(&mut self, t: &Table, index: usize) -> Result<Option<usize>, FrameError> {
         let voffset = 4 + 2 * index;
         if voffset >= t.vtable_len {
             return Ok(None);
         }
-        let off = self.u16(t.vtable.saturating_add(voffset))?;
+        // `table` checked that the whole vtable is in the buffer and 2-aligned (and `voffset`
+        // and the length are even), so this entry is: only its size is counted, as the
+        // verifier counts it.
+        self.count(2)?;
+        let at = t.vtable + voffset;
+        let off = u16::from_le_bytes([self.buf[at], self.buf[at + 1]]);
         Ok((off > 0).then(|| t.pos.saturating_add(off as usize)))
     }
 
     /// A vector of `elem`-byte elements at the position `pos` points to: (first element, count).
+    #[inline]
     fn vector(&mut self, pos: usize, elem: usize) -> Result<(usize, usize), FrameError> {
         let at = self.follow(pos)?;
         let len = self.u32(at)? as usize;
@@ -298,6 +320,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The struct of `N` bytes at `pos`.
+    #[inline]
     fn bytes<const N: usize>(&mut self, pos: usize) -> Result<[u8; N], FrameError> {
         let b = self.range(pos, N)?;
         let mut a = [0u8; N];
@@ -360,7 +383,9 @@ fn request_of(
 ) -> Result<Result<ClientRequest, RequestError>, FrameError> {
     let mut found = None;
     let mut n = 0;
-    for (index, size) in REQUEST_FIELDS.iter().enumerate() {
+    // Fields past the vtable's end are absent: only those inside it are looked up.
+    let in_vtable = t.vtable_len.saturating_sub(4) / 2;
+    for (index, size) in REQUEST_FIELDS.iter().enumerate().take(in_vtable) {
         let Some(pos) = r.field(t, index)? else {
             continue;
         };
