@@ -105,11 +105,15 @@ impl EngineConfig {
             .saturating_add(accounts.saturating_mul(12))
             .saturating_add(account_slots.saturating_mul(16));
         let window = u64::from(self.dedupe_window).saturating_mul(u64::from(self.dedupe_accounts));
-        let window_slots = (window.max(1) * 2).next_power_of_two();
+        // One table per window, each at a load factor of at most 1/2.
+        let window_slots = (u64::from(self.dedupe_window).max(1) * 2)
+            .next_power_of_two()
+            .saturating_mul(u64::from(self.dedupe_accounts));
         let account_slots = (u64::from(self.dedupe_accounts).max(1) * 2).next_power_of_two();
         total = total
             .saturating_add(window.saturating_mul(16))
-            .saturating_add(window_slots.saturating_mul(32))
+            .saturating_add(window_slots.saturating_mul(24))
+            .saturating_add(u64::from(self.dedupe_accounts).saturating_mul(48))
             .saturating_add(u64::from(self.dedupe_accounts).saturating_mul(20))
             .saturating_add(account_slots.saturating_mul(16));
         for s in &self.instruments {

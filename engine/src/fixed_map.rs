@@ -52,7 +52,8 @@ impl MapKey for (u32, u64) {
 struct Slot<K, V> {
     key: K,
     val: V,
-    used: bool,
+    /// In use when equal to the map's `era` (0 = never in use).
+    era: u32,
 }
 
 #[derive(Clone)]
@@ -62,6 +63,8 @@ pub(crate) struct FixedMap<K, V> {
     len: usize,
     limit: usize,
     seed: u64,
+    /// The era of the slots in use: [`FixedMap::clear`] starts a new one.
+    era: u32,
 }
 
 impl<K: MapKey + Default, V: Copy + Default> FixedMap<K, V> {
@@ -71,7 +74,7 @@ impl<K: MapKey + Default, V: Copy + Default> FixedMap<K, V> {
         let empty = Slot {
             key: K::default(),
             val: V::default(),
-            used: false,
+            era: 0,
         };
         Self {
             slots: vec![empty; cap].into_boxed_slice(),
@@ -79,6 +82,7 @@ impl<K: MapKey + Default, V: Copy + Default> FixedMap<K, V> {
             len: 0,
             limit,
             seed,
+            era: 1,
         }
     }
 
@@ -87,7 +91,7 @@ impl<K: MapKey + Default, V: Copy + Default> FixedMap<K, V> {
         let mut i = (key.hash64(self.seed) as usize) & self.mask;
         loop {
             let s = &self.slots[i];
-            if !s.used {
+            if s.era != self.era {
                 return None;
             }
             if s.key == *key {
@@ -119,16 +123,13 @@ impl<K: MapKey + Default, V: Copy + Default> FixedMap<K, V> {
     pub(crate) fn insert(&mut self, key: K, val: V) -> bool {
         let mut i = (key.hash64(self.seed) as usize) & self.mask;
         loop {
+            let era = self.era;
             let s = &mut self.slots[i];
-            if !s.used {
+            if s.era != era {
                 if self.len >= self.limit {
                     return false;
                 }
-                *s = Slot {
-                    key,
-                    val,
-                    used: true,
-                };
+                *s = Slot { key, val, era };
                 self.len += 1;
                 return true;
             }
@@ -144,19 +145,19 @@ impl<K: MapKey + Default, V: Copy + Default> FixedMap<K, V> {
     pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
         let mut hole = self.find(key)?;
         let val = self.slots[hole].val;
-        self.slots[hole].used = false;
+        self.slots[hole].era = 0;
         self.len -= 1;
         let mut j = hole;
         loop {
             j = (j + 1) & self.mask;
-            if !self.slots[j].used {
+            if self.slots[j].era != self.era {
                 break;
             }
             let home = (self.slots[j].key.hash64(self.seed) as usize) & self.mask;
             // Move the entry back into the hole if the hole lies on its probe path.
             if (j.wrapping_sub(home) & self.mask) >= (j.wrapping_sub(hole) & self.mask) {
                 self.slots[hole] = self.slots[j];
-                self.slots[j].used = false;
+                self.slots[j].era = 0;
                 hole = j;
             }
         }
@@ -165,6 +166,19 @@ impl<K: MapKey + Default, V: Copy + Default> FixedMap<K, V> {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Empties the map in O(1): the slots of the old era read as empty from now on.
+    pub(crate) fn clear(&mut self) {
+        self.era = self.era.wrapping_add(1);
+        if self.era == 0 {
+            // After 2^32 - 1 clears: rewrite every slot once, so no old era comes back.
+            for s in self.slots.iter_mut() {
+                s.era = 0;
+            }
+            self.era = 1;
+        }
+        self.len = 0;
     }
 }
 
@@ -200,5 +214,39 @@ mod tests {
         for (k, v) in &r {
             assert_eq!(m.get(k), Some(*v));
         }
+    }
+
+    #[test]
+    fn clear_empties_the_map_and_its_slots_are_reused_across_eras_and_the_era_wrap() {
+        let mut m: FixedMap<u64, u32> = FixedMap::with_limit(64, 3);
+        for round in 0..6u32 {
+            if round == 3 {
+                // Slots of eras 1..=3 are left over; this round's clear wraps the era counter,
+                // which must rewrite every slot once so that none of them comes back.
+                m.era = u32::MAX;
+            }
+            for k in 0..64u64 {
+                assert!(
+                    m.insert(k * 7 + u64::from(round), round),
+                    "room after a clear"
+                );
+            }
+            assert!(!m.insert(10_000, round), "full at the limit");
+            assert_eq!(m.remove(&(u64::from(round))), Some(round));
+            assert_eq!(m.len(), 63);
+            m.clear();
+            assert_eq!(m.len(), 0);
+            for k in 0..64u64 {
+                assert_eq!(
+                    m.get(&(k * 7 + u64::from(round))),
+                    None,
+                    "round {round}: {k} cleared"
+                );
+            }
+        }
+        assert_eq!(
+            m.era, 3,
+            "wrapped to era 1 at the fourth clear, then two more"
+        );
     }
 }

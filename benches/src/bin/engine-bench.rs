@@ -36,6 +36,10 @@ struct Args {
     /// have no such window; the server's default is 1024.
     #[arg(long, default_value_t = 0)]
     dedupe_window: u32,
+    /// Accounts in the flow (each command's account drawn at random among them). The
+    /// loadgen's default run has 4 (one per connection).
+    #[arg(long, default_value_t = 2000)]
+    accounts: u32,
     /// Also run the hostile case: one account among the flow sends client order ids crafted to
     /// collide in the engine's index and fill-or-kill orders over a deep book, against an
     /// engine with a secret seed and against one whose seed the attacker knows.
@@ -179,6 +183,7 @@ fn main() -> Result<()> {
         .is_some_and(core_affinity::set_for_current);
     let cfg = FlowConfig {
         seed: args.seed,
+        accounts: args.accounts.max(1),
         ..FlowConfig::default()
     };
     let gen_start = Instant::now();

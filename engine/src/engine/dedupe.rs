@@ -6,6 +6,12 @@
 //! kept for the `dedupe_accounts` accounts that had an order accepted most recently (least
 //! recently used first out, the whole ring at once). Everything is preallocated: remembering
 //! an order never allocates.
+//!
+//! Each window has its own small hash table of client order ids. An account's lookups,
+//! inserts and evictions stay in its own table (48 KiB for a window of 1024), which stays in
+//! cache while the account is active, instead of landing at random in one table sized for
+//! every window at once (64 MiB by default). It also keeps one account's ids from lengthening
+//! another's probes.
 
 use super::Engine;
 use crate::fixed_map::FixedMap;
@@ -39,7 +45,10 @@ pub(crate) struct Dedupe {
     oldest: u32,
     newest: u32,
     by_account: FixedMap<u32, u32>,
-    ids: FixedMap<(u32, u64), u64>,
+    /// One table per window: client order id → order id.
+    ids: Box<[FixedMap<u64, u64>]>,
+    /// Orders remembered, all windows.
+    remembered: usize,
 }
 
 impl Dedupe {
@@ -68,20 +77,34 @@ impl Dedupe {
             oldest: NONE,
             newest: NONE,
             by_account: FixedMap::with_limit(m.max(1), seed.rotate_left(11)),
-            ids: FixedMap::with_limit((k * m).max(1), seed.rotate_left(53)),
+            ids: (0..m)
+                .map(|_| FixedMap::with_limit(k, seed.rotate_left(53)))
+                .collect(),
+            remembered: 0,
         }
     }
 
     /// The order id `(account, client_order_id)` was accepted as, if remembered.
     #[inline]
     pub(crate) fn get(&self, account: u32, client_order_id: u64) -> Option<u64> {
-        self.ids.get(&(account, client_order_id))
+        let w = self.by_account.get(&account)?;
+        self.ids[w as usize].get(&client_order_id)
     }
 
-    /// Starts loading the slot a lookup of `(account, client_order_id)` reads.
+    /// Starts loading the slots that accepting `(account, client_order_id)` reads: its own,
+    /// and the one of the order it would push out of a full window.
     #[inline]
     pub(crate) fn prefetch(&self, account: u32, client_order_id: u64) {
-        self.ids.prefetch(&(account, client_order_id));
+        let Some(w) = self.by_account.get(&account) else {
+            return;
+        };
+        let table = &self.ids[w as usize];
+        table.prefetch(&client_order_id);
+        let win = &self.windows[w as usize];
+        if win.len as usize == self.per_account {
+            let (oldest, _) = self.entries[w as usize * self.per_account + win.head as usize];
+            table.prefetch(&oldest);
+        }
     }
 
     /// Takes `w` out of the recency list.
@@ -128,11 +151,8 @@ impl Dedupe {
             // Every window is in use: the least recently used account's is forgotten.
             let w = self.oldest;
             let old = self.windows[w as usize];
-            let base = w as usize * self.per_account;
-            for i in 0..old.len as usize {
-                let (c, _) = self.entries[base + (old.head as usize + i) % self.per_account];
-                self.ids.remove(&(old.account, c));
-            }
+            self.ids[w as usize].clear();
+            self.remembered -= old.len as usize;
             self.by_account.remove(&old.account);
             self.unlink(w);
             w
@@ -158,21 +178,26 @@ impl Dedupe {
         let w = self.window_of(account);
         let base = w as usize * k;
         let win = &mut self.windows[w as usize];
+        let table = &mut self.ids[w as usize];
         if win.len as usize == k {
             let (c, _) = self.entries[base + win.head as usize];
-            self.ids.remove(&(account, c));
+            table.remove(&c);
             win.head = ((win.head as usize + 1) % k) as u32;
             win.len -= 1;
+            self.remembered -= 1;
         }
         let at = base + (win.head as usize + win.len as usize) % k;
         win.len += 1;
         self.entries[at] = (client_order_id, order_id);
-        self.ids.insert((account, client_order_id), order_id);
+        self.remembered += 1;
+        // Never full: the table holds up to `k` ids and the ring keeps at most `k`.
+        let fitted = table.insert(client_order_id, order_id);
+        debug_assert!(fitted, "a dedupe table holds its window");
     }
 
     /// Orders remembered, all accounts.
     pub(crate) fn len(&self) -> usize {
-        self.ids.len()
+        self.remembered
     }
 
     /// Every remembered order as `(account, client order id, order id)`: accounts least
