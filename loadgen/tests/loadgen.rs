@@ -1,5 +1,5 @@
 //! The real loadgen binary against the real `caldera` binary on 127.0.0.1.
-use caldera_testkit::harness::{free_port, Node};
+use caldera_testkit::harness::{free_port, temp_dir, Node};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,7 @@ fn loadgen(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn closed_loop_reports_json_and_expectations_fail_the_exit_code() {
     let s = server();
-    let dir = std::env::temp_dir().join(format!("caldera-loadgen-{}", free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("loadgen-out");
     let plot = dir.join("lat.svg");
     let hlog = dir.join("lat.hlog");
     let (code, out, err) = loadgen(&[

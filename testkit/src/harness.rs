@@ -1,6 +1,7 @@
 //! The process harness: the real `caldera` binary on free 127.0.0.1 ports, stopped with real
 //! signals; a real Kafka-protocol broker (tansu); helpers to talk to them. Every file a test
-//! writes goes to a fresh temporary directory ([`temp_dir`]).
+//! writes goes to a fresh temporary directory ([`temp_dir`]), removed when the test passes
+//! (kept when it fails, or with `CALDERA_KEEP_TEST_DIRS=1`).
 
 use caldera_client::{ClientCredentials, OrderClient, ServerReport};
 use std::io::Read;
@@ -162,6 +163,11 @@ pub struct Node {
 }
 
 /// A fresh directory under the system's temporary directory.
+///
+/// It lives as long as the test that made it: when the test's thread ends, the directories it
+/// made are removed, unless a panic happened on that thread (a failed test keeps its
+/// journals and logs to look at) or `CALDERA_KEEP_TEST_DIRS` is set. Every process the test
+/// started has been stopped by then (they are locals of the test, killed when dropped).
 #[must_use]
 pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -170,7 +176,55 @@ pub fn temp_dir(tag: &str) -> PathBuf {
         free_port()
     ));
     std::fs::create_dir_all(&d).unwrap();
+    cleanup::remove_when_the_test_passes(&d);
     d
+}
+
+/// Removing a passed test's directories (see [`temp_dir`]).
+mod cleanup {
+    use std::cell::RefCell;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, Once};
+    use std::thread::ThreadId;
+
+    /// Threads that panicked: their directories are kept.
+    static PANICKED: Mutex<Vec<ThreadId>> = Mutex::new(Vec::new());
+    static HOOK: Once = Once::new();
+
+    /// The directories this thread made, removed when the thread ends.
+    #[derive(Default)]
+    struct Made(Vec<PathBuf>);
+
+    impl Drop for Made {
+        fn drop(&mut self) {
+            let me = std::thread::current().id();
+            let failed = PANICKED.lock().map_or(true, |p| p.contains(&me));
+            if failed || std::env::var_os("CALDERA_KEEP_TEST_DIRS").is_some() {
+                return;
+            }
+            for d in &self.0 {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+
+    thread_local! {
+        static MADE: RefCell<Made> = RefCell::new(Made::default());
+    }
+
+    pub(super) fn remove_when_the_test_passes(dir: &Path) {
+        HOOK.call_once(|| {
+            let report = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if let Ok(mut p) = PANICKED.lock() {
+                    p.push(std::thread::current().id());
+                }
+                report(info);
+            }));
+        });
+        // A thread that is already ending (no thread-local left) keeps the directory.
+        let _ = MADE.try_with(|m| m.borrow_mut().0.push(dir.to_path_buf()));
+    }
 }
 
 impl Node {
