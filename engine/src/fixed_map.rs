@@ -216,6 +216,50 @@ mod tests {
         }
     }
 
+    /// Dense runs (identity-hashed ids, mostly consecutive, and consecutive client ids) with
+    /// removals anywhere in them and wrap-around at the table's end, against a `HashMap`.
+    #[test]
+    fn dense_runs_behave_like_a_hashmap() {
+        use super::OrderKey;
+        let mut ids: FixedMap<OrderKey, u64> = FixedMap::with_limit(300, 0);
+        let mut cids: FixedMap<(u32, u64), u64> = FixedMap::with_limit(300, 9);
+        let mut r: HashMap<u64, u64> = HashMap::new();
+        let mut x: u64 = 7;
+        let mut next = 1u64;
+        for step in 0..300_000u64 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            if x >> 62 != 0 && r.len() < 300 {
+                // Mostly the next id, sometimes one a little further on (gaps).
+                let k = next + (x >> 59 & 3);
+                next = k + 1;
+                if let std::collections::hash_map::Entry::Vacant(e) = r.entry(k) {
+                    e.insert(step);
+                    assert!(ids.insert(OrderKey(k), step));
+                    assert!(cids.insert((3, k), step));
+                }
+            } else if !r.is_empty() {
+                // Remove a live id near the recent end or anywhere.
+                let back = if x & 1 == 0 {
+                    (x >> 40) % 8
+                } else {
+                    (x >> 40) % 600
+                };
+                let k = (next - 1).saturating_sub(back);
+                let want = r.remove(&k);
+                assert_eq!(ids.remove(&OrderKey(k)), want);
+                assert_eq!(cids.remove(&(3, k)), want);
+            }
+            assert_eq!(ids.len(), r.len());
+            assert_eq!(cids.len(), r.len());
+        }
+        for (k, v) in &r {
+            assert_eq!(ids.get(&OrderKey(*k)), Some(*v));
+            assert_eq!(cids.get(&(3, *k)), Some(*v));
+        }
+    }
+
     #[test]
     fn clear_empties_the_map_and_its_slots_are_reused_across_eras_and_the_era_wrap() {
         let mut m: FixedMap<u64, u32> = FixedMap::with_limit(64, 3);

@@ -11,14 +11,39 @@ use flatbuffers::FlatBufferBuilder;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-fn tmp(tag: &str) -> PathBuf {
+/// A fresh directory under the system's temporary directory, removed when the test passes
+/// (kept for a look when it fails, or with `CALDERA_KEEP_TEST_DIRS`).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("CALDERA_KEEP_TEST_DIRS").is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn tmp(tag: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!(
         "caldera-journal-{tag}-{}-{}",
         std::process::id(),
         rand_suffix()
     ));
     let _ = fs::remove_dir_all(&d);
-    d
+    Scratch(d)
 }
 
 fn rand_suffix() -> u64 {
