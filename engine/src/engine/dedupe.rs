@@ -47,8 +47,6 @@ pub(crate) struct Dedupe {
     by_account: FixedMap<u32, u32>,
     /// One table per window: client order id → order id.
     ids: Box<[FixedMap<u64, u64>]>,
-    /// Orders remembered, all windows.
-    remembered: usize,
 }
 
 impl Dedupe {
@@ -80,7 +78,6 @@ impl Dedupe {
             ids: (0..m)
                 .map(|_| FixedMap::with_limit(k, seed.rotate_left(53)))
                 .collect(),
-            remembered: 0,
         }
     }
 
@@ -152,7 +149,6 @@ impl Dedupe {
             let w = self.oldest;
             let old = self.windows[w as usize];
             self.ids[w as usize].clear();
-            self.remembered -= old.len as usize;
             self.by_account.remove(&old.account);
             self.unlink(w);
             w
@@ -184,20 +180,21 @@ impl Dedupe {
             table.remove(&c);
             win.head = ((win.head as usize + 1) % k) as u32;
             win.len -= 1;
-            self.remembered -= 1;
         }
         let at = base + (win.head as usize + win.len as usize) % k;
         win.len += 1;
         self.entries[at] = (client_order_id, order_id);
-        self.remembered += 1;
         // Never full: the table holds up to `k` ids and the ring keeps at most `k`.
         let fitted = table.insert(client_order_id, order_id);
         debug_assert!(fitted, "a dedupe table holds its window");
     }
 
-    /// Orders remembered, all accounts.
+    /// Orders remembered, all accounts (counted when asked: only snapshots ask).
     pub(crate) fn len(&self) -> usize {
-        self.remembered
+        self.windows[..self.used]
+            .iter()
+            .map(|w| w.len as usize)
+            .sum()
     }
 
     /// Every remembered order as `(account, client order id, order id)`: accounts least
