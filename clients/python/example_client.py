@@ -209,7 +209,8 @@ def main():
     resume_after = seller.last_engine_seq
     seller.sock.close()
     buyer.send([("new", (cl + 8, args.price, 5, args.symbol, buy, limit, gtc, allow, False))])
-    buyer.wait_for(lambda r: r["type"] == "Done")
+    # This order's Done, not the first order's (which may still be queued from its frame).
+    buyer.wait_for(lambda r: r["type"] == "Done" and r["engine_seq"] > resume_after)
     # Back on a new session: LogonWith{RESEND} after the last engine_seq processed.
     seller = Session(ctx, args.order_entry, 101, keys)
     seller.send([("logon_with", (resume_after, 101, 1))])
