@@ -317,7 +317,10 @@ impl OrderClient {
     /// many. Checks that session sequence numbers continue without a gap.
     ///
     /// # Errors
-    /// ZeroMQ errors, a bad frame, or a sequence gap.
+    /// ZeroMQ errors, a bad frame, or a sequence gap. On [`ClientError::SequenceGap`] the
+    /// frame's reports were still appended to `out`: they came from another session (another
+    /// gateway, or after lost frames), so a caller that resumes drops them and asks for a
+    /// resend instead ([`FailoverClient`] does).
     pub fn recv(
         &mut self,
         out: &mut Vec<ServerReport>,
@@ -646,8 +649,15 @@ impl FailoverClient {
         let _received = match self.inner.recv(out, timeout) {
             Ok(n) => n,
             Err(ClientError::SequenceGap { .. }) => {
+                // Not this session's next frame: another gateway answered (a new primary that
+                // logged this socket on with a plain probe), or frames were lost. Its reports
+                // are not delivered: a new primary's session did not get the account's reports
+                // while no session was logged on, so delivering a later one here would move
+                // `last_seq` past them and the resend would skip them. The resend after
+                // `last_seq` brings them all, in order.
+                out.truncate(before);
                 lost = true;
-                out.len() - before
+                0
             }
             Err(e) => return Err(e),
         };
