@@ -43,6 +43,18 @@ impl EventStream {
         }
     }
 
+    /// A stream that continues from `at` (the state a stream that read every record before
+    /// `at.next_offset` had: no split batch pending, epoch `at.epoch` the highest taken) and
+    /// returns only events with a sequence above `after` (`after ≥ at.last_seq`).
+    #[must_use]
+    pub fn resume(at: Checkpoint, after: u64) -> Self {
+        Self {
+            max_epoch: at.epoch,
+            last_seq: after.max(at.last_seq),
+            ..Self::default()
+        }
+    }
+
     /// The sequence of the first event of history seen (before filtering by `after`).
     #[must_use]
     pub fn first_seen(&self) -> Option<u64> {
@@ -88,6 +100,113 @@ impl EventStream {
     #[must_use]
     pub fn epoch(&self) -> u64 {
         self.max_epoch
+    }
+}
+
+/// Where the history stood after one record of a log read by offset (Kafka's): every record
+/// before `next_offset` read under the epoch rule, `epoch` the highest taken, every event up
+/// to `last_seq` returned, no split batch pending (it follows a record holding commands: a
+/// whole batch or a split batch's final record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The offset of the next record.
+    pub next_offset: i64,
+    /// The highest epoch taken so far.
+    pub epoch: u64,
+    /// The last event sequence of history so far.
+    pub last_seq: u64,
+}
+
+/// Where sequences sit in a log read by offset: [`Checkpoint`]s, so that a reader of the events
+/// after a sequence starts near it ([`OffsetIndex::start_for`]) instead of at the log's
+/// beginning. Kafka offsets are not sequences, and a resend read the whole topic before
+/// this (its cost grew with the topic, not with what it resends).
+///
+/// Filled by whoever reads or writes the whole log anyway — recovery and the standby as they
+/// apply records, the primary's writer as the broker acknowledges them — and read by resends.
+/// Bounded: at most `capacity` checkpoints, at least `spacing` events apart; when full, every
+/// other one is dropped and the spacing doubles (a resend then reads at most about
+/// `history / capacity` events it does not need).
+#[derive(Debug)]
+pub struct OffsetIndex {
+    inner: std::sync::Mutex<IndexPoints>,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct IndexPoints {
+    points: Vec<Checkpoint>,
+    spacing: u64,
+}
+
+impl Default for OffsetIndex {
+    fn default() -> Self {
+        Self::with_limits(4096, 1024)
+    }
+}
+
+impl OffsetIndex {
+    /// An empty index of at most `capacity` (≥ 2) checkpoints, starting `spacing` (≥ 1) events
+    /// apart.
+    #[must_use]
+    pub fn with_limits(capacity: usize, spacing: u64) -> Self {
+        Self {
+            inner: std::sync::Mutex::new(IndexPoints {
+                points: Vec::with_capacity(capacity.max(2)),
+                spacing: spacing.max(1),
+            }),
+            capacity: capacity.max(2),
+        }
+    }
+
+    fn points(&self) -> std::sync::MutexGuard<'_, IndexPoints> {
+        // The points stay ordered whatever a panicking holder did: no invariant spans a call.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes `at`, unless it is less than the spacing past the last checkpoint (or not past it
+    /// in the log).
+    pub fn record(&self, at: Checkpoint) {
+        let mut g = self.points();
+        if let Some(last) = g.points.last() {
+            if at.next_offset <= last.next_offset
+                || at.last_seq < last.last_seq.saturating_add(g.spacing)
+            {
+                return;
+            }
+        }
+        if g.points.len() >= self.capacity {
+            let mut i = 0;
+            g.points.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            g.spacing = g.spacing.saturating_mul(2);
+        }
+        g.points.push(at);
+    }
+
+    /// The last checkpoint at or before `after` (`last_seq ≤ after`): where a reader of the
+    /// events after `after` starts. `None`: from the log's beginning.
+    #[must_use]
+    pub fn start_for(&self, after: u64) -> Option<Checkpoint> {
+        let g = self.points();
+        let n = g.points.partition_point(|p| p.last_seq <= after);
+        n.checked_sub(1).map(|i| g.points[i])
+    }
+
+    /// Checkpoints held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.points().points.len()
+    }
+
+    /// Whether none is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -163,7 +282,8 @@ pub struct KafkaEvents {
 
 #[cfg(feature = "kafka")]
 impl KafkaEvents {
-    /// Events with a sequence above `after` from `topic`.
+    /// Events with a sequence above `after` from `topic`: from the last checkpoint of `index`
+    /// at or before `after` when there is one, else from the topic's beginning.
     ///
     /// # Errors
     /// [`HistoryReadError::Kafka`] when the brokers or the topic are missing.
@@ -171,13 +291,30 @@ impl KafkaEvents {
         brokers: &crate::kafka::Brokers,
         topic: &str,
         after: u64,
+        index: Option<&OffsetIndex>,
     ) -> Result<Self, HistoryReadError> {
+        let (reader, stream) = match index.and_then(|i| i.start_for(after)) {
+            Some(at) => (
+                crate::kafka::KafkaReader::open_at(brokers, topic, at.next_offset)?,
+                EventStream::resume(at, after),
+            ),
+            None => (
+                crate::kafka::KafkaReader::open(brokers, topic)?,
+                EventStream::after(after),
+            ),
+        };
         Ok(Self {
-            reader: crate::kafka::KafkaReader::open(brokers, topic)?,
-            stream: EventStream::after(after),
+            reader,
+            stream,
             after,
             checked: false,
         })
+    }
+
+    /// The offset after the last record read.
+    #[must_use]
+    pub fn next_offset(&self) -> i64 {
+        self.reader.next_offset()
     }
 
     /// Appends the events of the next record to `out` (waiting up to `idle` for one);
@@ -204,5 +341,52 @@ impl KafkaEvents {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(next_offset: i64, last_seq: u64) -> Checkpoint {
+        Checkpoint {
+            next_offset,
+            epoch: 1,
+            last_seq,
+        }
+    }
+
+    #[test]
+    fn a_reader_starts_at_the_last_checkpoint_at_or_before_its_sequence() {
+        let index = OffsetIndex::with_limits(100, 10);
+        assert_eq!(index.start_for(1_000), None);
+        index.record(at(5, 100));
+        index.record(at(6, 105)); // less than the spacing past the last one
+        index.record(at(9, 130));
+        index.record(at(9, 200)); // not past the last one in the log
+        index.record(at(12, 160));
+        assert_eq!(index.len(), 3);
+        assert_eq!(index.start_for(99), None);
+        assert_eq!(index.start_for(100), Some(at(5, 100)));
+        assert_eq!(index.start_for(159), Some(at(9, 130)));
+        assert_eq!(index.start_for(u64::MAX), Some(at(12, 160)));
+    }
+
+    #[test]
+    fn a_full_index_drops_every_other_checkpoint_and_doubles_its_spacing() {
+        let index = OffsetIndex::with_limits(8, 1);
+        for i in 1..=10_000u64 {
+            index.record(at(i as i64, i));
+            assert!(index.len() <= 8);
+        }
+        // Still spread over the whole log, and a reader never starts after its sequence.
+        assert!(index.start_for(100).is_some_and(|c| c.last_seq <= 100));
+        let last = index.start_for(u64::MAX).unwrap();
+        assert!(last.last_seq > 10_000 - 10_000 / 4, "{last:?}");
+        for after in (0..10_000).step_by(97) {
+            if let Some(c) = index.start_for(after) {
+                assert!(c.last_seq <= after);
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! readers poll until idle and replay by sequence numbers (works on Apache Kafka, Redpanda and
 //! tansu alike).
 
+use crate::history::{Checkpoint, OffsetIndex};
 use crate::recover::{apply_batch, Applied, RecoverError, Recovered};
 use crate::writer::{JournalError, JournalWriter};
 use caldera_engine::{Engine, EngineConfig};
@@ -295,6 +296,8 @@ pub struct KafkaJournal {
     gap_reader: Option<BaseConsumer>,
     /// The offset `gap_reader` reads next (-1: not positioned).
     gap_next: i64,
+    /// Where this writer's records sit, for resends ([`KafkaJournal::set_offset_index`]).
+    index: Option<Arc<OffsetIndex>>,
 }
 
 impl KafkaJournal {
@@ -357,6 +360,7 @@ impl KafkaJournal {
             stall_after,
             max_record: DEFAULT_MAX_RECORD,
             fenced: None,
+            index: None,
             gap_reader: None,
             gap_next: -1,
         })
@@ -456,6 +460,12 @@ impl KafkaJournal {
         self.last_progress = Instant::now();
     }
 
+    /// Notes in `index` where the history stands after each of this writer's records that the
+    /// broker acknowledged at a known offset (and that completed a batch).
+    pub fn set_offset_index(&mut self, index: Arc<OffsetIndex>) {
+        self.index = Some(index);
+    }
+
     /// Why this writer is fenced (a newer epoch started), if it is. Sticky.
     #[must_use]
     pub fn fenced(&self) -> Option<&str> {
@@ -551,11 +561,15 @@ impl KafkaJournal {
             let next = self.deliveries.lock().ok().and_then(|d| {
                 let known = d.iter().position(|(offset, _)| self.usable(*offset))?;
                 let before = d.iter().take(known).map(|(_, last)| *last).max();
-                Some((known, d[known].0, d[known].1.max(before.unwrap_or(0))))
+                Some((known, d[known].0, d[known].1, before.unwrap_or(0)))
             });
-            let Some((unknown, offset, last)) = next else {
+            let Some((unknown, offset, own, before)) = next else {
                 break;
             };
+            let last = own.max(before);
+            // The record completed a batch (its commands carry the history past every record
+            // before it; parts and heartbeats do not): a place a resend may start after.
+            let completes = own > before.max(self.delivered);
             if offset != self.expected_offset {
                 match self.check_gap(self.expected_offset, offset) {
                     Ok(Gap::Clear) => {}
@@ -584,6 +598,13 @@ impl KafkaJournal {
             }
             self.expected_offset = offset + 1;
             self.delivered = self.delivered.max(last);
+            if let (true, Some(index)) = (completes, &self.index) {
+                index.record(Checkpoint {
+                    next_offset: offset + 1,
+                    epoch: self.epoch,
+                    last_seq: self.delivered,
+                });
+            }
         }
         let d = self.delivered;
         if d != self.last_delivered || d >= self.sent {
@@ -695,6 +716,9 @@ fn reader_consumer(brokers: &Brokers) -> Result<BaseConsumer, KafkaError> {
         // After a failed fetch librdkafka waits 500 ms by default: longer than a failover
         // timeout, so a standby would hear nothing from a live primary for that long.
         .set("fetch.error.backoff.ms", "10")
+        // A reader placed at an offset retention has removed starts at the oldest one kept
+        // (and sees that history is missing), never at the end.
+        .set("auto.offset.reset", "earliest")
         .create()
 }
 
@@ -719,6 +743,23 @@ impl KafkaReader {
     /// # Errors
     /// [`KafkaJournalError`] when the brokers or the topic are missing.
     pub fn open(brokers: &Brokers, topic: &str) -> Result<Self, KafkaJournalError> {
+        Self::open_from(brokers, topic, Offset::Beginning, 0)
+    }
+
+    /// A reader of partition 0 from `offset` (an [`crate::history::OffsetIndex`] checkpoint).
+    ///
+    /// # Errors
+    /// [`KafkaJournalError`] when the brokers or the topic are missing.
+    pub fn open_at(brokers: &Brokers, topic: &str, offset: i64) -> Result<Self, KafkaJournalError> {
+        Self::open_from(brokers, topic, Offset::Offset(offset), offset)
+    }
+
+    fn open_from(
+        brokers: &Brokers,
+        topic: &str,
+        from: Offset,
+        next_offset: i64,
+    ) -> Result<Self, KafkaJournalError> {
         let consumer = reader_consumer(brokers)?;
         check_topic(
             consumer.client(),
@@ -727,11 +768,11 @@ impl KafkaReader {
             Duration::from_secs(10),
         )?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+        tpl.add_partition_offset(topic, 0, from)?;
         consumer.assign(&tpl)?;
         Ok(Self {
             consumer,
-            next_offset: 0,
+            next_offset,
         })
     }
 
@@ -828,9 +869,31 @@ pub fn apply_record(
     apply_batch(engine, &b, first, last, out)
 }
 
+/// Applies one record ([`apply_record`]) and, when it re-ran commands, notes where the history
+/// stands after it in `index` (resends then start near their sequence).
+///
+/// # Errors
+/// As [`apply_record`].
+pub fn apply_and_index(
+    engine: &mut Engine,
+    record: &KafkaRecord,
+    out: &mut Recovered,
+    index: Option<&OffsetIndex>,
+) -> Result<Applied, RecoverError> {
+    let applied = apply_record(engine, &record.payload, out)?;
+    if let (Applied::Batch, Some(index)) = (applied, index) {
+        index.record(Checkpoint {
+            next_offset: record.offset + 1,
+            epoch: out.last_epoch,
+            last_seq: engine.last_seq(),
+        });
+    }
+    Ok(applied)
+}
+
 /// Rebuilds the engine from the whole topic (no snapshots for the Kafka journal; see ADR 0004),
-/// reading until nothing arrives for `idle`. Returns the reader too, positioned after the last
-/// record, to keep following.
+/// reading until nothing arrives for `idle`, and notes checkpoints in `index`. Returns the
+/// reader too, positioned after the last record, to keep following.
 ///
 /// # Errors
 /// [`KafkaJournalError`].
@@ -839,13 +902,14 @@ pub fn recover(
     topic: &str,
     config: &EngineConfig,
     idle: Duration,
+    index: Option<&OffsetIndex>,
 ) -> Result<(Engine, Recovered, KafkaReader), KafkaJournalError> {
     let mut engine = Engine::new(config.clone()).map_err(RecoverError::from)?;
     let mut out = Recovered::default();
     let mut reader = KafkaReader::open(brokers, topic)?;
     let t = Instant::now();
     while let Some(r) = reader.next_record(idle)? {
-        apply_record(&mut engine, &r.payload, &mut out)?;
+        apply_and_index(&mut engine, &r, &mut out, index)?;
     }
     out.elapsed = t.elapsed().saturating_sub(idle);
     Ok((engine, out, reader))

@@ -14,4 +14,7 @@ pub struct Primary {
     pub journal_dir: Option<PathBuf>,
     /// This primary's epoch (its first record is already in the journal).
     pub epoch: u64,
+    /// Where sequences sit in the Kafka topic (recovery and the standby filled it; the writer
+    /// adds to it): resends start near their sequence. `None` for the other journals.
+    pub offsets: Option<std::sync::Arc<caldera_journal::history::OffsetIndex>>,
 }

@@ -4,13 +4,14 @@
 use crate::config::{Config, JournalUri};
 use caldera_engine::Event;
 use caldera_gateway::{History, HistoryError, HistoryReader};
-use caldera_journal::history::{FileEvents, HistoryReadError};
+use caldera_journal::history::{FileEvents, HistoryReadError, OffsetIndex};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The history of the node's journal (None without one).
+/// The history of the node's journal (None without one); `offsets`: where sequences sit in a
+/// Kafka topic (resends start near their sequence instead of at the topic's beginning).
 #[must_use]
-pub fn of(cfg: &Config) -> Option<Arc<dyn History>> {
+pub fn of(cfg: &Config, offsets: Option<Arc<OffsetIndex>>) -> Option<Arc<dyn History>> {
     match cfg.journal.parsed().ok()? {
         JournalUri::None => None,
         JournalUri::File(dir) => Some(Arc::new(FileHistory { dir })),
@@ -18,6 +19,7 @@ pub fn of(cfg: &Config) -> Option<Arc<dyn History>> {
         JournalUri::Kafka { brokers, topic } => Some(Arc::new(KafkaHistory {
             brokers: cfg.journal.brokers(&brokers),
             topic,
+            offsets,
         })),
         #[cfg(not(feature = "kafka"))]
         JournalUri::Kafka { .. } => None,
@@ -51,18 +53,30 @@ impl HistoryReader for FileReader {
     }
 }
 
-/// The Kafka topic, read from its beginning by a consumer of its own.
+/// The Kafka topic, read by a consumer of its own from the last checkpoint of `offsets` before
+/// the resend's sequence (from the beginning without one).
 #[cfg(feature = "kafka")]
 struct KafkaHistory {
     brokers: caldera_journal::kafka::Brokers,
     topic: String,
+    offsets: Option<Arc<OffsetIndex>>,
 }
 
 #[cfg(feature = "kafka")]
 impl History for KafkaHistory {
     fn open(&self, after: u64) -> Result<Box<dyn HistoryReader>, HistoryError> {
-        let events = caldera_journal::history::KafkaEvents::open(&self.brokers, &self.topic, after)
-            .map_err(error)?;
+        let events = caldera_journal::history::KafkaEvents::open(
+            &self.brokers,
+            &self.topic,
+            after,
+            self.offsets.as_deref(),
+        )
+        .map_err(error)?;
+        tracing::debug!(
+            after,
+            from_offset = events.next_offset(),
+            "resend reads the topic"
+        );
         Ok(Box::new(KafkaReader(events)))
     }
 }

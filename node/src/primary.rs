@@ -119,7 +119,7 @@ impl<'a> PrimaryNode<'a> {
                 None
             }
         };
-        if let Some(history) = crate::history::of(self.cfg) {
+        if let Some(history) = crate::history::of(self.cfg, primary.offsets.clone()) {
             gw.set_history(history);
         }
         let stages = self.start_stages(primary, stage_rings, &shared, &placement)?;
@@ -154,6 +154,7 @@ impl<'a> PrimaryNode<'a> {
             journal,
             journal_dir,
             epoch,
+            offsets: _,
         } = primary;
         let journal = match (journal, rings.journal) {
             (Some(writer), Some((rx, tx))) => {

@@ -26,6 +26,7 @@ impl Primary {
                     journal: None,
                     journal_dir: None,
                     epoch: cfg.journal.epoch,
+                    offsets: None,
                 })
             }
             JournalUri::File(dir) => {

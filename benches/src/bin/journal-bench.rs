@@ -148,7 +148,7 @@ fn main() -> Result<()> {
         );
         let t = Instant::now();
         let idle = Duration::from_millis(1000);
-        let (engine, rec, _) = caldera_journal::kafka::recover(&brokers, topic, &cfg.0, idle)
+        let (engine, rec, _) = caldera_journal::kafka::recover(&brokers, topic, &cfg.0, idle, None)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let s = (t.elapsed() - idle).as_secs_f64();
         assert_eq!(engine.state_hash(), live_hash);

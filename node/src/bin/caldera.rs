@@ -438,6 +438,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
                 topic,
                 &cfg.engine_config(),
                 KAFKA_IDLE,
+                None,
             )?;
             (e, rec)
         }

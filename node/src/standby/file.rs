@@ -184,6 +184,7 @@ impl FileFollower {
             journal: Some(Box::new(log)),
             journal_dir: Some(self.dir),
             epoch,
+            offsets: None,
         })
     }
 }

@@ -8,8 +8,10 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::handover::Primary;
 use caldera_engine::{Engine, EngineConfig};
+use caldera_journal::history::OffsetIndex;
 use caldera_journal::kafka::{self, Brokers, KafkaJournal, KafkaReader};
 use caldera_journal::recover::Recovered;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Follows a Kafka journal.
@@ -33,6 +35,8 @@ pub(crate) struct KafkaFollower {
     #[cfg(debug_assertions)]
     reader_stall: Option<(u64, Option<Instant>)>,
     records: u64,
+    /// Where sequences sit in the topic (handed to the primary this becomes).
+    index: Arc<OffsetIndex>,
 }
 
 impl KafkaFollower {
@@ -45,8 +49,9 @@ impl KafkaFollower {
         engine_cfg: &EngineConfig,
         idle: Duration,
     ) -> Result<Self, NodeError> {
-        let (engine, rec, reader) =
-            kafka::recover(brokers, topic, engine_cfg, idle).map_err(NodeError::recover)?;
+        let index = Arc::new(OffsetIndex::default());
+        let (engine, rec, reader) = kafka::recover(brokers, topic, engine_cfg, idle, Some(&index))
+            .map_err(NodeError::recover)?;
         tracing::info!(%brokers, topic, batches = rec.batches, last_seq = engine.last_seq(), epoch = rec.last_epoch, next_offset = reader.next_offset(), elapsed = ?rec.elapsed, "recovered from Kafka");
         Ok(Self {
             brokers: brokers.clone(),
@@ -63,6 +68,7 @@ impl KafkaFollower {
             #[cfg(debug_assertions)]
             reader_stall: caldera_journal::fault::injected("kafka-reader-stall").map(|n| (n, None)),
             records: 0,
+            index,
         })
     }
 
@@ -105,7 +111,7 @@ impl KafkaFollower {
         let mut wait = wait;
         while let Some(r) = self.reader.next_record(wait).map_err(NodeError::recover)? {
             let before = self.rec.last_epoch;
-            kafka::apply_record(&mut self.engine, &r.payload, &mut self.rec)
+            kafka::apply_and_index(&mut self.engine, &r, &mut self.rec, Some(&self.index))
                 .map_err(NodeError::recover)?;
             if self.rec.last_epoch != before {
                 self.epoch_offset = r.offset;
@@ -168,6 +174,7 @@ impl KafkaFollower {
             )));
         }
         journal.resume_after(offset, self.engine.last_seq());
+        journal.set_offset_index(Arc::clone(&self.index));
         tracing::info!(
             epoch,
             offset,
@@ -187,6 +194,7 @@ impl KafkaFollower {
             journal: Some(Box::new(journal)),
             journal_dir: None,
             epoch,
+            offsets: Some(self.index),
         })
     }
 
