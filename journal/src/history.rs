@@ -141,7 +141,8 @@ struct IndexPoints {
 
 impl Default for OffsetIndex {
     fn default() -> Self {
-        Self::with_limits(4096, 1024)
+        // 1.5 MiB at most: on a topic of a billion events, checkpoints ~16K events apart.
+        Self::with_limits(65_536, 1024)
     }
 }
 
@@ -152,7 +153,7 @@ impl OffsetIndex {
     pub fn with_limits(capacity: usize, spacing: u64) -> Self {
         Self {
             inner: std::sync::Mutex::new(IndexPoints {
-                points: Vec::with_capacity(capacity.max(2)),
+                points: Vec::new(),
                 spacing: spacing.max(1),
             }),
             capacity: capacity.max(2),
