@@ -411,7 +411,9 @@ pub fn engine_seq(r: &ServerReport) -> Option<u64> {
 /// requests still unanswered, in the order they were first sent — a request whose answer came
 /// in the resend is not sent again. Reports at or below an `engine_seq` already delivered are
 /// dropped, and so are the `DuplicateClientOrderId` / `UnknownOrder` answers to its own
-/// resends (the original's reports are the answer).
+/// resends (the original's reports are the answer). While a resend runs it sends a `Heartbeat`
+/// ([`RESUME_PROBE`]) every `resend_after / 8` without an answer: the acknowledgements (never
+/// held back, not delivered) keep a long resend from being taken for a lost session.
 ///
 /// Resending is safe:
 /// - new orders: the engine remembers accepted `(account, client order id)` pairs (its dedupe
@@ -519,6 +521,11 @@ impl FailoverClient {
                 self.last_seq = seq;
             }
             match r {
+                ServerReport::HeartbeatAck(h) if h.client_time_ns() == RESUME_PROBE => {
+                    // This client's own probe while a resend runs: the node is alive.
+                    self.last_answer = std::time::Instant::now();
+                    continue;
+                }
                 ServerReport::ResendComplete(_) => self.end_resume(),
                 ServerReport::Rejected(x)
                     if x.reason() == wire::RejectReason::ResendUnavailable =>
@@ -640,6 +647,14 @@ impl FailoverClient {
             && self.last_probe.elapsed() > probe
         {
             self.inner.push(requests::logon(self.account));
+            self.last_probe = std::time::Instant::now();
+        }
+        if self.resuming && self.last_answer.elapsed() > probe && self.last_probe.elapsed() > probe
+        {
+            // A resend sends nothing until it has a frame of the account's reports, which can
+            // take a while over a long absence: a heartbeat's answer (never held back) shows
+            // that the node is alive and still reading, so the session is not given up.
+            self.inner.push(requests::heartbeat(RESUME_PROBE));
             self.last_probe = std::time::Instant::now();
         }
         self.inner.try_flush()?;
@@ -789,6 +804,9 @@ impl FailoverClient {
         self.resent
     }
 }
+
+/// The `client_time_ns` of the heartbeats [`FailoverClient`] sends while a resend runs.
+pub const RESUME_PROBE: u64 = u64::MAX;
 
 /// What answers a request: the report that settles it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

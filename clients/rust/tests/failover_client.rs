@@ -242,3 +242,109 @@ fn a_new_primarys_first_frame_is_not_delivered_so_the_resend_starts_before_the_f
         .collect();
     assert_eq!(fills, [12, 14], "each fill once, in engine_seq order");
 }
+
+/// A resend that takes longer than `resend_after` to send its first frame (a long absence, a
+/// long journal to read) is not taken for a lost session while the node answers heartbeats:
+/// the client stays on it, gets the resent fill and then the answer to its resent order.
+#[test]
+fn a_long_resend_keeps_its_session_while_the_node_answers_heartbeats() {
+    let ctx = zmq::Context::new();
+    let mut gw = ScriptedGateway::bind(&ctx, "tcp://127.0.0.1:*");
+    let resend_after = Duration::from_millis(200);
+    let mut c = FailoverClient::connect(
+        &ctx,
+        &[gw.endpoint()],
+        &ClientCredentials::Insecure,
+        ACCOUNT,
+        resend_after,
+    )
+    .unwrap();
+    let (peer, _) = flush_to(&mut c, &gw, "the logon");
+    gw.send(&peer, 1, &[logged_on()], false);
+    c.push(requests::limit(
+        1,
+        1,
+        wire::Side::Sell,
+        wire::TimeInForce::Gtc,
+        1000,
+        2,
+    ));
+    let (peer, _) = flush_to(&mut c, &gw, "the first order");
+    // A frame out of sequence: the session is lost, the client resumes after 0.
+    gw.send(&peer, 9, &[accepted(7, 1, 10)], false);
+
+    let mut delivered = Vec::new();
+    let mut resend: Option<(Vec<u8>, Instant)> = None;
+    let mut session_seq = std::collections::HashMap::<Vec<u8>, u64>::new();
+    let mut heartbeats = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !delivered
+        .iter()
+        .any(|r| matches!(r, ServerReport::Accepted(a) if a.client_order_id() == 1))
+    {
+        assert!(Instant::now() < deadline, "never answered: {delivered:?}");
+        c.poll(&mut delivered, Duration::from_millis(5)).unwrap();
+        // The resend's reports come 5 × resend_after after the logon.
+        if let Some((peer, since)) = &resend {
+            if since.elapsed() > resend_after * 5 {
+                let seq = session_seq.get_mut(peer).unwrap();
+                let reports = [
+                    accepted(7, 1, 10),
+                    ServerReport::ResendComplete(wire::ResendComplete::new(0, 10, 1, ACCOUNT)),
+                ];
+                gw.send(peer, *seq, &reports, true);
+                *seq += reports.len() as u64;
+                resend = None;
+            }
+        }
+        let Some((peer, reqs)) = gw.recv(Duration::from_millis(5)) else {
+            continue;
+        };
+        let seq = session_seq.entry(peer.clone()).or_insert(1);
+        let mut out = Vec::new();
+        for r in reqs {
+            match r {
+                ClientRequest::LogonWith(l) => {
+                    assert_eq!(l.resume_after(), 0);
+                    assert!(resend.is_none(), "a second resend was asked for");
+                    out.push(logged_on());
+                    resend = Some((peer.clone(), Instant::now()));
+                }
+                ClientRequest::Heartbeat(h) => {
+                    heartbeats += 1;
+                    out.push(ServerReport::HeartbeatAck(wire::HeartbeatAck::new(
+                        h.client_time_ns(),
+                    )));
+                }
+                ClientRequest::NewOrder(o) => {
+                    // Resent after ResendComplete: the original was accepted.
+                    out.push(ServerReport::Rejected(wire::Rejected::new(
+                        7,
+                        o.client_order_id(),
+                        0,
+                        1,
+                        0,
+                        wire::RejectReason::DuplicateClientOrderId,
+                        wire::RequestKind::New,
+                    )));
+                }
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+        if !out.is_empty() {
+            gw.send(&peer, *seq, &out, false);
+            *seq += out.len() as u64;
+        }
+    }
+    assert_eq!(c.reconnects(), 1, "the slow resend was given up");
+    assert!(
+        heartbeats > 0,
+        "no heartbeat probed the node during the resend"
+    );
+    assert!(
+        !delivered
+            .iter()
+            .any(|r| matches!(r, ServerReport::HeartbeatAck(_))),
+        "the client's own probes are not delivered"
+    );
+}
