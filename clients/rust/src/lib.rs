@@ -454,6 +454,8 @@ pub struct FailoverClient {
     resends_unavailable: u64,
     /// The gateway refused the `LogonWith{RESEND}` (busy): reconnect and ask again.
     resume_refused: bool,
+    /// The `LogonWith{RESEND}` of the resend running was answered (`LoggedOn`).
+    resume_logged_on: bool,
 }
 
 impl FailoverClient {
@@ -492,6 +494,7 @@ impl FailoverClient {
             resent_answers: std::collections::HashSet::new(),
             resends_unavailable: 0,
             resume_refused: false,
+            resume_logged_on: false,
         })
     }
 
@@ -523,8 +526,13 @@ impl FailoverClient {
             match r {
                 ServerReport::HeartbeatAck(h) if h.client_time_ns() == RESUME_PROBE => {
                     // This client's own probe while a resend runs: the node is alive.
-                    self.last_answer = std::time::Instant::now();
+                    if self.resuming && self.resume_logged_on {
+                        self.last_answer = std::time::Instant::now();
+                    }
                     continue;
+                }
+                ServerReport::LoggedOn(l) if self.resuming && l.account() == self.account => {
+                    self.resume_logged_on = true;
                 }
                 ServerReport::ResendComplete(_) => self.end_resume(),
                 ServerReport::Rejected(x)
@@ -649,11 +657,16 @@ impl FailoverClient {
             self.inner.push(requests::logon(self.account));
             self.last_probe = std::time::Instant::now();
         }
-        if self.resuming && self.last_answer.elapsed() > probe && self.last_probe.elapsed() > probe
+        if self.resuming
+            && self.resume_logged_on
+            && self.last_answer.elapsed() > probe
+            && self.last_probe.elapsed() > probe
         {
             // A resend sends nothing until it has a frame of the account's reports, which can
             // take a while over a long absence: a heartbeat's answer (never held back) shows
-            // that the node is alive and still reading, so the session is not given up.
+            // that the node is alive and still reading, so the session is not given up. Only
+            // once the resend's logon was answered: the socket reaches every node, and from
+            // then on a frame of another node's (a new session) breaks the sequence.
             self.inner.push(requests::heartbeat(RESUME_PROBE));
             self.last_probe = std::time::Instant::now();
         }
@@ -774,6 +787,7 @@ impl FailoverClient {
         }
         // The unanswered requests go once the resend is over (`end_resume`).
         self.resuming = true;
+        self.resume_logged_on = false;
         self.inner = inner;
         self.last_answer = now;
         self.reconnects += 1;

@@ -348,3 +348,92 @@ fn a_long_resend_keeps_its_session_while_the_node_answers_heartbeats() {
         "the client's own probes are not delivered"
     );
 }
+
+/// The node that took the resend's `LogonWith` dies before answering it, and the socket (which
+/// reaches every node) gets its heartbeats answered by the other node, in a new session whose
+/// first frame looks like the next one. Those answers must not keep the dead resend alive: the
+/// client resumes again, on the node that is there.
+#[test]
+fn heartbeats_answered_by_another_node_do_not_keep_an_unanswered_resend_alive() {
+    let ctx = zmq::Context::new();
+    let mut old = ScriptedGateway::bind(&ctx, "tcp://127.0.0.1:*");
+    let new_endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let resend_after = Duration::from_millis(200);
+    let mut c = FailoverClient::connect(
+        &ctx,
+        &[old.endpoint(), new_endpoint.clone()],
+        &ClientCredentials::Insecure,
+        ACCOUNT,
+        resend_after,
+    )
+    .unwrap();
+    let (peer, _) = flush_to(&mut c, &old, "the logon");
+    old.send(&peer, 1, &[logged_on()], false);
+    c.push(requests::limit(
+        1,
+        1,
+        wire::Side::Sell,
+        wire::TimeInForce::Gtc,
+        1000,
+        2,
+    ));
+    let (peer, _) = flush_to(&mut c, &old, "the order");
+    // Out of sequence: the client resumes, and its LogonWith reaches the old node only (the
+    // new one is not listening yet), which dies without answering it.
+    old.send(&peer, 9, &[accepted(7, 1, 10)], false);
+    let mut delivered = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logon_with = loop {
+        assert!(Instant::now() < deadline, "no LogonWith");
+        c.poll(&mut delivered, Duration::from_millis(5)).unwrap();
+        if let Some((_, reqs)) = old.recv(Duration::from_millis(5)) {
+            if reqs
+                .iter()
+                .any(|r| matches!(r, ClientRequest::LogonWith(_)))
+            {
+                break reqs;
+            }
+        }
+    };
+    assert_eq!(logon_with.len(), 1);
+    drop(old);
+
+    let mut new = ScriptedGateway::bind(&ctx, &new_endpoint);
+    let mut session_seq = std::collections::HashMap::<Vec<u8>, u64>::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !delivered
+        .iter()
+        .any(|r| matches!(r, ServerReport::Accepted(a) if a.client_order_id() == 1))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the client never resumed on the live node: {delivered:?}"
+        );
+        c.poll(&mut delivered, Duration::from_millis(5)).unwrap();
+        let Some((peer, reqs)) = new.recv(Duration::from_millis(5)) else {
+            continue;
+        };
+        let seq = session_seq.entry(peer.clone()).or_insert(1);
+        let mut out = Vec::new();
+        for r in reqs {
+            match r {
+                ClientRequest::Heartbeat(h) => out.push(ServerReport::HeartbeatAck(
+                    wire::HeartbeatAck::new(h.client_time_ns()),
+                )),
+                ClientRequest::LogonWith(l) => {
+                    assert_eq!(l.resume_after(), 0);
+                    out.push(logged_on());
+                    out.push(accepted(7, 1, 10));
+                    out.push(ServerReport::ResendComplete(wire::ResendComplete::new(
+                        0, 10, 1, ACCOUNT,
+                    )));
+                }
+                ClientRequest::Logon(_) => out.push(logged_on()),
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+        new.send(&peer, *seq, &out, false);
+        *seq += out.len() as u64;
+    }
+    assert_eq!(c.reconnects(), 2);
+}
