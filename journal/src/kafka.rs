@@ -726,7 +726,25 @@ fn reader_consumer(brokers: &Brokers) -> Result<BaseConsumer, KafkaError> {
 pub struct KafkaReader {
     consumer: BaseConsumer,
     next_offset: i64,
+    topic: String,
+    /// Placed at an offset ([`KafkaReader::open_at`]) and no record at or before it read yet.
+    landing: Option<Landing>,
 }
+
+/// A reader placed at an offset that must not be skipped ([`KafkaReader::open_at`]).
+#[derive(Clone, Copy, Debug)]
+struct Landing {
+    /// The offset asked for.
+    want: i64,
+    /// How many records before it the next try starts.
+    back: i64,
+    /// When the current try started.
+    since: Instant,
+}
+
+/// How long a reader placed at an offset waits for a first record before it starts further
+/// back ([`KafkaReader::open_at`]).
+const LANDING_WAIT: Duration = Duration::from_millis(20);
 
 /// One record read from the topic.
 #[derive(Debug, Clone)]
@@ -748,10 +766,23 @@ impl KafkaReader {
 
     /// A reader of partition 0 from `offset` (an [`crate::history::OffsetIndex`] checkpoint).
     ///
+    /// A broker may answer a fetch from an offset inside a batch of records produced together
+    /// with the batch after it (tansu 0.6 does; Kafka returns the batch holding the offset):
+    /// when the first record read lies past `offset`, or none comes for 20 ms (the offset may
+    /// be inside the topic's last batch), the reader starts again further back (1, 2, 4, …
+    /// records; the beginning at worst), so that no record from `offset` on is skipped.
+    /// Records before `offset` may then be returned too.
+    ///
     /// # Errors
     /// [`KafkaJournalError`] when the brokers or the topic are missing.
     pub fn open_at(brokers: &Brokers, topic: &str, offset: i64) -> Result<Self, KafkaJournalError> {
-        Self::open_from(brokers, topic, Offset::Offset(offset), offset)
+        let mut r = Self::open_from(brokers, topic, Offset::Offset(offset), offset)?;
+        r.landing = (offset > 0).then_some(Landing {
+            want: offset,
+            back: 1,
+            since: Instant::now(),
+        });
+        Ok(r)
     }
 
     fn open_from(
@@ -773,6 +804,8 @@ impl KafkaReader {
         Ok(Self {
             consumer,
             next_offset,
+            topic: topic.to_string(),
+            landing: None,
         })
     }
 
@@ -819,20 +852,66 @@ impl KafkaReader {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.consumer.poll(left) {
                 Some(Ok(m)) => {
-                    self.next_offset = m.offset() + 1;
-                    return Ok(Some(KafkaRecord {
+                    let record = KafkaRecord {
                         offset: m.offset(),
                         payload: m.payload().unwrap_or_default().to_vec(),
-                    }));
+                    };
+                    drop(m);
+                    if self.landed_past(record.offset)? {
+                        continue;
+                    }
+                    self.next_offset = record.offset + 1;
+                    return Ok(Some(record));
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => return Err(e.into()),
-                None => return Ok(None),
+                None => {
+                    self.landed_past(-1)?;
+                    return Ok(None);
+                }
             }
             if left.is_zero() {
                 return Ok(None);
             }
         }
+    }
+
+    /// After [`KafkaReader::open_at`], until a record at or before its offset is read: whether
+    /// the record read (`offset`; -1: none came) shows the fetch landed past the offset asked
+    /// for — a record further on, or nothing for [`LANDING_WAIT`] (the offset may be inside the
+    /// topic's last batch) — in which case the reader starts again further back.
+    fn landed_past(&mut self, offset: i64) -> Result<bool, KafkaJournalError> {
+        let Some(l) = self.landing else {
+            return Ok(false);
+        };
+        if offset >= 0 && offset <= l.want {
+            self.landing = None;
+            return Ok(false);
+        }
+        if offset < 0 && l.since.elapsed() < LANDING_WAIT {
+            return Ok(false);
+        }
+        let from = l.want - l.back;
+        let mut tpl = TopicPartitionList::new();
+        if from > 0 {
+            tpl.add_partition_offset(&self.topic, 0, Offset::Offset(from))?;
+            self.landing = Some(Landing {
+                want: l.want,
+                back: l.back * 2,
+                since: Instant::now(),
+            });
+        } else {
+            tpl.add_partition_offset(&self.topic, 0, Offset::Beginning)?;
+            self.landing = None;
+        }
+        self.consumer.assign(&tpl)?;
+        tracing::debug!(
+            want = l.want,
+            landed = offset,
+            from,
+            "Kafka reader landed past its offset: starting further back"
+        );
+        Ok(true)
     }
 
     /// The next batch payload, or `None` when nothing arrived for `idle`.
