@@ -746,6 +746,10 @@ struct Landing {
 /// back ([`KafkaReader::open_at`]).
 const LANDING_WAIT: Duration = Duration::from_millis(20);
 
+/// How many records before its offset a reader placed at one starts ([`KafkaReader::open_at`]):
+/// reading them costs less than a second try.
+pub const LANDING_MARGIN: i64 = 4;
+
 /// One record read from the topic.
 #[derive(Debug, Clone)]
 pub struct KafkaRecord {
@@ -768,18 +772,22 @@ impl KafkaReader {
     ///
     /// A broker may answer a fetch from an offset inside a batch of records produced together
     /// with the batch after it (tansu 0.6 does; Kafka returns the batch holding the offset):
-    /// when the first record read lies past `offset`, or none comes for 20 ms (the offset may
-    /// be inside the topic's last batch), the reader starts again further back (1, 2, 4, …
-    /// records; the beginning at worst), so that no record from `offset` on is skipped.
-    /// Records before `offset` may then be returned too.
+    /// so the reader starts [`LANDING_MARGIN`] records before `offset`, and when the first
+    /// record read still lies past `offset`, or none comes for 20 ms (the offset may be inside
+    /// the topic's last batch), it starts again twice as far back (the beginning at worst).
+    /// No record from `offset` on is skipped; records before it are returned too.
     ///
     /// # Errors
     /// [`KafkaJournalError`] when the brokers or the topic are missing.
     pub fn open_at(brokers: &Brokers, topic: &str, offset: i64) -> Result<Self, KafkaJournalError> {
-        let mut r = Self::open_from(brokers, topic, Offset::Offset(offset), offset)?;
-        r.landing = (offset > 0).then_some(Landing {
+        let from = offset - LANDING_MARGIN;
+        if from <= 0 {
+            return Self::open(brokers, topic);
+        }
+        let mut r = Self::open_from(brokers, topic, Offset::Offset(from), from)?;
+        r.landing = Some(Landing {
             want: offset,
-            back: 1,
+            back: LANDING_MARGIN * 2,
             since: Instant::now(),
         });
         Ok(r)

@@ -285,3 +285,37 @@ fn flow_config(seed: u64) -> FlowConfig {
         full_mix: true,
     }
 }
+
+/// What the index saves on a longer topic: reading the events after `end - 1,000` from the
+/// index's checkpoint against from the topic's beginning, in the same run. A measurement, not a
+/// check: `cargo test -p caldera-journal --features kafka --test kafka_offsets -- --ignored
+/// --nocapture` (docs/benchmarks.md).
+#[test]
+#[ignore = "a measurement: run it on purpose (see the doc comment)"]
+fn resend_start_cost() {
+    let broker = Broker::start(TOPIC);
+    let brokers = Brokers::new(broker.addr.clone());
+    let index = std::sync::Arc::new(OffsetIndex::default());
+    let mut w = KafkaJournal::connect(&brokers, TOPIC, 0, 0, 1, Duration::from_secs(30)).unwrap();
+    w.set_offset_index(std::sync::Arc::clone(&index));
+    let mut flow = Batches::new(3, 600_000);
+    let mut records = 0;
+    while let Some((first, last, bytes)) = flow.next(1) {
+        w.append(first, last, &bytes).unwrap();
+        records += 1;
+    }
+    let end = flow.engine.last_seq();
+    wait_durable(&mut w, end);
+    let after = end - 1_000;
+    for round in 0..3 {
+        for (name, ix) in [("index", Some(&*index)), ("beginning", None)] {
+            let t = Instant::now();
+            let (events, start) = events_after(&brokers, after, ix, end);
+            assert_eq!(events.len(), 1_000);
+            println!(
+                "{{\"round\":{round},\"from\":\"{name}\",\"start_offset\":{start},\"records\":{records},\"events\":{end},\"ms\":{:.1}}}",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+}
