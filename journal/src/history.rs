@@ -131,6 +131,9 @@ pub struct Checkpoint {
 pub struct OffsetIndex {
     inner: std::sync::Mutex<IndexPoints>,
     capacity: usize,
+    /// The sequence the next checkpoint must reach (the last one's + the spacing): offers
+    /// before it return without taking the lock (the writer offers one per batch).
+    due: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -157,6 +160,7 @@ impl OffsetIndex {
                 spacing: spacing.max(1),
             }),
             capacity: capacity.max(2),
+            due: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -170,6 +174,10 @@ impl OffsetIndex {
     /// Notes `at`, unless it is less than the spacing past the last checkpoint (or not past it
     /// in the log).
     pub fn record(&self, at: Checkpoint) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if at.last_seq < self.due.load(Relaxed) {
+            return;
+        }
         let mut g = self.points();
         if let Some(last) = g.points.last() {
             if at.next_offset <= last.next_offset
@@ -187,6 +195,8 @@ impl OffsetIndex {
             g.spacing = g.spacing.saturating_mul(2);
         }
         g.points.push(at);
+        self.due
+            .store(at.last_seq.saturating_add(g.spacing), Relaxed);
     }
 
     /// The last checkpoint at or before `after` (`last_seq ≤ after`): where a reader of the

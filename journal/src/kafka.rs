@@ -748,7 +748,7 @@ const LANDING_WAIT: Duration = Duration::from_millis(20);
 
 /// How many records before its offset a reader placed at one starts ([`KafkaReader::open_at`]):
 /// reading them costs less than a second try.
-pub const LANDING_MARGIN: i64 = 4;
+const LANDING_MARGIN: i64 = 4;
 
 /// One record read from the topic.
 #[derive(Debug, Clone)]
@@ -772,7 +772,7 @@ impl KafkaReader {
     ///
     /// A broker may answer a fetch from an offset inside a batch of records produced together
     /// with the batch after it (tansu 0.6 does; Kafka returns the batch holding the offset):
-    /// so the reader starts [`LANDING_MARGIN`] records before `offset`, and when the first
+    /// so the reader starts a few records (4) before `offset`, and when the first
     /// record read still lies past `offset`, or none comes for 20 ms (the offset may be inside
     /// the topic's last batch), it starts again twice as far back (the beginning at worst).
     /// No record from `offset` on is skipped; records before it are returned too.
@@ -840,9 +840,14 @@ impl KafkaReader {
     ///
     /// # Errors
     /// Client errors.
-    pub fn reseek(&mut self, topic: &str) -> Result<(), KafkaJournalError> {
+    pub fn reseek(&mut self) -> Result<(), KafkaJournalError> {
+        self.place(Offset::Offset(self.next_offset))
+    }
+
+    /// Re-positions the consumer at `from`.
+    fn place(&self, from: Offset) -> Result<(), KafkaJournalError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(self.next_offset))?;
+        tpl.add_partition_offset(&self.topic, 0, from)?;
         self.consumer.assign(&tpl)?;
         Ok(())
     }
@@ -865,7 +870,7 @@ impl KafkaReader {
                         payload: m.payload().unwrap_or_default().to_vec(),
                     };
                     drop(m);
-                    if self.landed_past(record.offset)? {
+                    if self.landed_past(Some(record.offset))? {
                         continue;
                     }
                     self.next_offset = record.offset + 1;
@@ -874,7 +879,7 @@ impl KafkaReader {
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => return Err(e.into()),
                 None => {
-                    self.landed_past(-1)?;
+                    self.landed_past(None)?;
                     return Ok(None);
                 }
             }
@@ -885,37 +890,36 @@ impl KafkaReader {
     }
 
     /// After [`KafkaReader::open_at`], until a record at or before its offset is read: whether
-    /// the record read (`offset`; -1: none came) shows the fetch landed past the offset asked
-    /// for — a record further on, or nothing for [`LANDING_WAIT`] (the offset may be inside the
-    /// topic's last batch) — in which case the reader starts again further back.
-    fn landed_past(&mut self, offset: i64) -> Result<bool, KafkaJournalError> {
+    /// the record read (`offset`; `None`: none came) shows the fetch landed past the offset
+    /// asked for — a record further on, or nothing for [`LANDING_WAIT`] (the offset may be
+    /// inside the topic's last batch) — in which case the reader starts again further back.
+    fn landed_past(&mut self, offset: Option<i64>) -> Result<bool, KafkaJournalError> {
         let Some(l) = self.landing else {
             return Ok(false);
         };
-        if offset >= 0 && offset <= l.want {
-            self.landing = None;
-            return Ok(false);
-        }
-        if offset < 0 && l.since.elapsed() < LANDING_WAIT {
-            return Ok(false);
+        match offset {
+            Some(o) if o <= l.want => {
+                self.landing = None;
+                return Ok(false);
+            }
+            None if l.since.elapsed() < LANDING_WAIT => return Ok(false),
+            _ => {}
         }
         let from = l.want - l.back;
-        let mut tpl = TopicPartitionList::new();
         if from > 0 {
-            tpl.add_partition_offset(&self.topic, 0, Offset::Offset(from))?;
+            self.place(Offset::Offset(from))?;
             self.landing = Some(Landing {
                 want: l.want,
                 back: l.back * 2,
                 since: Instant::now(),
             });
         } else {
-            tpl.add_partition_offset(&self.topic, 0, Offset::Beginning)?;
+            self.place(Offset::Beginning)?;
             self.landing = None;
         }
-        self.consumer.assign(&tpl)?;
         tracing::debug!(
             want = l.want,
-            landed = offset,
+            landed = ?offset,
             from,
             "Kafka reader landed past its offset: starting further back"
         );
@@ -931,7 +935,7 @@ impl KafkaReader {
     }
 }
 
-/// Applies one Kafka record to `engine` under the epoch rule ([`apply_frame`]).
+/// Applies one Kafka record to `engine` under the epoch rule ([`crate::recover::apply_frame`]).
 ///
 /// # Errors
 /// [`RecoverError`] when the record does not decode or does not follow the engine.

@@ -262,7 +262,7 @@ impl Follower for KafkaFollower {
                 next_offset = self.reader.next_offset(),
                 "standby: heard nothing, but the topic has new records: the reader stalled, not the primary; restarting the fetch"
             );
-            if let Err(e) = self.reader.reseek(&self.topic) {
+            if let Err(e) = self.reader.reseek() {
                 tracing::warn!(error = %e, "standby: could not restart the fetch");
             }
             self.last_record = Instant::now();
