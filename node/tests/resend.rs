@@ -425,6 +425,25 @@ fn a_flood_of_another_accounts_ioc_orders_does_not_make_a_resent_order_execute()
     assert_eq!(code, 0);
 }
 
+/// Logs `r` on as `account` with a resend after `after`; the `count` of its `ResendComplete`
+/// (every resent frame read).
+fn resend_count(r: &mut OrderClient, account: u32, after: u64) -> u64 {
+    r.push(requests::logon_resume(account, after));
+    r.flush().unwrap();
+    let mut got = Vec::new();
+    loop {
+        got.clear();
+        r.recv(&mut got, Duration::from_secs(30)).unwrap();
+        if let Some(n) = got.iter().find_map(|x| match x {
+            ServerReport::ResendComplete(rc) => Some(rc.count()),
+            _ => None,
+        }) {
+            return n;
+        }
+        assert!(!got.is_empty(), "no ResendComplete within 30 s");
+    }
+}
+
 /// Resend throughput from each journal: an account with 200,000 reports (100,000 IOC orders:
 /// `Accepted` + `Done`) logs on again with `LogonWith` resend after 0; reports/s until
 /// `ResendComplete`. A measurement, not a check (docs/benchmarks.md):
@@ -469,20 +488,7 @@ fn resend_throughput() {
         drop(c);
         let mut r = node.client(&ctx);
         let start = Instant::now();
-        r.push(requests::logon_resume(41, 0));
-        r.flush().unwrap();
-        let mut got = Vec::new();
-        let count = loop {
-            got.clear();
-            r.recv(&mut got, Duration::from_secs(30)).unwrap();
-            if let Some(n) = got.iter().find_map(|x| match x {
-                ServerReport::ResendComplete(rc) => Some(rc.count()),
-                _ => None,
-            }) {
-                break n;
-            }
-            assert!(!got.is_empty(), "no ResendComplete within 30 s");
-        };
+        let count = resend_count(&mut r, 41, 0);
         let secs = start.elapsed().as_secs_f64();
         assert_eq!(count, reports as u64);
         println!(
@@ -501,19 +507,7 @@ fn resend_throughput() {
             - 1;
         let mut r = node.client(&ctx);
         let start = Instant::now();
-        r.push(requests::logon_resume(41, after));
-        r.flush().unwrap();
-        let count = loop {
-            got.clear();
-            r.recv(&mut got, Duration::from_secs(30)).unwrap();
-            if let Some(n) = got.iter().find_map(|x| match x {
-                ServerReport::ResendComplete(rc) => Some(rc.count()),
-                _ => None,
-            }) {
-                break n;
-            }
-            assert!(!got.is_empty(), "no ResendComplete within 30 s");
-        };
+        let count = resend_count(&mut r, 41, after);
         let ms = start.elapsed().as_secs_f64() * 1e3;
         assert_eq!(count, 1_000, "the last 1,000 reports (through {last})");
         println!("{{\"journal\":\"{name}\",\"last_reports\":{count},\"ms\":{ms:.1}}}");

@@ -13,6 +13,8 @@ struct ScriptedGateway {
     socket: zmq::Socket,
     fbb: FlatBufferBuilder<'static>,
     offsets: Vec<flatbuffers::WIPOffset<wire::Report<'static>>>,
+    /// Each peer's next session sequence number ([`ScriptedGateway::reply`]).
+    sessions: std::collections::HashMap<Vec<u8>, u64>,
 }
 
 impl ScriptedGateway {
@@ -24,6 +26,7 @@ impl ScriptedGateway {
             socket,
             fbb: FlatBufferBuilder::new(),
             offsets: Vec::new(),
+            sessions: std::collections::HashMap::new(),
         }
     }
 
@@ -46,6 +49,15 @@ impl ScriptedGateway {
         Some((parts[0].clone(), reqs))
     }
 
+    /// Sends `reports` to `to` as the next frame of its session.
+    fn reply(&mut self, to: &[u8], reports: &[ServerReport], resent: bool) {
+        let seq = *self.sessions.entry(to.to_vec()).or_insert(1);
+        self.send(to, seq, reports, resent);
+        self.sessions
+            .insert(to.to_vec(), seq + reports.len() as u64);
+    }
+
+    /// Sends `reports` to `to` as a frame starting at `first_session_seq`.
     fn send(&mut self, to: &[u8], first_session_seq: u64, reports: &[ServerReport], resent: bool) {
         let bytes = codec::encode_report_frame(
             &mut self.fbb,
@@ -93,6 +105,35 @@ fn fill(trade_id: u64, leaves: u64, seq: u64) -> ServerReport {
     ))
 }
 
+/// Order 1 of [`ACCOUNT`]: a resting sell of 2 at 1000.
+fn order_one() -> ClientRequest {
+    requests::limit(1, 1, wire::Side::Sell, wire::TimeInForce::Gtc, 1000, 2)
+}
+
+/// A client of `endpoints` whose logon and order 1 `gw` took, and whose session `gw` then
+/// breaks with a frame out of sequence (the session is lost: the client resumes after 0).
+fn placed_then_lost(
+    ctx: &zmq::Context,
+    gw: &mut ScriptedGateway,
+    endpoints: &[String],
+    resend_after: Duration,
+) -> FailoverClient {
+    let mut c = FailoverClient::connect(
+        ctx,
+        endpoints,
+        &ClientCredentials::Insecure,
+        ACCOUNT,
+        resend_after,
+    )
+    .unwrap();
+    let (peer, _) = flush_to(&mut c, gw, "the logon");
+    gw.reply(&peer, &[logged_on()], false);
+    c.push(order_one());
+    let (peer, _) = flush_to(&mut c, gw, "the order");
+    gw.send(&peer, 9, &[accepted(7, 1, 10)], false);
+    c
+}
+
 /// Flushes `c` (a send waits for a completed connection) until `gateway` gets a frame.
 fn flush_to(
     c: &mut FailoverClient,
@@ -137,19 +178,12 @@ fn a_new_primarys_first_frame_is_not_delivered_so_the_resend_starts_before_the_f
     .unwrap();
     let (peer, reqs) = flush_to(&mut c, &old, "the logon");
     assert!(matches!(reqs[..], [ClientRequest::Logon(_)]), "{reqs:?}");
-    old.send(&peer, 1, &[logged_on()], false);
+    old.reply(&peer, &[logged_on()], false);
 
     // Order 7 is accepted at sequence 10.
-    c.push(requests::limit(
-        1,
-        1,
-        wire::Side::Sell,
-        wire::TimeInForce::Gtc,
-        1000,
-        2,
-    ));
+    c.push(order_one());
     let (peer, _) = flush_to(&mut c, &old, "the first order");
-    old.send(&peer, 2, &[accepted(7, 1, 10)], false);
+    old.reply(&peer, &[accepted(7, 1, 10)], false);
     let mut delivered = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while c.last_engine_seq() < 10 {
@@ -173,7 +207,6 @@ fn a_new_primarys_first_frame_is_not_delivered_so_the_resend_starts_before_the_f
     // went to no session); a LogonWith{RESEND} gets the journal's reports after `resume_after`.
     let journal = [fill(1, 1, 12), fill(2, 0, 14)];
     let mut new = ScriptedGateway::bind(&ctx, &new_endpoint);
-    let mut session_seq = std::collections::HashMap::<Vec<u8>, u64>::new();
     let mut resumed_after = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -223,9 +256,7 @@ fn a_new_primarys_first_frame_is_not_delivered_so_the_resend_starts_before_the_f
                 other => panic!("unexpected request {other:?}"),
             }
         }
-        let seq = session_seq.entry(peer.clone()).or_insert(1);
-        new.send(&peer, *seq, &out, resent);
-        *seq += out.len() as u64;
+        new.reply(&peer, &out, resent);
     }
 
     assert_eq!(
@@ -251,31 +282,12 @@ fn a_long_resend_keeps_its_session_while_the_node_answers_heartbeats() {
     let ctx = zmq::Context::new();
     let mut gw = ScriptedGateway::bind(&ctx, "tcp://127.0.0.1:*");
     let resend_after = Duration::from_millis(200);
-    let mut c = FailoverClient::connect(
-        &ctx,
-        &[gw.endpoint()],
-        &ClientCredentials::Insecure,
-        ACCOUNT,
-        resend_after,
-    )
-    .unwrap();
-    let (peer, _) = flush_to(&mut c, &gw, "the logon");
-    gw.send(&peer, 1, &[logged_on()], false);
-    c.push(requests::limit(
-        1,
-        1,
-        wire::Side::Sell,
-        wire::TimeInForce::Gtc,
-        1000,
-        2,
-    ));
-    let (peer, _) = flush_to(&mut c, &gw, "the first order");
-    // A frame out of sequence: the session is lost, the client resumes after 0.
-    gw.send(&peer, 9, &[accepted(7, 1, 10)], false);
+    // The session is lost: the client resumes after 0.
+    let endpoint = gw.endpoint();
+    let mut c = placed_then_lost(&ctx, &mut gw, &[endpoint], resend_after);
 
     let mut delivered = Vec::new();
     let mut resend: Option<(Vec<u8>, Instant)> = None;
-    let mut session_seq = std::collections::HashMap::<Vec<u8>, u64>::new();
     let mut heartbeats = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !delivered
@@ -287,20 +299,17 @@ fn a_long_resend_keeps_its_session_while_the_node_answers_heartbeats() {
         // The resend's reports come 5 × resend_after after the logon.
         if let Some((peer, since)) = &resend {
             if since.elapsed() > resend_after * 5 {
-                let seq = session_seq.get_mut(peer).unwrap();
                 let reports = [
                     accepted(7, 1, 10),
                     ServerReport::ResendComplete(wire::ResendComplete::new(0, 10, 1, ACCOUNT)),
                 ];
-                gw.send(peer, *seq, &reports, true);
-                *seq += reports.len() as u64;
+                gw.reply(peer, &reports, true);
                 resend = None;
             }
         }
         let Some((peer, reqs)) = gw.recv(Duration::from_millis(5)) else {
             continue;
         };
-        let seq = session_seq.entry(peer.clone()).or_insert(1);
         let mut out = Vec::new();
         for r in reqs {
             match r {
@@ -332,8 +341,7 @@ fn a_long_resend_keeps_its_session_while_the_node_answers_heartbeats() {
             }
         }
         if !out.is_empty() {
-            gw.send(&peer, *seq, &out, false);
-            *seq += out.len() as u64;
+            gw.reply(&peer, &out, false);
         }
     }
     assert_eq!(c.reconnects(), 1, "the slow resend was given up");
@@ -359,28 +367,10 @@ fn heartbeats_answered_by_another_node_do_not_keep_an_unanswered_resend_alive() 
     let mut old = ScriptedGateway::bind(&ctx, "tcp://127.0.0.1:*");
     let new_endpoint = format!("tcp://127.0.0.1:{}", free_port());
     let resend_after = Duration::from_millis(200);
-    let mut c = FailoverClient::connect(
-        &ctx,
-        &[old.endpoint(), new_endpoint.clone()],
-        &ClientCredentials::Insecure,
-        ACCOUNT,
-        resend_after,
-    )
-    .unwrap();
-    let (peer, _) = flush_to(&mut c, &old, "the logon");
-    old.send(&peer, 1, &[logged_on()], false);
-    c.push(requests::limit(
-        1,
-        1,
-        wire::Side::Sell,
-        wire::TimeInForce::Gtc,
-        1000,
-        2,
-    ));
-    let (peer, _) = flush_to(&mut c, &old, "the order");
-    // Out of sequence: the client resumes, and its LogonWith reaches the old node only (the
+    // The session is lost: the client resumes, and its LogonWith reaches the old node only (the
     // new one is not listening yet), which dies without answering it.
-    old.send(&peer, 9, &[accepted(7, 1, 10)], false);
+    let endpoints = [old.endpoint(), new_endpoint.clone()];
+    let mut c = placed_then_lost(&ctx, &mut old, &endpoints, resend_after);
     let mut delivered = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     let logon_with = loop {
@@ -399,7 +389,6 @@ fn heartbeats_answered_by_another_node_do_not_keep_an_unanswered_resend_alive() 
     drop(old);
 
     let mut new = ScriptedGateway::bind(&ctx, &new_endpoint);
-    let mut session_seq = std::collections::HashMap::<Vec<u8>, u64>::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !delivered
         .iter()
@@ -413,7 +402,6 @@ fn heartbeats_answered_by_another_node_do_not_keep_an_unanswered_resend_alive() 
         let Some((peer, reqs)) = new.recv(Duration::from_millis(5)) else {
             continue;
         };
-        let seq = session_seq.entry(peer.clone()).or_insert(1);
         let mut out = Vec::new();
         for r in reqs {
             match r {
@@ -432,8 +420,7 @@ fn heartbeats_answered_by_another_node_do_not_keep_an_unanswered_resend_alive() 
                 other => panic!("unexpected request {other:?}"),
             }
         }
-        new.send(&peer, *seq, &out, false);
-        *seq += out.len() as u64;
+        new.reply(&peer, &out, false);
     }
     assert_eq!(c.reconnects(), 2);
 }
