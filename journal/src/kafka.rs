@@ -877,6 +877,10 @@ impl KafkaReader {
                     return Ok(Some(record));
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) if passing(&e) => {
+                    // librdkafka reconnects and fetches again by itself: wait through it.
+                    tracing::debug!(error = %e, "Kafka reader: the connection failed; librdkafka retries");
+                }
                 Some(Err(e)) => return Err(e.into()),
                 None => {
                     self.landed_past(None)?;
@@ -933,6 +937,28 @@ impl KafkaReader {
     pub fn next(&mut self, idle: Duration) -> Result<Option<Vec<u8>>, KafkaJournalError> {
         Ok(self.next_record(idle)?.map(|r| r.payload))
     }
+}
+
+/// Whether a consumer error is one librdkafka recovers from by itself (it reconnects and fetches
+/// again): a broker restarting or unreachable for a while, a request timed out, leadership
+/// moving. A reader waits through these; a resend, a recovery or a standby must not fail on
+/// them.
+fn passing(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::Resolve
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::BrokerNotAvailable
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+        )
+    )
 }
 
 /// Applies one Kafka record to `engine` under the epoch rule ([`crate::recover::apply_frame`]).

@@ -1,6 +1,7 @@
-//! A resend that starts at an [`OffsetIndex`] checkpoint reads exactly the events a read of the
-//! whole topic returns, on a real Kafka-protocol broker (tansu): across split batches, a new
-//! epoch, and a fenced writer's late records.
+//! Kafka readers on a real Kafka-protocol broker (tansu): a resend that starts at an
+//! [`OffsetIndex`] checkpoint reads exactly the events a read of the whole topic returns, across
+//! split batches, a new epoch, and a fenced writer's late records; and a reader waits through a
+//! broker restart instead of failing.
 #![cfg(feature = "kafka")]
 
 use caldera_engine::{Command, Engine, Event};
@@ -136,6 +137,44 @@ fn events_after(
         }
     }
     (out, start)
+}
+
+#[test]
+fn a_reader_waits_through_a_broker_restart() {
+    const T: &str = "caldera.restart";
+    let mut broker = Broker::start_persistent(T);
+    let brokers = Brokers::new(broker.addr.clone());
+    let mut w = KafkaJournal::connect(&brokers, T, 0, 0, 1, Duration::from_secs(30)).unwrap();
+    let mut flow = Batches::new(3, 20_000);
+    let mut write = |w: &mut KafkaJournal, n: usize| {
+        for _ in 0..n {
+            let (first, last, bytes) = flow.next(1).unwrap();
+            append(w, first, last, &bytes);
+        }
+        flow.engine.last_seq()
+    };
+    let before = write(&mut w, 20);
+    let mut r = KafkaEvents::open(&brokers, T, 0, None).unwrap();
+    let mut out = Vec::new();
+    let read_to = |r: &mut KafkaEvents, out: &mut Vec<Event>, seq: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while out.last().map_or(0, |e: &Event| e.seq) < seq {
+            assert!(Instant::now() < deadline, "events up to {seq} never came");
+            r.read(out, Duration::from_millis(100))
+                .expect("a reader waits through a broker restart");
+        }
+    };
+    read_to(&mut r, &mut out, before);
+    // The broker goes away while the reader is connected, and comes back with the topic.
+    broker.restart(Duration::from_secs(2));
+    let after = write(&mut w, 20);
+    read_to(&mut r, &mut out, after);
+    let seqs: Vec<u64> = out.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=after).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
 }
 
 #[test]
