@@ -411,6 +411,20 @@ impl<'a> Gateway<'a> {
             .store(true, Ordering::Relaxed);
     }
 
+    /// Routes every report the journal has released and hands them to ZeroMQ. Returns the
+    /// ring items taken.
+    ///
+    /// For an engine that runs on this thread (the node's `threads.engine = "gateway"`) and
+    /// finds its output ring full: the journal frees that ring only as this routing frees the
+    /// one behind it.
+    pub fn route_released(&mut self) -> usize {
+        let n = self.route_events(usize::MAX);
+        if n > 0 {
+            self.sessions.flush(&self.router, &mut self.stats);
+        }
+        n
+    }
+
     fn ring_has_room(&self) -> bool {
         self.rings.commands.slots() >= self.cfg.max_batch
     }
@@ -453,6 +467,14 @@ impl<'a> Gateway<'a> {
             self.handle_message(&ident, &mut payload, extra, now);
             self.ident_msg = ident;
             self.payload_msg = payload;
+        }
+        if n > 0 {
+            // At once, not with the other counters: the supervisor compares it with the
+            // engine's progress, and an engine on this thread that stalls stops this thread too.
+            self.counters
+                .published
+                .commands
+                .store(self.stats.commands, Ordering::Relaxed);
         }
         n
     }

@@ -176,9 +176,13 @@ fn open_loop_holds_its_rate_and_a_stall_shows_up_as_latency() {
 #[test]
 fn server_metrics_give_the_cpu_cost_of_a_request_on_both_sides() {
     let metrics = format!("127.0.0.1:{}", free_port());
+    // The engine on its own thread, so that its CPU is told apart (on the gateway's thread,
+    // the default on small machines, it is the gateway's).
     let s = Node::start(
         "loadgen-cost",
-        &format!("[metrics]\nlisten = \"{metrics}\"\n"),
+        &format!(
+            "[metrics]\nlisten = \"{metrics}\"\n[threads]\nwait = \"park\"\nengine = \"own\"\n"
+        ),
     );
     let (code, out, err) = loadgen(&[
         "closed",

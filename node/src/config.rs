@@ -70,8 +70,36 @@ pub struct ThreadsSection {
     pub gateway_core: Option<usize>,
     /// How idle threads wait.
     pub wait: WaitStrategy,
+    /// Which thread runs the engine (ADR 0017).
+    pub engine: EngineThread,
     /// Slots in each SPSC ring (commands in, events out).
     pub ring_capacity: usize,
+}
+
+/// Which thread runs the engine (ADR 0017).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineThread {
+    /// A thread of its own (pinned with `engine_core`): the engine works while the gateway
+    /// reads and routes. Best with a core for each.
+    Own,
+    /// The gateway's thread, between its rounds: no hand-off, no wake-up, one thread fewer to
+    /// schedule. Best when the cores are fewer than the threads.
+    Gateway,
+    /// `own` with 4+ cores, else `gateway`.
+    Auto,
+}
+
+impl EngineThread {
+    /// Resolves `Auto` for this machine's core count.
+    #[must_use]
+    pub fn resolve(self, cores: usize) -> EngineThread {
+        match self {
+            EngineThread::Auto if cores >= 4 => EngineThread::Own,
+            EngineThread::Auto => EngineThread::Gateway,
+            other => other,
+        }
+    }
 }
 
 impl Default for ThreadsSection {
@@ -80,6 +108,7 @@ impl Default for ThreadsSection {
             engine_core: None,
             gateway_core: None,
             wait: WaitStrategy::Auto,
+            engine: EngineThread::Auto,
             ring_capacity: 1 << 16,
         }
     }
@@ -507,6 +536,13 @@ impl Config {
                 "threads.ring_capacity must be >= 16".into(),
             ));
         }
+        // The gateway reads a frame only when the command ring has room for a whole one.
+        if self.threads.ring_capacity < self.gateway.max_batch {
+            return Err(ConfigFileError::Invalid(format!(
+                "threads.ring_capacity ({}) must be >= max_batch ({}): the gateway reads a frame only when the ring has room for all of its requests",
+                self.threads.ring_capacity, self.gateway.max_batch
+            )));
+        }
         let f = &self.failover;
         if f.heartbeat_ms == 0 || f.timeout_ms <= f.heartbeat_ms {
             return Err(ConfigFileError::Invalid(
@@ -540,5 +576,19 @@ mod tests {
         assert_eq!(Config::default().engine_config().instruments.len(), 8);
         assert_eq!(WaitStrategy::Auto.resolve(2), WaitStrategy::Park);
         assert_eq!(WaitStrategy::Auto.resolve(8), WaitStrategy::Spin);
+        assert_eq!(EngineThread::Auto.resolve(2), EngineThread::Gateway);
+        assert_eq!(EngineThread::Auto.resolve(4), EngineThread::Own);
+        let c: Config = toml::from_str("[threads]\nengine = \"own\"\n").unwrap();
+        assert_eq!(c.threads.engine, EngineThread::Own);
+    }
+
+    #[test]
+    fn rings_smaller_than_a_frame_are_refused_with_the_reason() {
+        let mut c = Config::default();
+        c.threads.ring_capacity = 1024;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("must be >= max_batch (4096)"), "{e}");
+        c.gateway.max_batch = 1024;
+        c.validate().unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! The engine stage: pops commands from the inbound SPSC ring, runs the engine, pushes the
-//! events (then the command) to the outbound SPSC ring. Pinned to a core when configured;
-//! allocation-free after start-up.
+//! events (then the command) to the outbound SPSC ring. On its own thread (pinned to a core when
+//! configured) or run by the gateway's thread between its rounds ([`InlineEngine`], ADR 0017);
+//! allocation-free after start-up either way.
 
 use crate::snapshotter::SnapshotTrigger;
 use caldera_engine::{Command, Engine, Event, EventSink};
@@ -32,8 +33,11 @@ struct RingSink {
 }
 
 impl RingSink {
+    /// Pushes `item`; while the ring is full, wakes downstream and calls `drain` (the work this
+    /// thread must keep doing for downstream to make room: see [`Drain`]), waiting when it did
+    /// nothing.
     #[inline]
-    fn push(&mut self, mut item: Output) {
+    fn push(&mut self, mut item: Output, drain: &mut dyn Drain) {
         loop {
             match self.tx.push(item) {
                 Ok(()) => {
@@ -44,18 +48,62 @@ impl RingSink {
                     // Back-pressure: downstream is behind. Wake it and wait for room.
                     item = back;
                     self.shared.notify_downstream();
-                    self.idle
-                        .wait(|| std::thread::park_timeout(Duration::from_micros(50)));
+                    if drain.drain() == 0 {
+                        self.idle
+                            .wait(|| std::thread::park_timeout(Duration::from_micros(50)));
+                    }
                 }
             }
         }
     }
 }
 
-impl EventSink for RingSink {
+/// What the engine does while its output ring is full, besides waiting.
+///
+/// On its own thread, nothing ([`NoDrain`]). On the gateway's thread (ADR 0017) the gateway must
+/// keep routing the reports the journal releases: the journal waits for room towards the
+/// gateway before it takes more of the engine's output, so an engine that only waited there
+/// would wait forever.
+pub trait Drain {
+    /// Does that work once; returns how much was done (0: nothing, the engine waits).
+    fn drain(&mut self) -> usize;
+}
+
+/// The engine on its own thread: nothing to do but wait for downstream.
+pub struct NoDrain;
+
+impl Drain for NoDrain {
+    fn drain(&mut self) -> usize {
+        0
+    }
+}
+
+/// The sink `Engine::process` writes to: the ring, and what to do while it is full.
+struct DrainingSink<'a> {
+    ring: &'a mut RingSink,
+    drain: &'a mut dyn Drain,
+}
+
+impl EventSink for DrainingSink<'_> {
     #[inline]
     fn on_event(&mut self, event: &Event) {
-        self.push(Output::Event(*event));
+        self.ring.push(Output::Event(*event), self.drain);
+    }
+}
+
+/// Counts the allocations a [`Drain`] makes, so that the engine's own count leaves them out
+/// (the gateway's work may allocate; the engine's may not).
+struct CountedDrain<'a> {
+    inner: &'a mut dyn Drain,
+    allocations: u64,
+}
+
+impl Drain for CountedDrain<'_> {
+    fn drain(&mut self) -> usize {
+        let before = thread_allocations();
+        let n = self.inner.drain();
+        self.allocations += thread_allocations() - before;
+        n
     }
 }
 
@@ -79,8 +127,7 @@ pub struct EngineStage {
     sink: RingSink,
     shared: Arc<Shared>,
     commands: u64,
-    allocations_at_start: u64,
-    /// Allocations made by this thread while serving (measured when it stops).
+    /// Allocations made by the engine's work while serving (counted per step).
     allocations: u64,
     stopped: bool,
     /// A fault to inject (debug builds, `CALDERA_FAULT=engine-stall@N|engine-panic@N`).
@@ -113,7 +160,6 @@ impl EngineStage {
             },
             shared,
             commands: 0,
-            allocations_at_start: 0,
             allocations: 0,
             stopped: false,
             #[cfg(debug_assertions)]
@@ -203,7 +249,7 @@ impl EngineStage {
     /// then the command itself (a command boundary for the journal); then publishes progress and
     /// wakes downstream once for the whole chunk.
     #[inline]
-    fn process_available(&mut self) -> usize {
+    fn process_available(&mut self, drain: &mut dyn Drain) -> usize {
         let n = self.rx.slots().min(CHUNK);
         if n == 0 {
             return 0;
@@ -226,8 +272,9 @@ impl EngineStage {
             if let Some(next) = ahead.next() {
                 engine.prefetch(next);
             }
-            engine.process(cmd, sink);
-            sink.push(Output::Command(*cmd));
+            let mut events = DrainingSink { ring: sink, drain };
+            engine.process(cmd, &mut events);
+            sink.push(Output::Command(*cmd), drain);
         }
         chunk.commit_all();
         self.commands += n as u64;
@@ -271,27 +318,19 @@ impl EngineThread {
             .0
             .join()
             .map_err(|_| crate::NodeError::Panicked("engine"))?;
-        Ok(EngineReport {
-            engine: stage.engine,
-            commands: stage.commands,
-            allocations: stage.allocations,
-            pinned_core,
-        })
+        Ok(stage.report(pinned_core))
     }
 }
 
-impl Agent for EngineStage {
-    fn on_start(&mut self) {
-        self.shared.engine_parker.register_current();
-        tracing::info!("engine thread running");
-        // Everything above may allocate (thread name, logging); nothing after this may.
-        self.allocations_at_start = thread_allocations();
-    }
-
-    fn do_work(&mut self) -> usize {
+impl EngineStage {
+    /// One round of the engine's work: up to `chunks` chunks of commands, then the waiting
+    /// queries. `drain` runs while the output ring is full. The allocations made here, other
+    /// than `drain`'s, are added to the engine's count (expected: none). Returns the work done.
+    fn step(&mut self, chunks: usize, drain: &mut dyn Drain) -> usize {
         #[cfg(debug_assertions)]
         if let Some((stall, at)) = self.fault {
-            if self.commands >= at {
+            // Only with commands waiting: on the gateway's thread nothing else would show it.
+            if self.commands >= at && !self.rx.is_empty() {
                 if stall {
                     tracing::warn!("CALDERA_FAULT: the engine thread stops making progress");
                     loop {
@@ -301,22 +340,102 @@ impl Agent for EngineStage {
                 panic!("CALDERA_FAULT: injected engine panic");
             }
         }
-        let n = self.process_available() + self.answer_queries();
-        if n > 0 {
-            return n;
+        let before = thread_allocations();
+        let mut counted = CountedDrain {
+            inner: drain,
+            allocations: 0,
+        };
+        let mut n = 0;
+        for _ in 0..chunks {
+            let k = self.process_available(&mut counted);
+            n += k;
+            if k < CHUNK {
+                break;
+            }
         }
-        if self.shared.gateway.stop.load(Ordering::Acquire) && self.rx.is_empty() {
-            self.allocations = thread_allocations() - self.allocations_at_start;
-            self.stopped = true;
-            self.shared.engine.stopped.store(true, Ordering::SeqCst);
-            self.shared.notify_downstream();
-            tracing::info!(
-                commands = self.commands,
-                allocations = self.allocations,
-                "engine thread stopped"
-            );
+        n += self.answer_queries();
+        self.allocations += thread_allocations() - before - counted.allocations;
+        n
+    }
+
+    /// Stops once the gateway has stopped and every command is processed. Returns whether it
+    /// stopped.
+    fn stop_when_drained(&mut self) -> bool {
+        if self.stopped {
+            return true;
         }
-        0
+        if !(self.shared.gateway.stop.load(Ordering::Acquire) && self.rx.is_empty()) {
+            return false;
+        }
+        self.stopped = true;
+        self.shared.engine.stopped.store(true, Ordering::SeqCst);
+        self.shared.notify_downstream();
+        tracing::info!(
+            commands = self.commands,
+            allocations = self.allocations,
+            "engine stopped"
+        );
+        true
+    }
+
+    /// Runs the engine on the calling thread, the gateway's (ADR 0017): `drain` is the gateway's
+    /// routing of released reports. Call [`InlineEngine::step`] from the gateway's loop.
+    #[must_use]
+    pub fn inline(self) -> InlineEngine {
+        tracing::info!("engine running on the gateway thread");
+        InlineEngine(self)
+    }
+
+    /// The report of a stopped stage.
+    fn report(self, pinned_core: Option<usize>) -> EngineReport {
+        EngineReport {
+            engine: self.engine,
+            commands: self.commands,
+            allocations: self.allocations,
+            pinned_core,
+        }
+    }
+}
+
+/// The engine run by the gateway's thread (ADR 0017).
+pub struct InlineEngine(EngineStage);
+
+impl InlineEngine {
+    /// One round: every waiting command (up to [`INLINE_CHUNKS`] chunks) and query, calling
+    /// `drain` while the output ring is full. Returns the work done.
+    #[inline]
+    pub fn step(&mut self, drain: &mut dyn Drain) -> usize {
+        self.0.step(INLINE_CHUNKS, drain)
+    }
+
+    /// After the gateway's loop has ended: stops the engine (every command was processed:
+    /// the gateway ends only then) and returns its report.
+    #[must_use]
+    pub fn stop(mut self) -> EngineReport {
+        self.0.shared.gateway.stop.store(true, Ordering::SeqCst);
+        while !self.0.stop_when_drained() {
+            self.0.step(INLINE_CHUNKS, &mut NoDrain);
+        }
+        self.0.report(None)
+    }
+}
+
+/// Chunks of commands the inline engine processes per round of the gateway's loop (the
+/// gateway reads up to 256 frames a round).
+const INLINE_CHUNKS: usize = 64;
+
+impl Agent for EngineStage {
+    fn on_start(&mut self) {
+        self.shared.engine_parker.register_current();
+        tracing::info!("engine thread running");
+    }
+
+    fn do_work(&mut self) -> usize {
+        let n = self.step(1, &mut NoDrain);
+        if n == 0 {
+            self.stop_when_drained();
+        }
+        n
     }
 
     fn sleep(&mut self) {

@@ -1,11 +1,12 @@
 //! Serving as the primary: the engine and journal stages started around the gateway, and the
 //! orderly shutdown that delivers every report.
 //!
-//! Threads (docs/architecture.md): the gateway runs on the calling thread; the engine and
-//! journal stages each on their own; libzmq's I/O thread under the sockets.
+//! Threads (docs/architecture.md): the gateway runs on the calling thread; the engine on its own
+//! or, with fewer than 4 cores, on the gateway's (`threads.engine`, ADR 0017); the journal
+//! stage on its own; libzmq's I/O thread under the sockets.
 
-use crate::config::{Config, JournalUri};
-use crate::engine_stage::{EngineReport, EngineStage, EngineThread, QueryRings};
+use crate::config::{Config, EngineThread, JournalUri};
+use crate::engine_stage::{Drain, EngineReport, EngineStage, InlineEngine, QueryRings};
 use crate::error::NodeError;
 pub use crate::handover::Primary;
 use crate::journal_stage::{JournalSettings, JournalStage, JournalStats, JournalThread};
@@ -16,7 +17,7 @@ use caldera_engine::Command;
 use caldera_gateway::{Gateway, GatewayRings, GatewayStats};
 use caldera_journal::snapshots::SnapshotStore;
 use caldera_journal::Retention;
-use caldera_pipeline::{Idle, OrderRow, OrdersQuery, Output, Shared, WaitStrategy};
+use caldera_pipeline::{Agent, Idle, OrderRow, OrdersQuery, Output, Shared, WaitStrategy};
 use rtrb::RingBuffer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -130,13 +131,37 @@ impl<'a> PrimaryNode<'a> {
         )
         .spawn()?;
         let _ = caldera_pipeline::agent::pin("caldera-gateway", self.cfg.threads.gateway_core);
-        tracing::info!(order_entry = %gw.order_entry(), market_data = %gw.market_data(), cores = placement.cores, wait = ?placement.wait, engine_core = ?placement.engine_core, "serving");
+        tracing::info!(order_entry = %gw.order_entry(), market_data = %gw.market_data(), cores = placement.cores, wait = ?placement.wait, engine = ?placement.engine, engine_core = ?placement.engine_core, "serving");
         self.metrics
             .ring_capacity
             .store(self.cfg.threads.ring_capacity as u64, Ordering::Relaxed);
         gw.start_serving();
         (self.on_ready)(gw.order_entry());
-        caldera_pipeline::run_with(&mut gw, placement.gateway_idle());
+        let stages = match stages {
+            Stages {
+                engine: EngineRun::Inline(engine),
+                journal,
+                snapshot_writer,
+                snapshots,
+            } => {
+                let mut one = GatewayEngine {
+                    gw,
+                    engine: *engine,
+                };
+                run_inline(&mut one, placement.gateway_idle(), &self.metrics);
+                gw = one.gw;
+                Stages {
+                    engine: EngineRun::Stopped(Box::new(one.engine.stop())),
+                    journal,
+                    snapshot_writer,
+                    snapshots,
+                }
+            }
+            other => {
+                caldera_pipeline::run_with(&mut gw, placement.gateway_idle());
+                other
+            }
+        };
         stop(gw, stages, &shared, epoch, recovered_seq)
     }
 
@@ -195,8 +220,11 @@ impl<'a> PrimaryNode<'a> {
             placement.wait,
             trigger,
         )
-        .with_queries(rings.queries)
-        .spawn(placement.wait, placement.engine_core)?;
+        .with_queries(rings.queries);
+        let engine = match placement.engine {
+            EngineThread::Gateway => EngineRun::Inline(Box::new(engine.inline())),
+            _ => EngineRun::Thread(engine.spawn(placement.wait, placement.engine_core)?),
+        };
         Ok(Stages {
             engine,
             journal,
@@ -228,15 +256,21 @@ impl<'a> PrimaryNode<'a> {
 struct Placement {
     cores: usize,
     wait: WaitStrategy,
+    engine: EngineThread,
     engine_core: Option<usize>,
 }
 
 impl Placement {
     fn of(cfg: &Config) -> Self {
         let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
+        let engine = cfg.threads.engine.resolve(cores);
+        if engine == EngineThread::Gateway && cfg.threads.engine_core.is_some() {
+            tracing::warn!("threads.engine_core is ignored: the engine runs on the gateway thread (threads.engine)");
+        }
         Self {
             cores,
             wait: cfg.threads.wait.resolve(cores),
+            engine,
             // With 4+ cores the engine gets the last one to itself.
             engine_core: cfg
                 .threads
@@ -304,9 +338,68 @@ fn rings(capacity: usize, journal: bool) -> (GatewayRings, StageRings) {
     )
 }
 
+/// Where the engine runs.
+enum EngineRun {
+    /// On its own thread.
+    Thread(crate::engine_stage::EngineThread),
+    /// On the gateway's thread, until the gateway's loop ends.
+    Inline(Box<InlineEngine>),
+    /// Stopped, after running on the gateway's thread.
+    Stopped(Box<EngineReport>),
+}
+
+/// The gateway and the engine on one thread (ADR 0017): each round the gateway reads, routes
+/// and sends, then the engine processes what the gateway read. While the engine's output ring
+/// is full it keeps the gateway routing what the journal releases.
+struct GatewayEngine<'a> {
+    gw: Gateway<'a>,
+    engine: InlineEngine,
+}
+
+impl Drain for Gateway<'_> {
+    fn drain(&mut self) -> usize {
+        self.route_released()
+    }
+}
+
+impl Agent for GatewayEngine<'_> {
+    fn do_work(&mut self) -> usize {
+        let Self { gw, engine } = self;
+        gw.do_work() + engine.step(gw)
+    }
+
+    fn sleep(&mut self) {
+        self.gw.sleep();
+    }
+
+    fn done(&self) -> bool {
+        self.gw.done()
+    }
+}
+
+/// Runs the gateway and the engine on this thread until the gateway is done. A panic there ends
+/// the process as the death of the engine thread does (exit code 6: a standby takes over).
+fn run_inline(one: &mut GatewayEngine<'_>, idle: Idle, metrics: &Metrics) {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        caldera_pipeline::run_with(one, idle);
+    }));
+    if let Err(panic) = run {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        crate::supervisor::halt(
+            metrics,
+            crate::supervisor::EXIT_THREAD_DIED,
+            &format!("the engine thread died: the gateway thread, which runs the engine, panicked: {why}"),
+        );
+    }
+}
+
 /// The running stage threads.
 struct Stages {
-    engine: EngineThread,
+    engine: EngineRun,
     journal: Option<JournalThread>,
     snapshot_writer: Option<std::thread::JoinHandle<(SnapshotWriter, Option<usize>)>>,
     /// Where snapshots go (file journal).
@@ -330,7 +423,11 @@ fn stop(
     }
     shared.gateway.stop.store(true, Ordering::SeqCst);
     shared.engine_parker.wake();
-    let engine = stages.engine.join()?;
+    let engine = match stages.engine {
+        EngineRun::Thread(t) => t.join()?,
+        EngineRun::Stopped(report) => *report,
+        EngineRun::Inline(e) => e.stop(),
+    };
     let journal = stages.journal.map(JournalThread::join).transpose()?;
     gw.finish();
     let mut snapshots = match stages.snapshot_writer {

@@ -300,8 +300,14 @@ impl Node {
         let order_entry = format!("tcp://127.0.0.1:{oe}");
         let market_data = format!("tcp://127.0.0.1:{md}");
         let cfg = dir.join("caldera.toml");
+        // A snippet with its own `[threads]` section sets the wait strategy itself.
+        let threads = if extra_toml.contains("[threads]") {
+            ""
+        } else {
+            "[threads]\nwait = \"park\"\n"
+        };
         let toml = format!(
-            "[gateway]\norder_entry = \"{order_entry}\"\nmarket_data = \"{market_data}\"\nmd_snapshot_interval_ms = 0\n{extra_toml}\n[threads]\nwait = \"park\"\n"
+            "[gateway]\norder_entry = \"{order_entry}\"\nmarket_data = \"{market_data}\"\nmd_snapshot_interval_ms = 0\n{extra_toml}\n{threads}"
         );
         std::fs::write(&cfg, toml).unwrap();
         let snapshot = dir.join("final.snapshot");

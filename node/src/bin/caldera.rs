@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use caldera_node::config::AuthMode;
-use caldera_node::config::{FsyncSetting, JournalUri, WaitStrategy};
+use caldera_node::config::{EngineThread, FsyncSetting, JournalUri, WaitStrategy};
 use caldera_node::summary::{BookLine, CheckLine, EventLine, ReplayLine, ServeLine};
 use caldera_node::{Config, NodeError, NodeSecurity, Primary, PrimaryNode, Role, StandbyExit};
 use caldera_pipeline::alloc_count::CountingAlloc;
@@ -173,6 +173,9 @@ struct ServeArgs {
     /// How idle threads wait: spin, spin-yield, park or auto.
     #[arg(long)]
     wait: Option<WaitStrategy>,
+    /// Which thread runs the engine: own, gateway or auto (own with 4+ cores).
+    #[arg(long, value_enum)]
+    engine_thread: Option<EngineThread>,
     /// Journal: file://DIR (default file://caldera-journal), kafka://HOST:PORT/TOPIC, or none.
     #[arg(long)]
     journal: Option<JournalUri>,
@@ -276,6 +279,9 @@ fn config_of(a: &ServeArgs) -> Result<Config> {
     }
     if let Some(w) = a.wait {
         cfg.threads.wait = w;
+    }
+    if let Some(e) = a.engine_thread {
+        cfg.threads.engine = e;
     }
     if let Some(j) = &a.journal {
         cfg.journal.uri = match j {

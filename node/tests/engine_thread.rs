@@ -1,0 +1,111 @@
+//! The engine on the gateway's thread and on its own (`threads.engine`, ADR 0017), with rings
+//! far smaller than one command's events (real binary, real TCP, file journal): a sweep through
+//! hundreds of resting orders fills the engine's output ring and the journal's ring to the
+//! gateway many times over inside one command. On the gateway's thread the engine must keep the
+//! gateway routing while it waits for room, or neither thread could move again.
+
+use caldera_client::wire::{Side, TimeInForce};
+use caldera_client::{requests, OrderClient, ServerReport};
+use caldera_testkit::harness::Node;
+use std::time::{Duration, Instant};
+
+/// Resting sell orders the sweep takes.
+const MAKERS: u64 = 400;
+
+fn count(reports: &[ServerReport], f: impl Fn(&ServerReport) -> bool) -> usize {
+    reports.iter().filter(|r| f(r)).count()
+}
+
+/// Receives into `out` until `enough(out)` or the deadline (then fails with `what`).
+fn recv_until(
+    c: &mut OrderClient,
+    out: &mut Vec<ServerReport>,
+    what: &str,
+    enough: impl Fn(&[ServerReport]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !enough(out) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not all reports came within 30 s (got {}, the last: {:?}); the pipeline is stuck",
+            out.len(),
+            out.iter().rev().find(|r| !matches!(r, ServerReport::Accepted(_)))
+        );
+        c.recv(out, Duration::from_millis(50)).unwrap();
+    }
+}
+
+fn a_sweep_larger_than_the_rings_is_answered_in_full(engine: &str) {
+    let node = Node::start(
+        &format!("engine-{engine}"),
+        &format!(
+            "max_batch = 16\n[threads]\nwait = \"park\"\nengine = \"{engine}\"\nring_capacity = 16\n"
+        ),
+    );
+    let ctx = zmq::Context::new();
+    let mut maker = node.client(&ctx);
+    maker.push(requests::logon(1));
+    maker.flush().unwrap();
+    let mut made = Vec::new();
+    for i in 0..MAKERS {
+        // Ten price levels, so the sweep also empties levels as it goes.
+        maker.push(requests::limit(
+            i + 1,
+            1,
+            Side::Sell,
+            TimeInForce::Gtc,
+            100 + i % 10,
+            1,
+        ));
+        if i % 16 == 15 {
+            maker.flush().unwrap();
+        }
+    }
+    maker.flush().unwrap();
+    recv_until(&mut maker, &mut made, "the resting orders", |r| {
+        count(r, |x| matches!(x, ServerReport::Accepted(_))) == MAKERS as usize
+    });
+
+    let mut taker = node.client(&ctx);
+    taker.push(requests::logon(2));
+    taker.push(requests::limit(
+        1,
+        1,
+        Side::Buy,
+        TimeInForce::Ioc,
+        200,
+        MAKERS,
+    ));
+    taker.flush().unwrap();
+    let mut took = Vec::new();
+    recv_until(&mut taker, &mut took, "the taker", |r| {
+        count(r, |x| matches!(x, ServerReport::Done(_))) == 1
+    });
+    assert_eq!(
+        count(&took, |x| matches!(x, ServerReport::Fill(_))),
+        MAKERS as usize,
+        "{took:?}"
+    );
+    recv_until(&mut maker, &mut made, "the makers", |r| {
+        count(r, |x| matches!(x, ServerReport::Done(_))) == MAKERS as usize
+    });
+    assert_eq!(
+        count(&made, |x| matches!(x, ServerReport::Fill(_))),
+        MAKERS as usize
+    );
+    let log = node.log();
+    let (code, summary, _) = node.stop();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(summary["live_orders"].as_u64(), Some(0));
+    assert_eq!(summary["engine_allocations"].as_u64(), Some(0), "{summary}");
+}
+
+#[test]
+fn on_the_gateway_thread_a_sweep_larger_than_the_rings_is_answered_in_full() {
+    a_sweep_larger_than_the_rings_is_answered_in_full("gateway");
+}
+
+#[test]
+fn on_its_own_thread_a_sweep_larger_than_the_rings_is_answered_in_full() {
+    a_sweep_larger_than_the_rings_is_answered_in_full("own");
+}
