@@ -123,7 +123,7 @@ impl<'a> PrimaryNode<'a> {
         if let Some(history) = crate::history::of(self.cfg, primary.offsets.clone()) {
             gw.set_history(history);
         }
-        let stages = self.start_stages(primary, stage_rings, &shared, &placement)?;
+        let mut stages = self.start_stages(primary, stage_rings, &shared, &placement)?;
         let _supervisor = crate::supervisor::Supervisor::new(
             Arc::clone(&shared),
             Arc::clone(&self.metrics),
@@ -137,31 +137,15 @@ impl<'a> PrimaryNode<'a> {
             .store(self.cfg.threads.ring_capacity as u64, Ordering::Relaxed);
         gw.start_serving();
         (self.on_ready)(gw.order_entry());
-        let stages = match stages {
-            Stages {
-                engine: EngineRun::Inline(engine),
-                journal,
-                snapshot_writer,
-                snapshots,
-            } => {
-                let mut one = GatewayEngine {
-                    gw,
-                    engine: *engine,
-                };
-                run_inline(&mut one, placement.gateway_idle(), &self.metrics);
-                gw = one.gw;
-                Stages {
-                    engine: EngineRun::Stopped(Box::new(one.engine.stop())),
-                    journal,
-                    snapshot_writer,
-                    snapshots,
-                }
-            }
-            other => {
-                caldera_pipeline::run_with(&mut gw, placement.gateway_idle());
-                other
-            }
-        };
+        if let EngineRun::Inline(engine) = &mut stages.engine {
+            let mut one = GatewayEngine {
+                gw: &mut gw,
+                engine,
+            };
+            run_inline(&mut one, placement.gateway_idle(), &self.metrics);
+        } else {
+            caldera_pipeline::run_with(&mut gw, placement.gateway_idle());
+        }
         stop(gw, stages, &shared, epoch, recovered_seq)
     }
 
@@ -342,18 +326,16 @@ fn rings(capacity: usize, journal: bool) -> (GatewayRings, StageRings) {
 enum EngineRun {
     /// On its own thread.
     Thread(crate::engine_stage::EngineThread),
-    /// On the gateway's thread, until the gateway's loop ends.
+    /// On the gateway's thread.
     Inline(Box<InlineEngine>),
-    /// Stopped, after running on the gateway's thread.
-    Stopped(Box<EngineReport>),
 }
 
 /// The gateway and the engine on one thread (ADR 0017): each round the gateway reads, routes
 /// and sends, then the engine processes what the gateway read. While the engine's output ring
 /// is full it keeps the gateway routing what the journal releases.
-struct GatewayEngine<'a> {
-    gw: Gateway<'a>,
-    engine: InlineEngine,
+struct GatewayEngine<'g, 'a> {
+    gw: &'g mut Gateway<'a>,
+    engine: &'g mut InlineEngine,
 }
 
 impl Drain for Gateway<'_> {
@@ -362,10 +344,10 @@ impl Drain for Gateway<'_> {
     }
 }
 
-impl Agent for GatewayEngine<'_> {
+impl Agent for GatewayEngine<'_, '_> {
     fn do_work(&mut self) -> usize {
         let Self { gw, engine } = self;
-        gw.do_work() + engine.step(gw)
+        gw.do_work() + engine.step(*gw)
     }
 
     fn sleep(&mut self) {
@@ -379,7 +361,7 @@ impl Agent for GatewayEngine<'_> {
 
 /// Runs the gateway and the engine on this thread until the gateway is done. A panic there ends
 /// the process as the death of the engine thread does (exit code 6: a standby takes over).
-fn run_inline(one: &mut GatewayEngine<'_>, idle: Idle, metrics: &Metrics) {
+fn run_inline(one: &mut GatewayEngine<'_, '_>, idle: Idle, metrics: &Metrics) {
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         caldera_pipeline::run_with(one, idle);
     }));
@@ -425,7 +407,6 @@ fn stop(
     shared.engine_parker.wake();
     let engine = match stages.engine {
         EngineRun::Thread(t) => t.join()?,
-        EngineRun::Stopped(report) => *report,
         EngineRun::Inline(e) => e.stop(),
     };
     let journal = stages.journal.map(JournalThread::join).transpose()?;
