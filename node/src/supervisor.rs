@@ -78,7 +78,9 @@ impl Drop for DeathNotice {
             if !j.closed.load(Ordering::Acquire) && !j.fenced.load(Ordering::Acquire) {
                 j.died.store(true, Ordering::Release);
             }
-        } else if !e.stopped.load(Ordering::Acquire) {
+        } else if !e.stopped.load(Ordering::Acquire) && !j.fenced.load(Ordering::Acquire) {
+            // A fenced node drops an engine it no longer runs (on the gateway's thread: ADR
+            // 0017) on its way to exit code 3; that is not a death.
             e.died.store(true, Ordering::Release);
         }
     }
