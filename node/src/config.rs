@@ -81,25 +81,12 @@ pub struct ThreadsSection {
 #[serde(rename_all = "kebab-case")]
 pub enum EngineThread {
     /// A thread of its own (pinned with `engine_core`): the engine works while the gateway
-    /// reads and routes. Best with a core for each.
+    /// reads and routes, and keeps its own share of the CPU when the machine is overloaded.
     Own,
     /// The gateway's thread, between its rounds: no hand-off, no wake-up, one thread fewer to
-    /// schedule. Best when the cores are fewer than the threads.
+    /// schedule; less CPU per request on a machine with fewer cores than threads, but one
+    /// thread's share of an overloaded machine for both.
     Gateway,
-    /// `own` with 4+ cores, else `gateway`.
-    Auto,
-}
-
-impl EngineThread {
-    /// Resolves `Auto` for this machine's core count.
-    #[must_use]
-    pub fn resolve(self, cores: usize) -> EngineThread {
-        match self {
-            EngineThread::Auto if cores >= 4 => EngineThread::Own,
-            EngineThread::Auto => EngineThread::Gateway,
-            other => other,
-        }
-    }
 }
 
 impl Default for ThreadsSection {
@@ -108,7 +95,7 @@ impl Default for ThreadsSection {
             engine_core: None,
             gateway_core: None,
             wait: WaitStrategy::Auto,
-            engine: EngineThread::Auto,
+            engine: EngineThread::Own,
             ring_capacity: 1 << 16,
         }
     }
@@ -576,10 +563,9 @@ mod tests {
         assert_eq!(Config::default().engine_config().instruments.len(), 8);
         assert_eq!(WaitStrategy::Auto.resolve(2), WaitStrategy::Park);
         assert_eq!(WaitStrategy::Auto.resolve(8), WaitStrategy::Spin);
-        assert_eq!(EngineThread::Auto.resolve(2), EngineThread::Gateway);
-        assert_eq!(EngineThread::Auto.resolve(4), EngineThread::Own);
-        let c: Config = toml::from_str("[threads]\nengine = \"own\"\n").unwrap();
-        assert_eq!(c.threads.engine, EngineThread::Own);
+        assert_eq!(Config::default().threads.engine, EngineThread::Own);
+        let c: Config = toml::from_str("[threads]\nengine = \"gateway\"\n").unwrap();
+        assert_eq!(c.threads.engine, EngineThread::Gateway);
     }
 
     #[test]

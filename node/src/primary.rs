@@ -2,8 +2,8 @@
 //! orderly shutdown that delivers every report.
 //!
 //! Threads (docs/architecture.md): the gateway runs on the calling thread; the engine on its own
-//! or, with fewer than 4 cores, on the gateway's (`threads.engine`, ADR 0017); the journal
-//! stage on its own; libzmq's I/O thread under the sockets.
+//! or, with `threads.engine = "gateway"`, on the gateway's (ADR 0017); the journal stage on its
+//! own; libzmq's I/O thread under the sockets.
 
 use crate::config::{Config, EngineThread, JournalUri};
 use crate::engine_stage::{Drain, EngineReport, EngineStage, InlineEngine, QueryRings};
@@ -247,7 +247,7 @@ struct Placement {
 impl Placement {
     fn of(cfg: &Config) -> Self {
         let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
-        let engine = cfg.threads.engine.resolve(cores);
+        let engine = cfg.threads.engine;
         if engine == EngineThread::Gateway && cfg.threads.engine_core.is_some() {
             tracing::warn!("threads.engine_core is ignored: the engine runs on the gateway thread (threads.engine)");
         }

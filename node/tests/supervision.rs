@@ -40,13 +40,27 @@ fn send_until_exit(
     (accepted(&reports), None)
 }
 
+/// The engine on the gateway's thread (`threads.engine = "gateway"`, ADR 0017).
+const ON_THE_GATEWAY: &str = "[threads]\nwait = \"park\"\nengine = \"gateway\"\n";
+
 #[cfg(debug_assertions)]
 #[test]
 fn a_stalled_engine_thread_ends_the_node_with_exit_code_5() {
+    stalled_engine("");
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_stalled_engine_on_the_gateway_thread_ends_the_node_with_exit_code_5() {
+    stalled_engine(ON_THE_GATEWAY);
+}
+
+#[cfg(debug_assertions)]
+fn stalled_engine(threads: &str) {
     let dir = temp_dir("stall");
     let mut node = Node::start_with_env(
         "stall",
-        "[failover]\nstall_ms = 300",
+        &format!("{threads}[failover]\nstall_ms = 300"),
         &dir.join("journal"),
         &[("CALDERA_FAULT", "engine-stall@3")],
     );
@@ -65,10 +79,21 @@ fn a_stalled_engine_thread_ends_the_node_with_exit_code_5() {
 #[cfg(debug_assertions)]
 #[test]
 fn a_panicked_engine_thread_ends_the_node_with_exit_code_6() {
+    panicked_engine("");
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_panicked_engine_on_the_gateway_thread_ends_the_node_with_exit_code_6() {
+    panicked_engine(ON_THE_GATEWAY);
+}
+
+#[cfg(debug_assertions)]
+fn panicked_engine(threads: &str) {
     let dir = temp_dir("panic");
     let mut node = Node::start_with_env(
         "panic",
-        "",
+        threads,
         &dir.join("journal"),
         &[("CALDERA_FAULT", "engine-panic@3")],
     );

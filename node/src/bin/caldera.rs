@@ -173,7 +173,7 @@ struct ServeArgs {
     /// How idle threads wait: spin, spin-yield, park or auto.
     #[arg(long)]
     wait: Option<WaitStrategy>,
-    /// Which thread runs the engine: own, gateway or auto (own with 4+ cores).
+    /// Which thread runs the engine: own (default) or gateway (ADR 0017).
     #[arg(long, value_enum)]
     engine_thread: Option<EngineThread>,
     /// Journal: file://DIR (default file://caldera-journal), kafka://HOST:PORT/TOPIC, or none.
