@@ -627,19 +627,19 @@ impl KafkaJournal {
     /// meanwhile: some brokers serve a record only once a later batch has landed). Every record
     /// read is checked for a higher epoch, so a check resumes where the last one stopped.
     fn check_gap(&mut self, from: i64, to: i64) -> Result<Gap, KafkaJournalError> {
-        // Records before `gap_next` were read and checked by an earlier call (`from` only grows).
-        // Placed elsewhere, a new consumer: assigning one again can abort inside librdkafka
-        // (see `KafkaReader::place`).
-        if self.gap_reader.is_none() || self.gap_next < from || self.gap_next > to {
-            let consumer = reader_consumer(&self.brokers)?;
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, 0, Offset::Offset(from))?;
-            consumer.assign(&tpl)?;
-            self.gap_reader = Some(consumer);
-            self.gap_next = from;
+        if self.gap_reader.is_none() {
+            self.gap_reader = Some(reader_consumer(&self.brokers)?);
+            self.gap_next = -1;
         }
         let consumer = self.gap_reader.as_ref().expect("created");
         let next = &mut self.gap_next;
+        // Records before `gap_next` were read and checked by an earlier call (`from` only grows).
+        if *next < from || *next > to {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.topic, 0, Offset::Offset(from))?;
+            consumer.assign(&tpl)?;
+            *next = from;
+        }
         while *next < to {
             match consumer.poll(Duration::ZERO) {
                 Some(Ok(m)) => {
