@@ -1119,18 +1119,21 @@ impl<'a> Gateway<'a> {
         let mut n = 0;
         let mut events = 0;
         let mut routed = 0;
-        while n < max {
-            let Ok(item) = self.rings.events.peek() else {
-                break;
-            };
+        // One run of the ring at a time, released at once (one publication of its head).
+        let Ok(run) = self
+            .rings
+            .events
+            .read_chunk(self.rings.events.slots().min(max))
+        else {
+            return 0;
+        };
+        let (a, b) = run.as_slices();
+        for item in a.iter().chain(b) {
             if let (Some(gate), Output::Event(ev)) = (gate, item) {
                 if ev.seq > gate {
                     break;
                 }
             }
-            let Ok(item) = self.rings.events.pop() else {
-                break;
-            };
             n += 1;
             if let Output::Event(ev) = item {
                 events += 1;
@@ -1141,7 +1144,7 @@ impl<'a> Gateway<'a> {
                 let (sessions, stats) = (&mut self.sessions, &mut self.stats);
                 let mut last = None;
                 let seq = ev.seq;
-                map::reports(&ev, |account, report| {
+                map::reports(ev, |account, report| {
                     last = Some(report);
                     if !sessions.report_to_account(account, seq, report) {
                         stats.undeliverable += 1;
@@ -1167,6 +1170,7 @@ impl<'a> Gateway<'a> {
                 }
             }
         }
+        run.commit(n);
         self.stats.events += events;
         if events > 0 {
             // After the reports were queued or held: a resend reads up to here.

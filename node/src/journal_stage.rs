@@ -9,7 +9,6 @@
 //! state and a writer thread stores it once durable ([`crate::snapshotter`]).
 
 use crate::metrics::Metrics;
-use caldera_engine::Event;
 use caldera_journal::{JournalError, JournalWriter};
 use caldera_pipeline::{Agent, Idle, Output, Shared, WaitStrategy};
 use caldera_schema::record::BatchBuilder;
@@ -87,7 +86,7 @@ pub struct JournalStage {
     /// emitting it): the batch can only be cut when this is 0.
     open: usize,
     /// Events taken but not yet handed to the gateway's ring (it was full).
-    backlog: VecDeque<Event>,
+    backlog: VecDeque<Output>,
     fbb: FlatBufferBuilder<'static>,
     pending: VecDeque<Pending>,
     retry_at: Option<Instant>,
@@ -173,14 +172,13 @@ impl JournalStage {
                 break;
             }
             let (a, b) = chunk.as_slices();
+            let mut events = 0;
             for item in a.iter().chain(b) {
                 match item {
                     Output::Event(e) => {
                         self.batch.push_event(e);
                         self.open += 1;
-                        if !self.backlog.is_empty() || self.tx.push(*item).is_err() {
-                            self.backlog.push_back(*e);
-                        }
+                        events += 1;
                     }
                     Output::Command(c) => {
                         self.batch.push_command(c);
@@ -188,6 +186,20 @@ impl JournalStage {
                     }
                 }
             }
+            // On to the gateway's ring in one run (one publication of its tail), in order
+            // behind any backlog; what does not fit waits in the backlog.
+            let mut forward = a
+                .iter()
+                .chain(b)
+                .filter(|item| matches!(item, Output::Event(_)))
+                .copied();
+            if self.backlog.is_empty() {
+                let room = self.tx.slots().min(events);
+                if let Ok(run) = self.tx.write_chunk_uninit(room) {
+                    run.fill_from_iter(&mut forward);
+                }
+            }
+            self.backlog.extend(forward);
             chunk.commit_all();
             took += n;
         }
@@ -196,13 +208,16 @@ impl JournalStage {
 
     fn hand_over_backlog(&mut self) -> usize {
         let mut n = 0;
-        while let Some(&e) = self.backlog.front() {
-            if self.tx.push(Output::Event(e)).is_err() {
+        while !self.backlog.is_empty() {
+            let (front, _) = self.backlog.as_slices();
+            let (pushed, _) = self.tx.push_partial_slice(front);
+            if pushed.is_empty() {
                 self.shared.gateway_waker.wake();
                 break;
             }
-            self.backlog.pop_front();
-            n += 1;
+            let k = pushed.len();
+            self.backlog.drain(..k);
+            n += k;
         }
         n
     }
