@@ -1288,8 +1288,13 @@ impl<'a> Gateway<'a> {
     }
 
     /// Shutdown: after the signal, stop reading; done once the engine has finished every
-    /// command read, the journal has released its events (or the linger ran out), and every
-    /// report is delivered (or the linger ran out).
+    /// command read, the journal has released its events (or the linger ran out), every event
+    /// the engine produced is routed, and every report is delivered (or the linger ran out).
+    ///
+    /// "Routed", not "the event ring is empty": the journal hands events to that ring only as
+    /// it has room (a large command's events wait in the journal's backlog), so the ring can be
+    /// empty with events still to come, and a gateway that stopped then would leave the journal
+    /// unable to hand them over, and the node unable to exit.
     fn check_shutdown(&mut self, now: Instant) {
         if self.shared.journal.fenced.load(Ordering::Relaxed) {
             self.finished = true;
@@ -1309,11 +1314,9 @@ impl<'a> Gateway<'a> {
         let journal_done = !self.shared.journal_enabled()
             || self.shared.journal.forwarded_seq.load(Ordering::Acquire) >= engine_seq
             || lingered;
-        if engine_done
-            && journal_done
-            && self.rings.events.is_empty()
-            && (!self.sessions.has_backlog() || lingered)
-        {
+        let all_routed = self.routed.load(Ordering::Relaxed) >= engine_seq
+            && (self.shared.journal_enabled() || self.rings.events.is_empty());
+        if engine_done && journal_done && all_routed && (!self.sessions.has_backlog() || lingered) {
             self.finished = true;
         }
     }

@@ -109,3 +109,86 @@ fn on_the_gateway_thread_a_sweep_larger_than_the_rings_is_answered_in_full() {
 fn on_its_own_thread_a_sweep_larger_than_the_rings_is_answered_in_full() {
     a_sweep_larger_than_the_rings_is_answered_in_full("own");
 }
+
+/// SIGTERM while a sweep's events are still on their way (far more of them than the rings
+/// hold, so the journal keeps most of them in its backlog and hands them to the gateway's ring
+/// a ring's worth at a time): the gateway must not stop routing before every event is routed.
+/// If it stopped when its ring was momentarily empty, the journal could never hand over the
+/// rest and the node would never exit.
+fn a_sigterm_during_a_sweep_larger_than_the_rings_ends_with_every_report_sent(engine: &str) {
+    let node = Node::start(
+        &format!("engine-stop-{engine}"),
+        &format!(
+            "max_batch = 16\n[threads]\nwait = \"park\"\nengine = \"{engine}\"\nring_capacity = 16\n"
+        ),
+    );
+    let ctx = zmq::Context::new();
+    let mut maker = node.client(&ctx);
+    maker.push(requests::logon(1));
+    maker.flush().unwrap();
+    let mut made = Vec::new();
+    for i in 0..MAKERS {
+        maker.push(requests::limit(
+            i + 1,
+            1,
+            Side::Sell,
+            TimeInForce::Gtc,
+            100 + i % 10,
+            1,
+        ));
+        if i % 16 == 15 {
+            maker.flush().unwrap();
+        }
+    }
+    maker.flush().unwrap();
+    recv_until(&mut maker, &mut made, "the resting orders", |r| {
+        count(r, |x| matches!(x, ServerReport::Accepted(_))) == MAKERS as usize
+    });
+
+    let mut taker = node.client(&ctx);
+    taker.push(requests::logon(2));
+    taker.push(requests::limit(
+        1,
+        1,
+        Side::Buy,
+        TimeInForce::Ioc,
+        200,
+        MAKERS,
+    ));
+    taker.flush().unwrap();
+    // The first fill is out: the rest of the sweep is in the rings and the journal's backlog.
+    let mut took = Vec::new();
+    recv_until(&mut taker, &mut took, "the first fill", |r| {
+        count(r, |x| matches!(x, ServerReport::Fill(_))) >= 1
+    });
+    let mut node = node;
+    node.signal(rustix::process::Signal::TERM);
+    let code = node.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        code,
+        Some(0),
+        "the node did not exit within 30 s of SIGTERM (None: it hangs):\n{}",
+        node.log()
+    );
+    // Every report of the sweep went out before the exit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count(&took, |x| matches!(x, ServerReport::Done(_))) < 1 && Instant::now() < deadline {
+        taker.recv(&mut took, Duration::from_millis(50)).unwrap();
+    }
+    assert_eq!(
+        count(&took, |x| matches!(x, ServerReport::Fill(_))),
+        MAKERS as usize,
+        "{took:?}"
+    );
+    assert_eq!(count(&took, |x| matches!(x, ServerReport::Done(_))), 1);
+}
+
+#[test]
+fn on_the_gateway_thread_a_sigterm_during_a_large_sweep_ends_with_every_report_sent() {
+    a_sigterm_during_a_sweep_larger_than_the_rings_ends_with_every_report_sent("gateway");
+}
+
+#[test]
+fn on_its_own_thread_a_sigterm_during_a_large_sweep_ends_with_every_report_sent() {
+    a_sigterm_during_a_sweep_larger_than_the_rings_ends_with_every_report_sent("own");
+}
