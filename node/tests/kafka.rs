@@ -240,6 +240,69 @@ fn broker_outage_mid_run_holds_or_rejects_then_resumes_and_loses_nothing_acknowl
 }
 
 #[test]
+fn a_sigterm_during_a_broker_outage_waits_for_the_broker_then_reports_and_exits_0() {
+    let broker = Broker::start("caldera.events");
+    let uri = broker.uri("caldera.events");
+    // A short linger: the node must wait for the journal past it, not give up at it.
+    let mut node = Node::start_kafka(
+        "kafka-stop-outage",
+        &format!(
+            "shutdown_linger_ms = 300
+{}",
+            kafka_toml(&uri)
+        ),
+    );
+    let ctx = zmq::Context::new();
+    let mut c = node.client(&ctx);
+    let mut reports = Vec::new();
+    c.push(requests::logon(5));
+    c.push(limit(1, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
+    c.flush().unwrap();
+    let accepted = |r: &[ServerReport], id: u64| {
+        r.iter()
+            .any(|x| matches!(x, ServerReport::Accepted(a) if a.client_order_id() == id))
+    };
+    let d = Instant::now() + Duration::from_secs(10);
+    while !accepted(&reports, 1) && Instant::now() < d {
+        c.recv(&mut reports, Duration::from_millis(100)).unwrap();
+    }
+    assert!(accepted(&reports, 1), "{reports:?}");
+
+    // The broker freezes; an order is executed but cannot be made durable; then SIGTERM.
+    broker.signal(rustix::process::Signal::STOP);
+    c.push(limit(2, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
+    c.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    node.signal(rustix::process::Signal::TERM);
+    // Well past the linger, the node is still there, holding the order's report.
+    assert_eq!(
+        node.wait_exit(Duration::from_secs(3)),
+        None,
+        "exited while the journal could not make an executed order durable:\n{}",
+        node.log()
+    );
+    c.recv(&mut reports, Duration::from_millis(100)).unwrap();
+    assert!(!accepted(&reports, 2), "acknowledged before Kafka had it");
+
+    // The broker is back: the order is durable, its report goes out, and the node exits 0.
+    broker.signal(rustix::process::Signal::CONT);
+    let d = Instant::now() + Duration::from_secs(60);
+    while !accepted(&reports, 2) && Instant::now() < d {
+        c.recv(&mut reports, Duration::from_millis(100)).unwrap();
+    }
+    assert!(
+        accepted(&reports, 2),
+        "the held order was never reported: {reports:?}"
+    );
+    let log = node.log();
+    let (code, summary, _) = node.stop_after_signal();
+    assert_eq!(code, 0, "{log}");
+    let replay: serde_json::Value =
+        serde_json::from_str(caldera(&["replay", "--journal", &uri]).trim()).unwrap();
+    assert_eq!(replay["state_hash"], summary["state_hash"]);
+}
+
+#[test]
 fn kafka_security_properties_pass_through_to_librdkafka_and_caldera_keeps_its_own() {
     let broker = Broker::start("caldera.props");
     let uri = broker.uri("caldera.props");
