@@ -239,42 +239,42 @@ fn broker_outage_mid_run_holds_or_rejects_then_resumes_and_loses_nothing_acknowl
     );
 }
 
-#[test]
-fn a_sigterm_during_a_broker_outage_waits_for_the_broker_then_reports_and_exits_0() {
+fn accepted(reports: &[ServerReport], id: u64) -> bool {
+    reports
+        .iter()
+        .any(|x| matches!(x, ServerReport::Accepted(a) if a.client_order_id() == id))
+}
+
+/// A node whose order 1 is acknowledged, then the broker frozen, order 2 executed but not
+/// durable, and SIGTERM sent: 3 s later (10× the linger) the node must still be draining, with
+/// order 2 not acknowledged.
+fn draining_during_an_outage(
+    tag: &str,
+    ctx: &zmq::Context,
+) -> (Broker, String, Node, OrderClient, Vec<ServerReport>) {
     let broker = Broker::start("caldera.events");
     let uri = broker.uri("caldera.events");
     // A short linger: the node must wait for the journal past it, not give up at it.
     let mut node = Node::start_kafka(
-        "kafka-stop-outage",
-        &format!(
-            "shutdown_linger_ms = 300
-{}",
-            kafka_toml(&uri)
-        ),
+        tag,
+        &format!("shutdown_linger_ms = 300\n{}", kafka_toml(&uri)),
     );
-    let ctx = zmq::Context::new();
-    let mut c = node.client(&ctx);
+    let mut c = node.client(ctx);
     let mut reports = Vec::new();
     c.push(requests::logon(5));
     c.push(limit(1, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
     c.flush().unwrap();
-    let accepted = |r: &[ServerReport], id: u64| {
-        r.iter()
-            .any(|x| matches!(x, ServerReport::Accepted(a) if a.client_order_id() == id))
-    };
     let d = Instant::now() + Duration::from_secs(10);
     while !accepted(&reports, 1) && Instant::now() < d {
         c.recv(&mut reports, Duration::from_millis(100)).unwrap();
     }
     assert!(accepted(&reports, 1), "{reports:?}");
 
-    // The broker freezes; an order is executed but cannot be made durable; then SIGTERM.
     broker.signal(rustix::process::Signal::STOP);
     c.push(limit(2, 1, Side::Buy, TimeInForce::Gtc, 900, 1));
     c.flush().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     node.signal(rustix::process::Signal::TERM);
-    // Well past the linger, the node is still there, holding the order's report.
     assert_eq!(
         node.wait_exit(Duration::from_secs(3)),
         None,
@@ -283,7 +283,14 @@ fn a_sigterm_during_a_broker_outage_waits_for_the_broker_then_reports_and_exits_
     );
     c.recv(&mut reports, Duration::from_millis(100)).unwrap();
     assert!(!accepted(&reports, 2), "acknowledged before Kafka had it");
+    (broker, uri, node, c, reports)
+}
 
+#[test]
+fn a_sigterm_during_a_broker_outage_waits_for_the_broker_then_reports_and_exits_0() {
+    let ctx = zmq::Context::new();
+    let (broker, uri, node, mut c, mut reports) =
+        draining_during_an_outage("kafka-stop-outage", &ctx);
     // The broker is back: the order is durable, its report goes out, and the node exits 0.
     broker.signal(rustix::process::Signal::CONT);
     let d = Instant::now() + Duration::from_secs(60);
@@ -300,6 +307,27 @@ fn a_sigterm_during_a_broker_outage_waits_for_the_broker_then_reports_and_exits_
     let replay: serde_json::Value =
         serde_json::from_str(caldera(&["replay", "--journal", &uri]).trim()).unwrap();
     assert_eq!(replay["state_hash"], summary["state_hash"]);
+}
+
+#[test]
+fn a_second_sigterm_while_draining_ends_the_node_at_once_with_exit_code_7() {
+    let ctx = zmq::Context::new();
+    let (broker, uri, mut node, mut c, mut reports) =
+        draining_during_an_outage("kafka-stop-twice", &ctx);
+    node.signal(rustix::process::Signal::TERM);
+    assert_eq!(
+        node.wait_exit(Duration::from_secs(5)),
+        Some(7),
+        "{}",
+        node.log()
+    );
+    c.recv(&mut reports, Duration::from_millis(200)).unwrap();
+    assert!(!accepted(&reports, 2), "acknowledged before Kafka had it");
+    // What was acknowledged is in the journal.
+    broker.signal(rustix::process::Signal::CONT);
+    let replay: serde_json::Value =
+        serde_json::from_str(caldera(&["replay", "--journal", &uri]).trim()).unwrap();
+    assert!(replay["last_seq"].as_u64().unwrap_or(0) >= 1, "{replay}");
 }
 
 #[test]

@@ -14,6 +14,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// Exit code: a second SIGINT/SIGTERM came while the node was draining after the first, and
+/// ended it at once (reports not yet released were not sent: they were not acknowledged).
+const EXIT_SECOND_SIGNAL: i32 = 7;
+
 #[global_allocator]
 static GLOBAL: CountingAlloc<mimalloc::MiMalloc> = CountingAlloc(mimalloc::MiMalloc);
 
@@ -42,7 +46,8 @@ enum Cmd {
     /// Serve order entry (ZeroMQ ROUTER) and market data (ZeroMQ PUB) until SIGINT/SIGTERM.
     ///
     /// On a signal: stop reading requests, let the engine finish every command already read,
-    /// deliver every report, print a JSON summary on stdout, exit 0.
+    /// deliver every report, print a JSON summary on stdout, exit 0. A second signal while
+    /// draining exits at once with code 7.
     Serve(ServeArgs),
     /// Follow the journal as a hot standby and take over when the primary is gone.
     ///
@@ -328,6 +333,15 @@ fn serve(a: ServeArgs, standby: bool) -> Result<()> {
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while draining ends the process at once (a drain that waits for a
+        // failing journal waits as long as the outage): first the exit, armed by the flag the
+        // first signal sets, then the flag (the order matters).
+        signal_hook::flag::register_conditional_shutdown(
+            sig,
+            EXIT_SECOND_SIGNAL,
+            Arc::clone(&shutdown),
+        )
+        .context("installing signal handlers")?;
         signal_hook::flag::register(sig, Arc::clone(&shutdown))
             .context("installing signal handlers")?;
     }
