@@ -35,15 +35,21 @@ fn recv_until(
     }
 }
 
-fn a_sweep_larger_than_the_rings_is_answered_in_full(engine: &str) {
+/// A node with 16-slot rings and the engine on `engine`'s thread, `MAKERS` resting sells
+/// (all acknowledged) from the maker, and one IOC buy from the taker sent to sweep them all.
+/// Returns the node, the maker with its reports so far, and the taker.
+fn sweep_through_small_rings(
+    tag: &str,
+    engine: &str,
+    ctx: &zmq::Context,
+) -> (Node, OrderClient, Vec<ServerReport>, OrderClient) {
     let node = Node::start(
-        &format!("engine-{engine}"),
+        &format!("{tag}-{engine}"),
         &format!(
             "max_batch = 16\n[threads]\nwait = \"park\"\nengine = \"{engine}\"\nring_capacity = 16\n"
         ),
     );
-    let ctx = zmq::Context::new();
-    let mut maker = node.client(&ctx);
+    let mut maker = node.client(ctx);
     maker.push(requests::logon(1));
     maker.flush().unwrap();
     let mut made = Vec::new();
@@ -66,7 +72,7 @@ fn a_sweep_larger_than_the_rings_is_answered_in_full(engine: &str) {
         count(r, |x| matches!(x, ServerReport::Accepted(_))) == MAKERS as usize
     });
 
-    let mut taker = node.client(&ctx);
+    let mut taker = node.client(ctx);
     taker.push(requests::logon(2));
     taker.push(requests::limit(
         1,
@@ -77,6 +83,12 @@ fn a_sweep_larger_than_the_rings_is_answered_in_full(engine: &str) {
         MAKERS,
     ));
     taker.flush().unwrap();
+    (node, maker, made, taker)
+}
+
+fn a_sweep_larger_than_the_rings_is_answered_in_full(engine: &str) {
+    let ctx = zmq::Context::new();
+    let (node, mut maker, mut made, mut taker) = sweep_through_small_rings("engine", engine, &ctx);
     let mut took = Vec::new();
     recv_until(&mut taker, &mut took, "the taker", |r| {
         count(r, |x| matches!(x, ServerReport::Done(_))) == 1
@@ -116,46 +128,8 @@ fn on_its_own_thread_a_sweep_larger_than_the_rings_is_answered_in_full() {
 /// If it stopped when its ring was momentarily empty, the journal could never hand over the
 /// rest and the node would never exit.
 fn a_sigterm_during_a_sweep_larger_than_the_rings_ends_with_every_report_sent(engine: &str) {
-    let node = Node::start(
-        &format!("engine-stop-{engine}"),
-        &format!(
-            "max_batch = 16\n[threads]\nwait = \"park\"\nengine = \"{engine}\"\nring_capacity = 16\n"
-        ),
-    );
     let ctx = zmq::Context::new();
-    let mut maker = node.client(&ctx);
-    maker.push(requests::logon(1));
-    maker.flush().unwrap();
-    let mut made = Vec::new();
-    for i in 0..MAKERS {
-        maker.push(requests::limit(
-            i + 1,
-            1,
-            Side::Sell,
-            TimeInForce::Gtc,
-            100 + i % 10,
-            1,
-        ));
-        if i % 16 == 15 {
-            maker.flush().unwrap();
-        }
-    }
-    maker.flush().unwrap();
-    recv_until(&mut maker, &mut made, "the resting orders", |r| {
-        count(r, |x| matches!(x, ServerReport::Accepted(_))) == MAKERS as usize
-    });
-
-    let mut taker = node.client(&ctx);
-    taker.push(requests::logon(2));
-    taker.push(requests::limit(
-        1,
-        1,
-        Side::Buy,
-        TimeInForce::Ioc,
-        200,
-        MAKERS,
-    ));
-    taker.flush().unwrap();
+    let (node, _maker, _made, mut taker) = sweep_through_small_rings("engine-stop", engine, &ctx);
     // The first fill is out: the rest of the sweep is in the rings and the journal's backlog.
     let mut took = Vec::new();
     recv_until(&mut taker, &mut took, "the first fill", |r| {
