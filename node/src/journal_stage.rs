@@ -172,13 +172,11 @@ impl JournalStage {
                 break;
             }
             let (a, b) = chunk.as_slices();
-            let mut events = 0;
             for item in a.iter().chain(b) {
                 match item {
                     Output::Event(e) => {
                         self.batch.push_event(e);
                         self.open += 1;
-                        events += 1;
                     }
                     Output::Command(c) => {
                         self.batch.push_command(c);
@@ -186,15 +184,16 @@ impl JournalStage {
                     }
                 }
             }
-            // On to the gateway's ring in one run (one publication of its tail), in order
-            // behind any backlog; what does not fit waits in the backlog.
+            // On to the gateway's ring in one run (one publication of its tail, of only the
+            // slots filled), in order behind any backlog; what does not fit waits in the
+            // backlog.
             let mut forward = a
                 .iter()
                 .chain(b)
                 .filter(|item| matches!(item, Output::Event(_)))
                 .copied();
             if self.backlog.is_empty() {
-                let room = self.tx.slots().min(events);
+                let room = self.tx.slots().min(n);
                 if let Ok(run) = self.tx.write_chunk_uninit(room) {
                     run.fill_from_iter(&mut forward);
                 }
