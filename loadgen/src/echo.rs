@@ -27,6 +27,9 @@ pub fn start_server(
     curve: Option<&ServerKeys>,
 ) -> Result<(String, Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
     let router = ctx.socket(zmq::ROUTER)?;
+    // Frames still queued when the measurement ends are dropped: nobody reads them any more,
+    // and a lingering socket would make the context's termination wait for them forever.
+    router.set_linger(0)?;
     if let Some(k) = curve {
         k.apply(&router)?;
     }
@@ -75,6 +78,7 @@ pub fn run(
     let mut socks = Vec::new();
     for _ in 0..connections {
         let s = ctx.socket(zmq::DEALER)?;
+        s.set_linger(0)?; // see start_server
         s.set_sndhwm(1_000_000)?;
         s.set_rcvhwm(1_000_000)?;
         credentials.apply(&s)?;
@@ -135,6 +139,7 @@ pub fn run_open(
     let mut socks = Vec::new();
     for _ in 0..connections {
         let s = ctx.socket(zmq::DEALER)?;
+        s.set_linger(0)?; // see start_server
         s.set_sndhwm(1_000_000)?;
         s.set_rcvhwm(1_000_000)?;
         credentials.apply(&s)?;
