@@ -162,6 +162,8 @@ def from_segments(d, s):
             return
         at = 16
         while at + 24 <= len(data):
+            if not any(data[at:at + 24]):
+                break  # preallocated space the writer has not reached (only zeros follow)
             length, crc = struct.unpack_from("<II", data, at)
             body = data[at + 8: at + 24 + length]
             if len(body) < 16 + length:

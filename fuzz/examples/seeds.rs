@@ -75,6 +75,7 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("scratch");
     let opts = LogOptions {
         fsync: FsyncPolicy::Never,
+        preallocate: false,
         ..LogOptions::default()
     };
     let (mut log, _) = SegmentLog::open(&dir, opts).expect("log");
@@ -98,6 +99,12 @@ fn main() {
     let seg = std::fs::read(dir.join(format!("{:020}.seg", 1))).expect("segment");
     put("segment_scan", "log", &seg);
     put("segment_scan", "torn", &seg[..seg.len() - 7]);
+    // A preallocated segment: its frames, then zeros; and a torn last frame inside them.
+    let mut pre = seg.clone();
+    pre.resize(seg.len() + 4096, 0);
+    put("segment_scan", "preallocated", &pre);
+    pre[seg.len() - 7..seg.len()].fill(0);
+    put("segment_scan", "preallocated-torn", &pre);
     let _ = std::fs::remove_dir_all(&dir);
 
     // (e) engine commands, and (d) snapshots of engines they built

@@ -4,6 +4,12 @@
 //! File layout: a 16-byte header (`CALDSEG1`, base sequence u64 LE), then frames
 //! `[u32 payload length][u32 CRC32C of the next 16 bytes + payload][u64 first_seq][u64 last_seq][payload]`.
 //! Batches are contiguous: each `first_seq` is the previous `last_seq + 1`.
+//!
+//! Segments are preallocated (ADR 0018): a new segment is written full of zeros up to
+//! `segment_bytes` and synced before the first frame goes in, so appending overwrites blocks
+//! that already exist, inside the file's size, and an `fdatasync` writes only the data (no
+//! inode, size or extent update). The written part ends at the first all-zero frame header
+//! followed only by zeros; a segment is cut to its written size when the next one starts.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -97,6 +103,10 @@ pub struct LogOptions {
     /// followed it): opening then scans only what was written after it, so promotion does not
     /// re-read the whole log. `None`: verify everything.
     pub trusted: Option<TrustedPrefix>,
+    /// Write every new segment full of zeros (and sync it) before appending to it, so each
+    /// `fdatasync` writes data only (ADR 0018). The next segment is prepared on a helper
+    /// thread once the current one is half full.
+    pub preallocate: bool,
 }
 
 /// Where a [`LogReader`] stopped: everything before is complete and CRC-checked.
@@ -117,6 +127,7 @@ impl Default for LogOptions {
             index_every_bytes: 1 << 20,
             fsync: FsyncPolicy::Always,
             trusted: None,
+            preallocate: true,
         }
     }
 }
@@ -200,6 +211,10 @@ pub(crate) fn scan_frames(
 ) -> (u64, Option<u64>, Option<Stop>) {
     let pos = |at: usize| origin + at as u64;
     while at < bytes.len() {
+        if is_unwritten(&bytes[at..]) {
+            // The preallocated, never-written rest of the segment.
+            return (pos(at), *prev_last, None);
+        }
         if bytes.len() - at < FRAME {
             return (
                 pos(at),
@@ -248,6 +263,13 @@ pub(crate) fn scan_frames(
         at += FRAME + len;
     }
     (pos(at), *prev_last, None)
+}
+
+/// Whether `rest` (from a frame boundary to the end of the file) is preallocated space no
+/// frame was written to: all zeros. (A frame is never all zeros: its CRC covers its sequence
+/// range, and the CRC of zeros is not zero.)
+fn is_unwritten(rest: &[u8]) -> bool {
+    rest.first() == Some(&0) && rest.iter().all(|b| *b == 0)
 }
 
 pub(crate) fn damaged(dir: &Path, path: &Path, offset: u64, reason: String) -> SegmentError {
@@ -324,6 +346,19 @@ pub struct SegmentLog {
     poisoned: Option<String>,
     /// Faults to inject (debug builds only; see [`crate::fault`]).
     faults: crate::fault::Faults,
+    /// The next segment, being written full of zeros on a helper thread (ADR 0018).
+    next: Option<Preparing>,
+}
+
+impl Drop for SegmentLog {
+    fn drop(&mut self) {
+        // A helper still writing the next segment would race the next writer's own (the same
+        // file name): wait for it.
+        if let Some(Ok(h)) = self.next.take() {
+            let _ = h.join();
+            let _ = remove_prepared(&self.dir);
+        }
+    }
 }
 
 impl std::fmt::Debug for SegmentLog {
@@ -444,14 +479,19 @@ impl SegmentLog {
                 let (off, why) = match stop {
                     Stop::Torn(o, w) | Stop::Corrupt(o, w) => (o, w),
                 };
-                let dropped = file_len - off;
+                // Only what was written counts as dropped, not the preallocated zeros after it.
+                let origin = tail_from.map_or(0, |(o, _)| o);
+                let written_end = bytes
+                    .iter()
+                    .rposition(|b| *b != 0)
+                    .map_or(origin, |p| origin + p as u64 + 1);
+                let dropped = written_end.max(off).min(file_len) - off;
                 // Only a torn tail is repaired here: damage in the last segment with no good
                 // frame after it (a write the crash cut short). Anything else may hide
                 // acknowledged history: refuse, and let the operator decide.
                 if !is_last {
                     return Err(damaged(dir, path, off, why));
                 }
-                let origin = tail_from.map_or(0, |(o, _)| o);
                 let rel = (off - origin) as usize;
                 if off >= HEADER && good_frame_after(&bytes, rel + 1, prev_last) {
                     return Err(damaged(
@@ -497,16 +537,25 @@ impl SegmentLog {
                 report.quarantined.push(q);
             }
         }
+        // A segment the helper was still preparing when the last writer stopped.
+        remove_prepared(dir)?;
         if segments.is_empty() {
             let base = expect.unwrap_or(1);
-            segments.push(create_segment(dir, base)?);
+            let bytes = if opts.preallocate {
+                opts.segment_bytes
+            } else {
+                0
+            };
+            segments.push(create_segment(dir, base, bytes)?);
         }
         let cur = segments.last().expect("one segment");
+        // Positioned writes (not `O_APPEND`): the file may be longer than what was written.
         let mut file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&cur.path)
             .map_err(io(&cur.path))?;
-        file.seek(SeekFrom::End(0)).map_err(io(&cur.path))?;
+        file.seek(SeekFrom::Start(cur.size))
+            .map_err(io(&cur.path))?;
         let last_seq = cur.last_seq;
         report.segments = segments.len();
         report.last_seq = last_seq;
@@ -526,6 +575,7 @@ impl SegmentLog {
                 last_sync_time: None,
                 poisoned: None,
                 faults: crate::fault::Faults::from_env(),
+                next: None,
             },
             report,
         ))
@@ -606,7 +656,11 @@ impl SegmentLog {
         };
         if let Err(e) = written {
             // Part of the frame may be on disk: cut it off before anything else is appended.
-            let undone = self.file.set_len(good).and_then(|()| self.file.sync_data());
+            let undone = self
+                .file
+                .set_len(good)
+                .and_then(|()| self.file.sync_data())
+                .and_then(|()| self.file.seek(SeekFrom::Start(good)).map(|_| ()));
             return Err(match undone {
                 Ok(()) => io(&seg.path)(e),
                 Err(e2) => {
@@ -628,6 +682,9 @@ impl SegmentLog {
         seg.size += (FRAME + payload.len()) as u64;
         seg.last_seq = last_seq;
         self.last_seq = last_seq;
+        if self.opts.preallocate && self.next.is_none() && seg.size >= self.opts.segment_bytes / 2 {
+            self.next = Some(prepare_segment(&self.dir, self.opts.segment_bytes));
+        }
         match self.opts.fsync {
             FsyncPolicy::Always => self.sync()?,
             FsyncPolicy::EveryMs(ms) => {
@@ -687,6 +744,17 @@ impl SegmentLog {
         self.faults = faults;
     }
 
+    /// Waits until the helper preparing the next segment, if one runs, has finished (tests:
+    /// the next roll then installs it).
+    #[doc(hidden)]
+    pub fn wait_for_prepared_segment(&self) {
+        if let Some(Ok(h)) = &self.next {
+            while !h.is_finished() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
     /// Why this writer appends nothing more, if it was poisoned.
     #[must_use]
     pub fn poisoned(&self) -> Option<&str> {
@@ -710,11 +778,47 @@ impl SegmentLog {
 
     fn roll(&mut self, base: u64) -> Result<(), SegmentError> {
         self.sync()?;
-        let seg = create_segment(&self.dir, base)?;
-        self.file = OpenOptions::new()
-            .append(true)
+        // Seal: cut the preallocated zeros off, so a sealed segment ends at its last frame.
+        let cur = self.segments.last().expect("one segment");
+        let len = self.file.metadata().map_err(io(&cur.path))?.len();
+        if len > cur.size {
+            self.file
+                .set_len(cur.size)
+                .and_then(|()| self.file.sync_all())
+                .map_err(io(&cur.path))?;
+        }
+        // A helper still writing is not waited for (that would stall the journal): this
+        // segment is created as before, and the helper's file serves the next roll.
+        let ready = match &self.next {
+            Some(Ok(h)) => h.is_finished(),
+            Some(Err(_)) => true,
+            None => false,
+        };
+        let next = if ready { self.next.take() } else { None };
+        let prepared = match next.map(|p| p.map(std::thread::JoinHandle::join)) {
+            Some(Ok(Ok(Ok(tmp)))) => Some(tmp),
+            Some(Ok(Ok(Err(e))) | Err(e)) => {
+                tracing::warn!(error = %e, "could not prepare the next journal segment; this one is not preallocated");
+                None
+            }
+            Some(Ok(Err(_))) => {
+                tracing::warn!(
+                    "the journal segment helper panicked; this segment is not preallocated"
+                );
+                None
+            }
+            None => None,
+        };
+        let seg = match prepared {
+            Some(tmp) => install_segment(&self.dir, &tmp, base)?,
+            None => create_segment(&self.dir, base, 0)?,
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
             .open(&seg.path)
             .map_err(io(&seg.path))?;
+        file.seek(SeekFrom::Start(HEADER)).map_err(io(&seg.path))?;
+        self.file = file;
         self.segments.push(seg);
         Ok(())
     }
@@ -817,6 +921,40 @@ fn write_all_2(file: &mut File, a: &[u8], b: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether an intact frame (good CRC, not before `floor`) starts at `at` in a file of `len`
+/// bytes.
+fn intact_frame_at(file: &mut File, at: u64, len: u64, floor: u64) -> std::io::Result<bool> {
+    if at + FRAME as u64 > len {
+        return Ok(false);
+    }
+    let mut head = [0u8; FRAME];
+    file.seek(SeekFrom::Start(at))?;
+    if !read_or_eof(file, &mut head)? {
+        return Ok(false);
+    }
+    let plen = u64::from(u32::from_le_bytes(head[0..4].try_into().expect("4")));
+    let first = u64::from_le_bytes(head[8..16].try_into().expect("8"));
+    if head.iter().all(|b| *b == 0) || plen > len - at - FRAME as u64 || first < floor {
+        return Ok(false);
+    }
+    let mut body = vec![0u8; plen as usize];
+    if !read_or_eof(file, &mut body)? {
+        return Ok(false);
+    }
+    let crc = u32::from_le_bytes(head[4..8].try_into().expect("4"));
+    Ok(crc32c::crc32c_append(crc32c::crc32c(&head[8..]), &body) == crc)
+}
+
+/// `read_exact`, with `Ok(false)` when the file ends first (the writer cut the segment to its
+/// written size after the reader took its length).
+fn read_or_eof(file: &mut File, buf: &mut [u8]) -> std::io::Result<bool> {
+    match file.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
@@ -825,7 +963,87 @@ fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     Ok(v)
 }
 
-fn create_segment(dir: &Path, base: u64) -> Result<Segment, SegmentError> {
+/// The file the helper thread prepares the next segment in (not a `.seg`: no reader lists it).
+const PREPARED: &str = "next.seg.tmp";
+
+fn segment_header(base: u64) -> [u8; HEADER as usize] {
+    let mut h = [0u8; HEADER as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..].copy_from_slice(&base.to_le_bytes());
+    h
+}
+
+/// Writes zeros from the file's position up to `len` bytes, a MiB at a time. `paced`: each MiB
+/// is synced before the next is written, so the disk's queue never holds more than a MiB of
+/// zeros ahead of the journal's own fsync (one 64 MiB write-back delayed it by tens of ms).
+fn write_zeros(f: &mut File, from: u64, len: u64, paced: bool) -> std::io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < len {
+        let n = (len - at).min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n])?;
+        if paced {
+            f.sync_data()?;
+        }
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// The next segment, being prepared.
+type Preparing = std::io::Result<std::thread::JoinHandle<std::io::Result<PathBuf>>>;
+
+/// Starts writing the next segment full of zeros (`segment_bytes`) on a helper thread (an
+/// error if no thread could be started).
+fn prepare_segment(dir: &Path, segment_bytes: u64) -> Preparing {
+    let path = dir.join(PREPARED);
+    let work = move || {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)?;
+        write_zeros(&mut f, 0, segment_bytes, true)?;
+        f.sync_all()?;
+        Ok(path)
+    };
+    std::thread::Builder::new()
+        .name("caldera-segprep".into())
+        .spawn(work)
+}
+
+/// Removes a segment a helper was still preparing when the last writer stopped.
+fn remove_prepared(dir: &Path) -> Result<(), SegmentError> {
+    let path = dir.join(PREPARED);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Turns the prepared file into segment `base`: its header is written and synced before it is
+/// renamed to its name, so a reader never sees a segment without its header.
+fn install_segment(dir: &Path, tmp: &Path, base: u64) -> Result<Segment, SegmentError> {
+    let path = dir.join(segment_name(base));
+    let mut f = OpenOptions::new().write(true).open(tmp).map_err(io(tmp))?;
+    f.write_all(&segment_header(base)).map_err(io(tmp))?;
+    f.sync_data().map_err(io(tmp))?;
+    fs::rename(tmp, &path).map_err(io(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(Segment {
+        path,
+        base,
+        last_seq: base.wrapping_sub(1),
+        size: HEADER,
+        index: Vec::new(),
+    })
+}
+
+/// Creates segment `base`, written full of zeros up to `preallocate` bytes (0: just its
+/// header).
+fn create_segment(dir: &Path, base: u64, preallocate: u64) -> Result<Segment, SegmentError> {
     let path = dir.join(segment_name(base));
     let mut f = OpenOptions::new()
         .create(true)
@@ -833,10 +1051,8 @@ fn create_segment(dir: &Path, base: u64) -> Result<Segment, SegmentError> {
         .truncate(true)
         .open(&path)
         .map_err(io(&path))?;
-    let mut h = Vec::with_capacity(16);
-    h.extend_from_slice(MAGIC);
-    h.extend_from_slice(&base.to_le_bytes());
-    f.write_all(&h).map_err(io(&path))?;
+    f.write_all(&segment_header(base)).map_err(io(&path))?;
+    write_zeros(&mut f, HEADER, preallocate, false).map_err(io(&path))?;
     f.sync_all().map_err(io(&path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -916,18 +1132,48 @@ impl LogReader {
             if self.offset + FRAME as u64 <= len {
                 let mut head = [0u8; FRAME];
                 file.seek(SeekFrom::Start(self.offset)).map_err(io(path))?;
-                file.read_exact(&mut head).map_err(io(path))?;
+                // An all-zero header: preallocated space the writer has not reached yet. (It
+                // may also have just cut the segment to its written size: the read ends early.)
+                let written =
+                    read_or_eof(file, &mut head).map_err(io(path))? && head.iter().any(|b| *b != 0);
                 let plen = u32::from_le_bytes(head[0..4].try_into().expect("4")) as u64;
-                if plen <= u64::from(MAX_BATCH_BYTES) && self.offset + FRAME as u64 + plen <= len {
+                if written
+                    && plen <= u64::from(MAX_BATCH_BYTES)
+                    && self.offset + FRAME as u64 + plen <= len
+                {
                     self.pending.resize(plen as usize, 0);
-                    file.read_exact(&mut self.pending).map_err(io(path))?;
+                    if !read_or_eof(file, &mut self.pending).map_err(io(path))? {
+                        return Ok(None);
+                    }
                     let crc = u32::from_le_bytes(head[4..8].try_into().expect("4"));
                     let mut h = crc32c::crc32c(&head[8..]);
                     h = crc32c::crc32c_append(h, &self.pending);
                     let first = u64::from_le_bytes(head[8..16].try_into().expect("8"));
                     let last = u64::from_le_bytes(head[16..24].try_into().expect("8"));
                     if h != crc {
-                        return Err(damaged(&self.dir, path, self.offset, "CRC mismatch".into()));
+                        // In a preallocated segment a frame the writer is copying in right now
+                        // reads like a bad one. It is damage only if it is still bad once the
+                        // writer is past it (a later segment exists, or an intact frame follows
+                        // where this one says it ends: the writer finishes a frame before it
+                        // starts the next). Otherwise it is the end for now, as a frame cut
+                        // short is (and recovery would cut it off as a torn tail).
+                        let end = self.offset + FRAME as u64 + plen;
+                        let later = list_segments(&self.dir)?
+                            .iter()
+                            .any(|(b, _)| *b > self.current.as_ref().expect("open").0);
+                        let (_, path, file) = self.current.as_mut().expect("segment open");
+                        let past = later
+                            || intact_frame_at(file, end, len, self.next_seq).map_err(io(path))?;
+                        if past && !intact_frame_at(file, self.offset, len, 0).map_err(io(path))? {
+                            return Err(damaged(
+                                &self.dir,
+                                path,
+                                self.offset,
+                                "CRC mismatch".into(),
+                            ));
+                        }
+                        // (Complete now, if the writer was past it: read on the next call.)
+                        return Ok(None);
                     }
                     self.offset += FRAME as u64 + plen;
                     if first != self.next_seq && last < self.next_seq {

@@ -59,12 +59,23 @@ fn opts() -> LogOptions {
         index_every_bytes: 2 << 10,
         fsync: FsyncPolicy::Never,
         trusted: None,
+        preallocate: true,
     }
 }
 
 /// Writes `batches` batches of the flow into a log; returns the engine after them and the
-/// per-batch commands.
+/// per-batch commands. Each roll finds the next segment prepared (preallocated).
 fn write_log(dir: &Path, batches: usize, per: usize) -> (Engine, Vec<(u64, u64, Vec<Command>)>) {
+    write_log_with(dir, batches, per, opts())
+}
+
+/// [`write_log`] with other options.
+fn write_log_with(
+    dir: &Path,
+    batches: usize,
+    per: usize,
+    o: LogOptions,
+) -> (Engine, Vec<(u64, u64, Vec<Command>)>) {
     let cfg = FlowConfig {
         seed: 21,
         symbols: 2,
@@ -74,7 +85,7 @@ fn write_log(dir: &Path, batches: usize, per: usize) -> (Engine, Vec<(u64, u64, 
     };
     let cmds = generate(&cfg, batches * per);
     let mut e = Engine::new(cfg.engine_config()).unwrap();
-    let (mut log, rep) = SegmentLog::open(dir, opts()).unwrap();
+    let (mut log, rep) = SegmentLog::open(dir, o).unwrap();
     assert!(rep.clean());
     let mut fbb = FlatBufferBuilder::new();
     let mut out = Vec::new();
@@ -86,6 +97,7 @@ fn write_log(dir: &Path, batches: usize, per: usize) -> (Engine, Vec<(u64, u64, 
         }
         let bytes = encode_batch(&mut fbb, 1, chunk, &events, first, e.last_seq());
         log.append(first, e.last_seq(), bytes).unwrap();
+        log.wait_for_prepared_segment();
         out.push((first, e.last_seq(), chunk.to_vec()));
     }
     log.sync().unwrap();
@@ -151,12 +163,12 @@ fn torn_tail_is_truncated_and_reported_everything_before_kept() {
     let dir = tmp("torn");
     let (_, written) = write_log(&dir, 60, 20);
     let last = segments(&dir).pop().unwrap();
-    let len = fs::metadata(&last).unwrap().len();
+    let end = written_end(&last);
     fs::OpenOptions::new()
         .write(true)
         .open(&last)
         .unwrap()
-        .set_len(len - 7)
+        .set_len(end - 7)
         .unwrap();
     let (mut log, rep) = SegmentLog::open(&dir, opts()).unwrap();
     assert_eq!(rep.truncated.len(), 1, "{rep:?}");
@@ -171,13 +183,117 @@ fn torn_tail_is_truncated_and_reported_everything_before_kept() {
 }
 
 #[test]
+fn a_torn_tail_inside_the_preallocated_space_is_truncated_too() {
+    // In a preallocated segment a write the crash cut short leaves zeros where the rest of
+    // its frame should be: the frame fails its CRC, and only zeros follow.
+    let dir = tmp("torn-prealloc");
+    let (_, written) = write_log(&dir, 60, 20);
+    let last = segments(&dir).pop().unwrap();
+    let mut b = fs::read(&last).unwrap();
+    let end = written_end(&last) as usize;
+    assert!(b.len() > end, "the last segment is preallocated");
+    // The second half of the last frame never reached the disk.
+    let start = last_frame_start(&last) as usize;
+    let cut = start + (end - start) / 2;
+    assert!(b[cut..end].iter().any(|x| *x != 0));
+    b[cut..end].fill(0);
+    fs::write(&last, &b).unwrap();
+    // A reader stops before the torn batch, without reporting damage (the writer might still
+    // be copying it in).
+    assert_eq!(read_all(&dir).len(), 59);
+    let (mut log, rep) = SegmentLog::open(&dir, opts()).unwrap();
+    assert_eq!(rep.truncated.len(), 1, "{rep:?}");
+    assert!(rep.truncated[0].3.contains("CRC"), "{rep:?}");
+    assert!(
+        rep.truncated[0].2 <= end as u64 - rep.truncated[0].1,
+        "only the written bytes count as dropped, not the zeros after them: {rep:?}"
+    );
+    assert_eq!(rep.last_seq, written[58].1);
+    assert!(log.append(written[58].1 + 1, written[58].1, b"").is_ok());
+    drop(log);
+    assert_eq!(read_all(&dir).len(), 60);
+}
+
+#[test]
+fn preallocated_segments_reopen_clean_and_sealed_ones_end_at_their_last_frame() {
+    let dir = tmp("prealloc");
+    let (_, written) = write_log(&dir, 60, 20);
+    let segs = segments(&dir);
+    assert!(segs.len() >= 3, "{segs:?}");
+    for s in &segs[..segs.len() - 1] {
+        assert_eq!(
+            fs::metadata(s).unwrap().len(),
+            written_end(s),
+            "a sealed segment ends at its last frame: {}",
+            s.display()
+        );
+    }
+    let last = segs.last().unwrap();
+    assert_eq!(
+        fs::metadata(last).unwrap().len(),
+        opts().segment_bytes,
+        "the segment being written is preallocated"
+    );
+    // Reopening finds no damage in the zeros, and appends after the last frame.
+    let (mut log, rep) = SegmentLog::open(&dir, opts()).unwrap();
+    assert!(rep.clean(), "{rep:?}");
+    assert_eq!(rep.last_seq, written[59].1);
+    let next = written[59].1 + 1;
+    log.append(next, next, b"one more").unwrap();
+    drop(log);
+    assert!(
+        !dir.join("next.seg.tmp").exists(),
+        "no prepared segment is left behind"
+    );
+    assert_eq!(read_all(&dir).len(), 61);
+    assert!(caldera_journal::maintenance::verify(&dir).unwrap().ok());
+    // Without preallocation the segments hold only their frames, and read the same.
+    let plain = tmp("prealloc-off");
+    let off = LogOptions {
+        preallocate: false,
+        ..opts()
+    };
+    let (mut log, _) = SegmentLog::open(&plain, off).unwrap();
+    for (first, last, _) in &written {
+        log.append(*first, *last, b"x").unwrap();
+    }
+    drop(log);
+    for s in segments(&plain) {
+        assert_eq!(fs::metadata(&s).unwrap().len(), written_end(&s));
+    }
+    assert_eq!(read_all(&plain).len(), 60);
+}
+
+/// Where the last frame of a segment starts.
+fn last_frame_start(path: &Path) -> u64 {
+    let b = fs::read(path).unwrap();
+    let (mut at, mut start) = (16usize, 16usize);
+    while at + 24 <= b.len() && b[at..at + 24].iter().any(|x| *x != 0) {
+        start = at;
+        at += 24 + u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    }
+    start as u64
+}
+
+/// Where the written part of a segment ends (its preallocated zeros, if any, follow): after
+/// its last frame, walking the frames' length fields from the 16-byte header.
+fn written_end(path: &Path) -> u64 {
+    let b = fs::read(path).unwrap();
+    let mut at = 16usize;
+    while at + 24 <= b.len() && b[at..at + 24].iter().any(|x| *x != 0) {
+        at += 24 + u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    }
+    at as u64
+}
+
+#[test]
 fn flipped_byte_is_detected_by_crc_in_the_last_and_in_an_earlier_segment() {
     // Last segment.
     let dir = tmp("crc-last");
     let (_, written) = write_log(&dir, 60, 20);
     let last = segments(&dir).pop().unwrap();
     let mut b = fs::read(&last).unwrap();
-    let n = b.len();
+    let n = written_end(&last) as usize;
     b[n - 10] ^= 0x40;
     fs::write(&last, &b).unwrap();
     let (_, rep) = SegmentLog::open(&dir, opts()).unwrap();
@@ -408,7 +524,7 @@ fn a_snapshot_ahead_of_the_log_is_ignored_and_an_older_one_used() {
     store.write(full.last_seq(), &full.snapshot()).unwrap();
     // The unsynced last batch is lost.
     let last = segments(&dir).pop().unwrap();
-    let len = fs::metadata(&last).unwrap().len();
+    let len = written_end(&last);
     fs::OpenOptions::new()
         .write(true)
         .open(&last)
@@ -517,7 +633,7 @@ fn opening_with_a_followers_trusted_prefix_scans_only_the_rest_and_still_repairs
     assert_eq!(prefix.last_seq, written[29].1);
     drop(write_more(&dir, &written));
     let last = segments(&dir).pop().unwrap();
-    let len = fs::metadata(&last).unwrap().len();
+    let len = written_end(&last);
     let f = fs::OpenOptions::new().write(true).open(&last).unwrap();
     f.set_len(len - 5).unwrap();
     let full_end = {
@@ -586,7 +702,7 @@ fn verify_finds_every_damaged_place_and_repair_drops_exactly_from_the_given_sequ
         fs::write(seg, &b).unwrap();
     }
     let last = segments(&dir).pop().unwrap();
-    let len = fs::metadata(&last).unwrap().len();
+    let len = written_end(&last);
     let f = fs::OpenOptions::new().write(true).open(&last).unwrap();
     f.set_len(len - 3).unwrap();
     let r = verify(&dir).unwrap();
@@ -628,4 +744,47 @@ fn verify_finds_every_damaged_place_and_repair_drops_exactly_from_the_given_sequ
     assert!(rep.clean());
     assert_eq!(log.last_seq(), from - 1);
     assert_eq!(read_all(&dir).last().unwrap().1, from - 1);
+}
+
+#[test]
+fn a_reader_following_a_writer_through_preallocated_segments_never_sees_damage() {
+    // The reader polls while the writer copies frames into preallocated space: a frame half
+    // copied in reads like a bad one, and must be taken as "not yet", never as damage.
+    let dir = tmp("follow-prealloc");
+    let o = LogOptions {
+        segment_bytes: 1 << 20,
+        ..opts()
+    };
+    let (mut log, _) = SegmentLog::open(&dir, o).unwrap();
+    const BATCHES: u64 = 3000;
+    let payload = |i: u64| -> Vec<u8> {
+        let n = 1 + (i * 7919 % 65_536) as usize;
+        let mut v = vec![i as u8 | 1; n];
+        v[n / 2] = (i >> 8) as u8 | 1;
+        v
+    };
+    let reader_dir = dir.to_path_buf();
+    let reader = std::thread::spawn(move || {
+        let mut r = LogReader::open(&reader_dir, 1).unwrap();
+        let mut next = 1u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while next <= BATCHES {
+            assert!(std::time::Instant::now() < deadline, "stuck at {next}");
+            match r.next_frame() {
+                Ok(Some(f)) => {
+                    assert_eq!((f.first_seq, f.last_seq), (next, next));
+                    assert_eq!(f.payload, payload(next), "batch {next}");
+                    next += 1;
+                }
+                Ok(None) => std::hint::spin_loop(),
+                Err(e) => panic!("the reader saw damage at batch {next}: {e}"),
+            }
+        }
+    });
+    for i in 1..=BATCHES {
+        log.append(i, i, &payload(i)).unwrap();
+    }
+    reader.join().unwrap();
+    drop(log);
+    assert!(segments(&dir).len() > 10, "the writer rolled many times");
 }

@@ -187,6 +187,10 @@ pub struct JournalSection {
     pub fsync_interval_ms: u64,
     /// Roll segments at this size.
     pub segment_bytes: u64,
+    /// File journal: write each new segment full of zeros before appending to it, so an
+    /// `fdatasync` writes data only (ADR 0018). Off for copy-on-write filesystems (btrfs, ZFS),
+    /// where overwriting in place saves nothing.
+    pub preallocate: bool,
     /// Snapshot every this many events (0 = only at shutdown).
     pub snapshot_every_events: u64,
     /// Delete old segments (already covered by a snapshot) beyond this total size.
@@ -221,6 +225,7 @@ impl Default for JournalSection {
             fsync: FsyncSetting::Always,
             fsync_interval_ms: 10,
             segment_bytes: 64 << 20,
+            preallocate: true,
             snapshot_every_events: 5_000_000,
             retention_bytes: None,
             retention_age_s: None,

@@ -214,6 +214,7 @@ pub(crate) fn log_options(cfg: &Config) -> caldera_journal::LogOptions {
     let j = &cfg.journal;
     caldera_journal::LogOptions {
         segment_bytes: j.segment_bytes,
+        preallocate: j.preallocate,
         fsync: match j.fsync {
             FsyncSetting::Always => caldera_journal::FsyncPolicy::Always,
             FsyncSetting::Interval => caldera_journal::FsyncPolicy::EveryMs(j.fsync_interval_ms),
