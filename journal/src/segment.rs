@@ -557,6 +557,10 @@ impl SegmentLog {
         file.seek(SeekFrom::Start(cur.size))
             .map_err(io(&cur.path))?;
         let last_seq = cur.last_seq;
+        // The current segment is already half full: prepare the next one now, not only at the
+        // next append that finds it so.
+        let next = (opts.preallocate && cur.size >= opts.segment_bytes / 2)
+            .then(|| prepare_segment(dir, opts.segment_bytes));
         report.segments = segments.len();
         report.last_seq = last_seq;
         if !report.clean() {
@@ -575,7 +579,7 @@ impl SegmentLog {
                 last_sync_time: None,
                 poisoned: None,
                 faults: crate::fault::Faults::from_env(),
-                next: None,
+                next,
             },
             report,
         ))

@@ -246,6 +246,28 @@ fn preallocated_segments_reopen_clean_and_sealed_ones_end_at_their_last_frame() 
         "no prepared segment is left behind"
     );
     assert_eq!(read_all(&dir).len(), 61);
+    // Reopened with the current segment more than half full, the writer prepares the next one
+    // at once: the segment it rolls to is preallocated.
+    let half = opts().segment_bytes / 2;
+    let (mut log, _) = SegmentLog::open(&dir, opts()).unwrap();
+    let mut seq = next;
+    while written_end(segments(&dir).last().unwrap()) <= half + 2000 {
+        seq += 1;
+        log.append(seq, seq, &[7u8; 500]).unwrap();
+        log.wait_for_prepared_segment();
+    }
+    drop(log);
+    let (mut log, _) = SegmentLog::open(&dir, opts()).unwrap();
+    log.wait_for_prepared_segment();
+    let before = segments(&dir).len();
+    while segments(&dir).len() == before {
+        seq += 1;
+        log.append(seq, seq, &[7u8; 1000]).unwrap();
+    }
+    let newest = segments(&dir).pop().unwrap();
+    assert_eq!(fs::metadata(&newest).unwrap().len(), opts().segment_bytes);
+    drop(log);
+    assert_eq!(read_all(&dir).last().unwrap().1, seq);
     assert!(caldera_journal::maintenance::verify(&dir).unwrap().ok());
     // Without preallocation the segments hold only their frames, and read the same.
     let plain = tmp("prealloc-off");
