@@ -1033,6 +1033,12 @@ fn install_segment(dir: &Path, tmp: &Path, base: u64) -> Result<Segment, Segment
     f.write_all(&segment_header(base)).map_err(io(tmp))?;
     f.sync_data().map_err(io(tmp))?;
     fs::rename(tmp, &path).map_err(io(&path))?;
+    named_segment(dir, path, base)
+}
+
+/// Syncs the directory a new segment `base` was just named in (its name survives a power loss
+/// before any frame goes in), and returns it, empty.
+fn named_segment(dir: &Path, path: PathBuf, base: u64) -> Result<Segment, SegmentError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
@@ -1058,16 +1064,7 @@ fn create_segment(dir: &Path, base: u64, preallocate: u64) -> Result<Segment, Se
     f.write_all(&segment_header(base)).map_err(io(&path))?;
     write_zeros(&mut f, HEADER, preallocate, false).map_err(io(&path))?;
     f.sync_all().map_err(io(&path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(Segment {
-        path,
-        base,
-        last_seq: base.wrapping_sub(1),
-        size: HEADER,
-        index: Vec::new(),
-    })
+    named_segment(dir, path, base)
 }
 
 /// The last complete sequence of the log in `dir` (an incomplete or damaged tail frame does not
