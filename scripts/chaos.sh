@@ -15,4 +15,4 @@ export PATH="$HOME/.cargo/bin:$PATH"
 command -v tansu >/dev/null || { echo "chaos.sh: tansu is missing; run scripts/test.sh once (it installs tansu 0.6.0)" >&2; exit 2; }
 export CALDERA_CHAOS_ROUNDS="${ROUNDS:-10}"
 cargo test --release --locked -p caldera-node --test failover -- --nocapture --test-threads 1 2>&1 \
-  | grep -E '^\{|^test |test result' 
+  | grep -E '^\{|^test |test result|panicked|assertion|left:|right:' 

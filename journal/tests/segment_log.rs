@@ -810,3 +810,53 @@ fn a_reader_following_a_writer_through_preallocated_segments_never_sees_damage()
     drop(log);
     assert!(segments(&dir).len() > 10, "the writer rolled many times");
 }
+
+#[test]
+fn recovery_reads_a_preallocated_segment_to_a_mib_of_zeros_past_its_frames_and_finds_damage_there()
+{
+    // Reading all 64 MiB of a fresh segment's zeros took ~70 ms, and a standby's promotion
+    // waits for it: recovery reads the last segment up to its frames and a whole MiB of zeros.
+    let o = LogOptions {
+        segment_bytes: 4 << 20,
+        ..opts()
+    };
+    let payload = |i: u64| vec![i as u8 | 1; 3000];
+    let write = |dir: &Path, n: u64| {
+        let (mut log, _) = SegmentLog::open(dir, o).unwrap();
+        for i in 1..=n {
+            log.append(i, i, &payload(i)).unwrap();
+        }
+    };
+    let dir = tmp("prealloc-window");
+    write(&dir, 20);
+    let seg = segments(&dir).pop().unwrap();
+    assert_eq!(fs::metadata(&seg).unwrap().len(), o.segment_bytes);
+    let (log, rep) = SegmentLog::open(&dir, o).unwrap();
+    assert!(rep.clean(), "{rep:?}");
+    assert_eq!(log.last_seq(), 20);
+    drop(log);
+    // Batch 22, intact, somewhere in the zeros after batch 20 (batch 21 lost: a write the disk
+    // dropped). Within the MiB recovery reads, it is damage with an intact frame after it.
+    let other = tmp("prealloc-window-22");
+    write(&other, 22);
+    let o22 = segments(&other).pop().unwrap();
+    let b22 = fs::read(&o22).unwrap();
+    let frame22 = b22[last_frame_start(&o22) as usize..written_end(&o22) as usize].to_vec();
+    let end = written_end(&seg) as usize;
+    let pristine = fs::read(&seg).unwrap();
+    let mut b = pristine.clone();
+    b[end + (100 << 10)..end + (100 << 10) + frame22.len()].copy_from_slice(&frame22);
+    fs::write(&seg, &b).unwrap();
+    let err = SegmentLog::open(&dir, o).unwrap_err();
+    assert!(err.to_string().contains("intact frames after it"), "{err}");
+    // Past that MiB, recovery takes the zeros as never written (only a lost write could put a
+    // frame there); `journal verify`, which reads everything, still reports it.
+    let mut b = pristine;
+    let far = end + (2 << 20) + 4096;
+    b[far..far + frame22.len()].copy_from_slice(&frame22);
+    fs::write(&seg, &b).unwrap();
+    let report = caldera_journal::maintenance::verify(&dir).unwrap();
+    assert!(!report.ok(), "{report:?}");
+    let (log, _) = SegmentLog::open(&dir, o).unwrap();
+    assert_eq!(log.last_seq(), 20);
+}
