@@ -826,17 +826,18 @@ impl KafkaReader {
         self.next_offset
     }
 
-    /// Whether the topic holds records this reader has not received (the broker's high
-    /// watermark is past [`KafkaReader::next_offset`]): a reader that hears nothing while this
-    /// is true is stalled, not following a silent writer. `false` when the broker does not
-    /// answer within `timeout`. (Some brokers, tansu 0.6 among them, report the base offset of
-    /// the last produce batch + 1; a primary's idle heartbeats are one record per batch, so
-    /// that is exact when it matters.)
-    #[must_use]
-    pub fn is_behind(&self, topic: &str, timeout: Duration) -> bool {
-        self.consumer
-            .fetch_watermarks(topic, 0, timeout)
-            .is_ok_and(|(_, high)| high > self.next_offset)
+    /// The topic's end as the broker reports it (its high watermark): past
+    /// [`KafkaReader::next_offset`] when the topic holds records this reader has not received, so
+    /// that a reader hearing nothing is stalled, not following a silent writer. (Some brokers,
+    /// tansu 0.6 among them, report the base offset of the last produce batch + 1; a primary's
+    /// idle heartbeats are one record per batch, so that is exact when it matters.)
+    ///
+    /// # Errors
+    /// The broker did not answer within `timeout`, or answered with an error: the end is then
+    /// unknown, which is no evidence either way.
+    pub fn topic_end(&self, topic: &str, timeout: Duration) -> Result<i64, KafkaJournalError> {
+        let (_, high) = self.consumer.fetch_watermarks(topic, 0, timeout)?;
+        Ok(high)
     }
 
     /// Re-positions the consumer at [`KafkaReader::next_offset`] (restarts a stalled fetch).

@@ -271,7 +271,8 @@ pub struct FailoverSection {
     pub heartbeat_ms: u64,
     /// A standby promotes itself after this long without any journal record (a stopped or
     /// partitioned primary). With the file journal a crashed primary is detected at once
-    /// through the writer lock, whatever this is.
+    /// through the writer lock, whatever this is. With Kafka the broker must confirm that the
+    /// topic has not grown; while it does not answer, the standby waits (docs/failover.md).
     pub timeout_ms: u64,
     /// File journal: when the primary is silent for `timeout_ms` but still holds the writer
     /// lock (stopped, not dead), kill it (SIGKILL; same host) so the lock is released. Without

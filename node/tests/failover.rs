@@ -825,3 +825,54 @@ fn kafka_a_standby_whose_reader_stalls_while_the_topic_grows_does_not_fail_over(
     assert_eq!(code, 0, "the primary was fenced");
     drop(follower);
 }
+
+/// A broker that stops answering for a while (a GC pause, a slow disk; here SIGSTOP) silences
+/// the topic, and the standby's question "has the topic grown?" goes unanswered too. That is
+/// no evidence that the primary is gone: the standby waits until the broker answers, and
+/// promotes only on a whole `failover.timeout_ms` of silence the broker can vouch for. (Before,
+/// an unanswered question counted as "not grown" and the standby fenced the live primary: seen
+/// in the kill-9 rounds on a loaded machine, where the test's last primary had been fenced.)
+#[test]
+fn kafka_a_broker_that_stalls_does_not_make_the_standby_fence_a_live_primary() {
+    let broker = Broker::start("caldera.broker-stall");
+    let uri = broker.uri("caldera.broker-stall");
+    let dir = temp_dir("broker-stall");
+    let eps = [
+        format!("tcp://127.0.0.1:{}", free_port()),
+        format!("tcp://127.0.0.1:{}", free_port()),
+    ];
+    let primary = standby(&dir, "a", &uri, &eps[0], &eps[1]);
+    let creds = trader(&dir);
+    assert!(answering(&eps[0], &creds, Duration::from_secs(60)));
+    let follower = standby(&dir, "b", &uri, &eps[1], &eps[0]);
+    wait_log(&follower, "standby: following", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    // 2 s: four times the standby's timeout, under the primary's own stall limit (3 s).
+    broker.signal(rustix::process::Signal::STOP);
+    std::thread::sleep(Duration::from_secs(2));
+    let promoted_while_stopped = follower.log_has("the primary is gone");
+    broker.signal(rustix::process::Signal::CONT);
+    assert!(
+        !promoted_while_stopped,
+        "the standby promoted while the broker could not answer; see {}",
+        follower.log.display()
+    );
+    assert!(
+        follower.log_has("the broker did not answer"),
+        "the standby did not say why it waited; see {}",
+        follower.log.display()
+    );
+    // The broker is back: the primary's heartbeats land, and the standby keeps following.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !follower.log_has("the primary is gone"),
+        "the standby fenced the live primary after the broker came back; see {}",
+        follower.log.display()
+    );
+    assert!(answering(&eps[0], &creds, Duration::from_secs(10)));
+    let log = primary.log.clone();
+    primary.signal(rustix::process::Signal::TERM);
+    let (code, _) = primary.wait(Duration::from_secs(60));
+    assert_eq!(code, 0, "the primary was fenced; see {}", log.display());
+    drop(follower);
+}

@@ -28,6 +28,11 @@ pub(crate) struct KafkaFollower {
     writer: Option<KafkaJournal>,
     peers: Option<PeerWatch>,
     stall: Duration,
+    /// `failover.timeout_ms`.
+    timeout: Duration,
+    /// When the broker last left "has the topic grown?" unanswered (see
+    /// [`Follower::on_silence`]); `None` once records arrive or it answers.
+    unanswered: Option<Instant>,
     /// When the pre-connected writer's connection was last used.
     warmed: Instant,
     /// Debug builds: `CALDERA_FAULT=kafka-reader-stall@N` makes the reader hear nothing for
@@ -64,6 +69,8 @@ impl KafkaFollower {
             writer: None,
             peers: None,
             stall: Duration::from_secs(1),
+            timeout: Duration::from_millis(crate::config::FailoverSection::default().timeout_ms),
+            unanswered: None,
             warmed: Instant::now(),
             #[cfg(debug_assertions)]
             reader_stall: caldera_journal::fault::injected("kafka-reader-stall").map(|n| (n, None)),
@@ -83,6 +90,7 @@ impl KafkaFollower {
     ) -> Result<Self, NodeError> {
         let mut f = Self::start(brokers, topic, engine_cfg, Duration::ZERO)?;
         f.stall = Duration::from_millis(cfg.journal.kafka_stall_ms);
+        f.timeout = Duration::from_millis(cfg.failover.timeout_ms);
         f.writer = Some(f.connect_writer(0)?);
         f.peers = PeerWatch::new(&cfg.failover.peers, peer)?;
         tracing::info!(
@@ -124,6 +132,7 @@ impl KafkaFollower {
         }
         if n > 0 {
             self.last_record = Instant::now();
+            self.unanswered = None;
             self.records += n as u64;
         }
         Ok(n)
@@ -251,24 +260,45 @@ impl Follower for KafkaFollower {
 
     /// Silence of the *topic* is enough (the new epoch record fences a primary that is in fact
     /// alive); silence of this reader while the topic grows is not: the reader is stalled, so
-    /// it restarts its fetch and keeps following.
+    /// it restarts its fetch and keeps following. Nor is silence while the broker does not say
+    /// how far the topic goes (a broker that stalls silences every primary): the standby then
+    /// asks again only after another `failover.timeout_ms`, so a live primary gets a whole
+    /// timeout of a working broker to be heard before it is fenced.
     fn on_silence(&mut self) -> bool {
-        if self
-            .reader
-            .is_behind(&self.topic, Duration::from_millis(200))
-        {
-            tracing::warn!(
-                silence_ms = self.last_record.elapsed().as_millis() as u64,
-                next_offset = self.reader.next_offset(),
-                "standby: heard nothing, but the topic has new records: the reader stalled, not the primary; restarting the fetch"
-            );
-            if let Err(e) = self.reader.reseek() {
-                tracing::warn!(error = %e, "standby: could not restart the fetch");
-            }
-            self.last_record = Instant::now();
+        if self.unanswered.is_some_and(|t| t.elapsed() < self.timeout) {
             return false;
         }
-        true
+        match self
+            .reader
+            .topic_end(&self.topic, Duration::from_millis(200))
+        {
+            Ok(end) if end > self.reader.next_offset() => {
+                tracing::warn!(
+                    silence_ms = self.last_record.elapsed().as_millis() as u64,
+                    next_offset = self.reader.next_offset(),
+                    topic_end = end,
+                    "standby: heard nothing, but the topic has new records: the reader stalled, not the primary; restarting the fetch"
+                );
+                if let Err(e) = self.reader.reseek() {
+                    tracing::warn!(error = %e, "standby: could not restart the fetch");
+                }
+                self.last_record = Instant::now();
+                self.unanswered = None;
+                false
+            }
+            Ok(_) => true,
+            Err(e) => {
+                if self.unanswered.is_none() {
+                    tracing::warn!(
+                        silence_ms = self.last_record.elapsed().as_millis() as u64,
+                        error = %e,
+                        "standby: heard nothing, and the broker did not answer how far the topic goes: waiting for its answer before taking over (a stalled broker silences a live primary too)"
+                    );
+                }
+                self.unanswered = Some(Instant::now());
+                false
+            }
+        }
     }
 
     fn promote(self: Box<Self>, cfg: &Config, detected: Instant) -> Result<Primary, NodeError> {
