@@ -600,6 +600,7 @@ impl KafkaJournal {
             self.delivered = self.delivered.max(last);
             if let (true, Some(index)) = (completes, &self.index) {
                 index.record(Checkpoint {
+                    segment: 0,
                     next_offset: offset + 1,
                     epoch: self.epoch,
                     last_seq: self.delivered,
@@ -1009,6 +1010,7 @@ pub fn apply_and_index(
     let applied = apply_record(engine, &record.payload, out)?;
     if let (Applied::Batch, Some(index)) = (applied, index) {
         index.record(Checkpoint {
+            segment: 0,
             next_offset: record.offset + 1,
             epoch: out.last_epoch,
             last_seq: engine.last_seq(),

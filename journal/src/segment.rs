@@ -349,6 +349,9 @@ pub struct SegmentLog {
     faults: crate::fault::Faults,
     /// The next segment, being written full of zeros on a helper thread (ADR 0018).
     next: Option<Preparing>,
+    /// Where this writer's batches sit, for resends, and the writer's epoch
+    /// ([`SegmentLog::set_offset_index`]).
+    index: Option<(std::sync::Arc<crate::history::OffsetIndex>, u64)>,
 }
 
 impl Drop for SegmentLog {
@@ -583,6 +586,7 @@ impl SegmentLog {
                 poisoned: None,
                 faults: crate::fault::Faults::from_env(),
                 next,
+                index: None,
             },
             report,
         ))
@@ -701,7 +705,27 @@ impl SegmentLog {
             }
             FsyncPolicy::Never => {}
         }
+        if let Some((index, epoch)) = &self.index {
+            let seg = self.segments.last().expect("one segment");
+            index.record(crate::history::Checkpoint {
+                segment: seg.base,
+                next_offset: i64::try_from(seg.size).unwrap_or(i64::MAX),
+                epoch: *epoch,
+                last_seq,
+            });
+        }
         Ok(self.durable_seq())
+    }
+
+    /// From now on, notes where the batches this writer appends sit in `index` (resends then
+    /// start near their sequence: [`crate::history::FileEvents::open_indexed`]). `epoch`: this
+    /// writer's, the highest in the log once its epoch record is in.
+    pub fn set_offset_index(
+        &mut self,
+        index: std::sync::Arc<crate::history::OffsetIndex>,
+        epoch: u64,
+    ) {
+        self.index = Some((index, epoch));
     }
 
     /// Last sequence durable under the policy: synced for `Always`, written otherwise.
@@ -1166,6 +1190,27 @@ impl LogReader {
         })
     }
 
+    /// A reader at `offset` of segment `base` — a frame boundary a reader or the writer
+    /// reported ([`crate::history::Checkpoint`]) — returning batches from `from_seq`.
+    /// `None` when that segment is not there (retention removed it).
+    ///
+    /// # Errors
+    /// I/O errors; a segment with a wrong header is damage.
+    pub fn open_at(
+        dir: &Path,
+        from_seq: u64,
+        base: u64,
+        offset: u64,
+    ) -> Result<Option<LogReader>, SegmentError> {
+        let mut r = LogReader::open(dir, from_seq)?;
+        let path = dir.join(segment_name(base));
+        if !path.exists() || !r.open_segment(base, path)? {
+            return Ok(None);
+        }
+        r.offset = offset.max(HEADER);
+        Ok(Some(r))
+    }
+
     /// The next complete batch at or after the reader's position, or `None` at the current end.
     /// Batches entirely before the requested start are skipped.
     ///
@@ -1279,6 +1324,10 @@ impl LogReader {
         else {
             return Ok(false);
         };
+        self.open_segment(base, path)
+    }
+
+    fn open_segment(&mut self, base: u64, path: PathBuf) -> Result<bool, SegmentError> {
         let mut file = File::open(&path).map_err(io(&path))?;
         // The header is checked as recovery checks it: a segment with a wrong magic is damage,
         // not history (one still being created, shorter than its header, is not there yet).

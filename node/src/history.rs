@@ -8,13 +8,14 @@ use caldera_journal::history::{FileEvents, HistoryReadError, OffsetIndex};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The history of the node's journal (None without one); `offsets`: where sequences sit in a
-/// Kafka topic (resends start near their sequence instead of at the topic's beginning).
+/// The history of the node's journal (None without one); `offsets`: where sequences sit in the
+/// journal (resends start near their sequence instead of at the topic's, or their segment's,
+/// beginning).
 #[must_use]
 pub fn of(cfg: &Config, offsets: Option<Arc<OffsetIndex>>) -> Option<Arc<dyn History>> {
     match cfg.journal.parsed().ok()? {
         JournalUri::None => None,
-        JournalUri::File(dir) => Some(Arc::new(FileHistory { dir })),
+        JournalUri::File(dir) => Some(Arc::new(FileHistory { dir, offsets })),
         #[cfg(feature = "kafka")]
         JournalUri::Kafka { brokers, topic } => Some(Arc::new(KafkaHistory {
             brokers: cfg.journal.brokers(&brokers),
@@ -33,14 +34,18 @@ fn error(e: HistoryReadError) -> HistoryError {
     }
 }
 
-/// The file journal's segment log, read while the node appends to it.
+/// The file journal's segment log, read while the node appends to it, from the last checkpoint
+/// of `offsets` before the resend's sequence (from its segment's beginning without one).
 struct FileHistory {
     dir: PathBuf,
+    offsets: Option<Arc<OffsetIndex>>,
 }
 
 impl History for FileHistory {
     fn open(&self, after: u64) -> Result<Box<dyn HistoryReader>, HistoryError> {
-        let events = FileEvents::open(&self.dir, after).map_err(error)?;
+        let events =
+            FileEvents::open_indexed(&self.dir, after, self.offsets.as_deref()).map_err(error)?;
+        tracing::debug!(after, from = ?events.position(), "resend reads the journal");
         Ok(Box::new(FileReader(events)))
     }
 }

@@ -6,11 +6,12 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::handover::Primary;
 use caldera_engine::{Engine, EngineConfig};
+use caldera_journal::history::{Checkpoint, OffsetIndex};
 use caldera_journal::lock::{Fence, LockError, WriterLock};
 use caldera_journal::recover::{apply_frame, Recovered};
 use caldera_journal::{LogReader, SegmentLog};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// Follows a file journal.
@@ -30,6 +31,9 @@ pub(crate) struct FileFollower {
     /// lock for `timeout` without writing: a node that has just taken it gets the time to
     /// write its epoch record).
     holder: HolderWatch,
+    /// Where the batches it followed sit (handed to the primary this becomes, whose writer
+    /// adds its own): a resend starts near its sequence, not at its segment's beginning.
+    index: Arc<OffsetIndex>,
 }
 
 /// Who holds the writer lock, and since when this standby has seen them hold it.
@@ -98,6 +102,7 @@ impl FileFollower {
             killed: false,
             kill_silent_primary: false,
             holder: HolderWatch::new(Duration::from_millis(500)),
+            index: Arc::new(OffsetIndex::default()),
         };
         tracing::info!(dir = %dir.display(), snapshot_seq = f.rec.snapshot_seq, batches = f.rec.batches, last_seq = f.engine.last_seq(), epoch = f.rec.last_epoch, elapsed = ?f.rec.elapsed, "recovered from the journal");
         Ok(f)
@@ -133,6 +138,14 @@ impl FileFollower {
                 &mut self.rec,
             )
             .map_err(NodeError::recover)?;
+            if let Some(p) = self.reader.trusted_prefix() {
+                self.index.record(Checkpoint {
+                    segment: p.segment_base,
+                    next_offset: i64::try_from(p.offset).unwrap_or(i64::MAX),
+                    epoch: self.rec.last_epoch,
+                    last_seq: self.engine.last_seq(),
+                });
+            }
             n += 1;
         }
         if n > 0 {
@@ -173,6 +186,7 @@ impl FileFollower {
         log.append(last + 1, last, &epoch_record(epoch, last))
             .map_err(NodeError::recover)?;
         log.sync().map_err(NodeError::recover)?;
+        log.set_offset_index(Arc::clone(&self.index), epoch);
         tracing::info!(
             epoch,
             last_seq = last,
@@ -184,7 +198,7 @@ impl FileFollower {
             journal: Some(Box::new(log)),
             journal_dir: Some(self.dir),
             epoch,
-            offsets: None,
+            offsets: Some(self.index),
         })
     }
 }
