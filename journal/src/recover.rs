@@ -133,6 +133,20 @@ pub fn recover_following(
     dir: &Path,
     config: &EngineConfig,
 ) -> Result<(Engine, Recovered, LogReader), RecoverError> {
+    recover_following_indexed(dir, config, None)
+}
+
+/// Like [`recover_following`], noting in `index` where the history stands after each batch it
+/// replays (the batches after the snapshot): resends for those sequences then start near them
+/// ([`crate::history::FileEvents::open_indexed`]).
+///
+/// # Errors
+/// [`RecoverError`].
+pub fn recover_following_indexed(
+    dir: &Path,
+    config: &EngineConfig,
+    index: Option<&crate::history::OffsetIndex>,
+) -> Result<(Engine, Recovered, LogReader), RecoverError> {
     let store = SnapshotStore::new(dir, 3);
     // A snapshot is never ahead of the log it came from: one that is (the log lost an unsynced
     // tail) is skipped.
@@ -158,7 +172,7 @@ pub fn recover_following(
         snapshot_seq,
         ..Recovered::default()
     };
-    let reader = replay_reader(&mut engine, dir, &mut out)?;
+    let reader = replay_reader(&mut engine, dir, &mut out, index)?;
     Ok((engine, out, reader))
 }
 
@@ -171,13 +185,14 @@ pub fn replay_into(
     dir: &Path,
     out: &mut Recovered,
 ) -> Result<(), RecoverError> {
-    replay_reader(engine, dir, out).map(|_| ())
+    replay_reader(engine, dir, out, None).map(|_| ())
 }
 
 fn replay_reader(
     engine: &mut Engine,
     dir: &Path,
     out: &mut Recovered,
+    index: Option<&crate::history::OffsetIndex>,
 ) -> Result<LogReader, RecoverError> {
     let t = Instant::now();
     // From the batch holding the engine's last sequence (covered, but it and any heartbeats
@@ -185,6 +200,14 @@ fn replay_reader(
     let mut reader = LogReader::open(dir, engine.last_seq().max(1))?;
     while let Some(f) = reader.next_frame()? {
         apply_frame(engine, &f.payload, f.first_seq, f.last_seq, out)?;
+        if let (Some(index), Some(p)) = (index, reader.trusted_prefix()) {
+            index.record(crate::history::Checkpoint {
+                segment: p.segment_base,
+                next_offset: i64::try_from(p.offset).unwrap_or(i64::MAX),
+                epoch: out.last_epoch,
+                last_seq: engine.last_seq(),
+            });
+        }
     }
     out.elapsed += t.elapsed();
     Ok(reader)

@@ -936,3 +936,65 @@ fn a_file_history_starts_at_the_writers_last_checkpoint_before_the_sequence() {
     );
     assert_eq!(events_after(&dir, after, Some(&index)).unwrap(), want);
 }
+
+/// A node that restarts (no standby) replays the log after its snapshot: recovery notes the
+/// same checkpoints, so a client's resend for a sequence written before the restart starts
+/// near it, not at its segment's beginning.
+#[test]
+fn recovery_notes_checkpoints_so_a_resend_after_a_restart_starts_near_its_sequence() {
+    let dir = tmp("recovery-index");
+    let o = LogOptions {
+        segment_bytes: 1 << 20,
+        ..opts()
+    };
+    let flow = FlowConfig {
+        seed: 9,
+        symbols: 2,
+        accounts: 20,
+        target_orders: 60,
+        full_mix: true,
+    };
+    let cmds = generate(&flow, 3_000);
+    let mut e = Engine::new(flow.engine_config()).unwrap();
+    let (mut log, _) = SegmentLog::open(&dir, o).unwrap();
+    for (first, last, bytes) in append_flow(&mut e, &cmds, 20) {
+        log.append(first, last, &bytes).unwrap();
+    }
+    drop(log);
+    let index = OffsetIndex::with_limits(1024, 16);
+    let (r, _, _) = caldera_journal::recover::recover_following_indexed(
+        &dir,
+        &flow.engine_config(),
+        Some(&index),
+    )
+    .unwrap();
+    assert_eq!(r.state_hash(), e.state_hash());
+    assert!(index.len() > 20, "checkpoints: {}", index.len());
+    let end = e.last_seq();
+    for after in [0, 5, end / 2, end - 30, end] {
+        let indexed = events_after(&dir, after, Some(&index)).unwrap();
+        assert_eq!(
+            indexed,
+            events_after(&dir, after, None).unwrap(),
+            "after {after}"
+        );
+        assert_eq!(
+            indexed,
+            ((after + 1)..=end).collect::<Vec<_>>(),
+            "after {after}"
+        );
+    }
+    let c = index
+        .start_for(end - 30)
+        .expect("a checkpoint before a late sequence");
+    assert!(
+        c.next_offset > 100_000,
+        "near the sequence, not the segment's start: {c:?}"
+    );
+    assert_eq!(
+        FileEvents::open_indexed(&dir, end - 30, Some(&index))
+            .unwrap()
+            .position(),
+        Some((c.segment, c.next_offset as u64))
+    );
+}

@@ -31,8 +31,9 @@ pub(crate) struct FileFollower {
     /// lock for `timeout` without writing: a node that has just taken it gets the time to
     /// write its epoch record).
     holder: HolderWatch,
-    /// Where the batches it followed sit (handed to the primary this becomes, whose writer
-    /// adds its own): a resend starts near its sequence, not at its segment's beginning.
+    /// Where the batches it replayed and followed sit (handed to the primary this becomes,
+    /// whose writer adds its own): a resend starts near its sequence, not at its segment's
+    /// beginning.
     index: Arc<OffsetIndex>,
 }
 
@@ -83,8 +84,10 @@ impl FileFollower {
     /// Recovers the engine from `dir` (snapshot + replay), positioned to keep reading.
     pub(crate) fn start(dir: &Path, engine_cfg: &EngineConfig) -> Result<Self, NodeError> {
         std::fs::create_dir_all(dir)?;
-        let (engine, rec, reader) = caldera_journal::recover::recover_following(dir, engine_cfg)
-            .map_err(NodeError::recover)?;
+        let index = Arc::new(OffsetIndex::default());
+        let (engine, rec, reader) =
+            caldera_journal::recover::recover_following_indexed(dir, engine_cfg, Some(&index))
+                .map_err(NodeError::recover)?;
         // Recovery read the log from the snapshot on; the segments under the snapshot are
         // checked too, so damage there stops the start now rather than a future full replay
         // (and what the reader trusts at promotion really was read).
@@ -102,7 +105,7 @@ impl FileFollower {
             killed: false,
             kill_silent_primary: false,
             holder: HolderWatch::new(Duration::from_millis(500)),
-            index: Arc::new(OffsetIndex::default()),
+            index,
         };
         tracing::info!(dir = %dir.display(), snapshot_seq = f.rec.snapshot_seq, batches = f.rec.batches, last_seq = f.engine.last_seq(), epoch = f.rec.last_epoch, elapsed = ?f.rec.elapsed, "recovered from the journal");
         Ok(f)
