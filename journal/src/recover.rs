@@ -1,7 +1,7 @@
 //! Rebuilding engine state: the latest snapshot, then every journal batch after it re-run
 //! through the engine (commands are journaled; see ADR 0001).
 
-use crate::segment::{LogReader, SegmentError};
+use crate::segment::{Frame, LogReader, SegmentError};
 use crate::snapshots::SnapshotStore;
 use caldera_engine::{Engine, EngineConfig, NullSink, SnapshotError};
 use caldera_schema::record::{self, RecordError};
@@ -199,15 +199,7 @@ fn replay_reader(
     // after it carry the epoch a snapshot does not record).
     let mut reader = LogReader::open(dir, engine.last_seq().max(1))?;
     while let Some(f) = reader.next_frame()? {
-        apply_frame(engine, &f.payload, f.first_seq, f.last_seq, out)?;
-        if let (Some(index), Some(p)) = (index, reader.trusted_prefix()) {
-            index.record(crate::history::Checkpoint {
-                segment: p.segment_base,
-                next_offset: i64::try_from(p.offset).unwrap_or(i64::MAX),
-                epoch: out.last_epoch,
-                last_seq: engine.last_seq(),
-            });
-        }
+        apply_frame_and_index(engine, &f, &reader, out, index)?;
     }
     out.elapsed += t.elapsed();
     Ok(reader)
@@ -231,6 +223,31 @@ pub fn apply_frame(
     out: &mut Recovered,
 ) -> Result<Applied, RecoverError> {
     apply_batch(engine, &record::decode_commands(payload)?, first, last, out)
+}
+
+/// [`apply_frame`] for the frame `reader` just returned, then notes in `index` where the
+/// history stands after it (the file journal's [`crate::kafka::apply_and_index`]): a resend of
+/// the events after it can start there ([`crate::history::FileEvents::open_indexed`]).
+///
+/// # Errors
+/// As [`apply_frame`].
+pub fn apply_frame_and_index(
+    engine: &mut Engine,
+    frame: &Frame,
+    reader: &LogReader,
+    out: &mut Recovered,
+    index: Option<&crate::history::OffsetIndex>,
+) -> Result<Applied, RecoverError> {
+    let applied = apply_frame(engine, &frame.payload, frame.first_seq, frame.last_seq, out)?;
+    if let (Some(index), Some(p)) = (index, reader.trusted_prefix()) {
+        index.record(crate::history::Checkpoint {
+            segment: p.segment_base,
+            next_offset: i64::try_from(p.offset).unwrap_or(i64::MAX),
+            epoch: out.last_epoch,
+            last_seq: engine.last_seq(),
+        });
+    }
+    Ok(applied)
 }
 
 /// [`apply_frame`] for a batch already decoded (Kafka records carry their range inside).

@@ -870,6 +870,38 @@ fn events_after(dir: &Path, after: u64, index: Option<&OffsetIndex>) -> Result<V
     Ok(out.iter().map(|e| e.seq).collect())
 }
 
+/// A log of `commands` commands of a flow (`seed`) in batches of 20, in 1 MiB segments; the
+/// writer notes its checkpoints in `index` (epoch 1) when given one. Returns the engine that
+/// produced it and the flow.
+fn write_flow_log(
+    dir: &Path,
+    seed: u64,
+    commands: usize,
+    index: Option<&std::sync::Arc<OffsetIndex>>,
+) -> (Engine, FlowConfig) {
+    let flow = FlowConfig {
+        seed,
+        symbols: 2,
+        accounts: 20,
+        target_orders: 60,
+        full_mix: true,
+    };
+    let cmds = generate(&flow, commands);
+    let mut e = Engine::new(flow.engine_config()).unwrap();
+    let o = LogOptions {
+        segment_bytes: 1 << 20,
+        ..opts()
+    };
+    let (mut log, _) = SegmentLog::open(dir, o).unwrap();
+    if let Some(index) = index {
+        log.set_offset_index(std::sync::Arc::clone(index), 1);
+    }
+    for (first, last, bytes) in append_flow(&mut e, &cmds, 20) {
+        log.append(first, last, &bytes).unwrap();
+    }
+    (e, flow)
+}
+
 /// A resend reads the events after a sequence: with the writer's checkpoints it starts at the
 /// last one before that sequence, not at the beginning of the segment (up to 64 MiB of frames
 /// to read and check, 40–100 ms per resend after a failover). It returns exactly what a read
@@ -878,26 +910,8 @@ fn events_after(dir: &Path, after: u64, index: Option<&OffsetIndex>) -> Result<V
 #[test]
 fn a_file_history_starts_at_the_writers_last_checkpoint_before_the_sequence() {
     let dir = tmp("history-index");
-    let o = LogOptions {
-        segment_bytes: 1 << 20,
-        ..opts()
-    };
-    let flow = FlowConfig {
-        seed: 8,
-        symbols: 2,
-        accounts: 20,
-        target_orders: 60,
-        full_mix: true,
-    };
-    let cmds = generate(&flow, 4_000);
-    let mut e = Engine::new(flow.engine_config()).unwrap();
-    let (mut log, _) = SegmentLog::open(&dir, o).unwrap();
     let index = std::sync::Arc::new(OffsetIndex::with_limits(1024, 16));
-    log.set_offset_index(std::sync::Arc::clone(&index), 1);
-    for (first, last, bytes) in append_flow(&mut e, &cmds, 20) {
-        log.append(first, last, &bytes).unwrap();
-    }
-    drop(log);
+    let (e, _) = write_flow_log(&dir, 8, 4_000, Some(&index));
     assert_eq!(
         segments(&dir).len(),
         1,
@@ -943,24 +957,7 @@ fn a_file_history_starts_at_the_writers_last_checkpoint_before_the_sequence() {
 #[test]
 fn recovery_notes_checkpoints_so_a_resend_after_a_restart_starts_near_its_sequence() {
     let dir = tmp("recovery-index");
-    let o = LogOptions {
-        segment_bytes: 1 << 20,
-        ..opts()
-    };
-    let flow = FlowConfig {
-        seed: 9,
-        symbols: 2,
-        accounts: 20,
-        target_orders: 60,
-        full_mix: true,
-    };
-    let cmds = generate(&flow, 3_000);
-    let mut e = Engine::new(flow.engine_config()).unwrap();
-    let (mut log, _) = SegmentLog::open(&dir, o).unwrap();
-    for (first, last, bytes) in append_flow(&mut e, &cmds, 20) {
-        log.append(first, last, &bytes).unwrap();
-    }
-    drop(log);
+    let (e, flow) = write_flow_log(&dir, 9, 3_000, None);
     let index = OffsetIndex::with_limits(1024, 16);
     let (r, _, _) = caldera_journal::recover::recover_following_indexed(
         &dir,

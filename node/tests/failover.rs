@@ -784,6 +784,25 @@ fn kafka_journal_without_offsets_in_acknowledgements_the_standby_takes_over_and_
     );
 }
 
+/// Two nodes on the Kafka journal `uri`: `a` promoted itself and answers; `b` (with
+/// `follower_env`) follows. Returns the endpoints, `a`, the trader's credentials and `b`.
+fn kafka_pair(
+    dir: &Path,
+    uri: &str,
+    follower_env: &[(&str, &str)],
+) -> ([String; 2], Proc, ClientCredentials, Proc) {
+    let eps = [
+        format!("tcp://127.0.0.1:{}", free_port()),
+        format!("tcp://127.0.0.1:{}", free_port()),
+    ];
+    let primary = standby(dir, "a", uri, &eps[0], &eps[1]);
+    let creds = trader(dir);
+    assert!(answering(&eps[0], &creds, Duration::from_secs(60)));
+    let follower = standby_env(dir, "b", uri, &eps[1], &eps[0], follower_env);
+    wait_log(&follower, "standby: following", Duration::from_secs(60));
+    (eps, primary, creds, follower)
+}
+
 #[cfg(debug_assertions)]
 #[test]
 fn kafka_a_standby_whose_reader_stalls_while_the_topic_grows_does_not_fail_over() {
@@ -792,22 +811,8 @@ fn kafka_a_standby_whose_reader_stalls_while_the_topic_grows_does_not_fail_over(
     let broker = Broker::start("caldera.stall");
     let uri = broker.uri("caldera.stall");
     let dir = temp_dir("reader-stall");
-    let eps = [
-        format!("tcp://127.0.0.1:{}", free_port()),
-        format!("tcp://127.0.0.1:{}", free_port()),
-    ];
-    let primary = standby(&dir, "a", &uri, &eps[0], &eps[1]);
-    let creds = trader(&dir);
-    assert!(answering(&eps[0], &creds, Duration::from_secs(60)));
-    let follower = standby_env(
-        &dir,
-        "b",
-        &uri,
-        &eps[1],
-        &eps[0],
-        &[("CALDERA_FAULT", "kafka-reader-stall@20")],
-    );
-    wait_log(&follower, "standby: following", Duration::from_secs(60));
+    let (eps, primary, creds, follower) =
+        kafka_pair(&dir, &uri, &[("CALDERA_FAULT", "kafka-reader-stall@20")]);
     wait_log(
         &follower,
         "the reader stalled, not the primary",
@@ -837,15 +842,7 @@ fn kafka_a_broker_that_stalls_does_not_make_the_standby_fence_a_live_primary() {
     let broker = Broker::start("caldera.broker-stall");
     let uri = broker.uri("caldera.broker-stall");
     let dir = temp_dir("broker-stall");
-    let eps = [
-        format!("tcp://127.0.0.1:{}", free_port()),
-        format!("tcp://127.0.0.1:{}", free_port()),
-    ];
-    let primary = standby(&dir, "a", &uri, &eps[0], &eps[1]);
-    let creds = trader(&dir);
-    assert!(answering(&eps[0], &creds, Duration::from_secs(60)));
-    let follower = standby(&dir, "b", &uri, &eps[1], &eps[0]);
-    wait_log(&follower, "standby: following", Duration::from_secs(60));
+    let (eps, primary, creds, follower) = kafka_pair(&dir, &uri, &[]);
     std::thread::sleep(Duration::from_millis(500));
     // 2 s: four times the standby's timeout, under the primary's own stall limit (3 s).
     broker.signal(rustix::process::Signal::STOP);

@@ -6,9 +6,9 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::handover::Primary;
 use caldera_engine::{Engine, EngineConfig};
-use caldera_journal::history::{Checkpoint, OffsetIndex};
+use caldera_journal::history::OffsetIndex;
 use caldera_journal::lock::{Fence, LockError, WriterLock};
-use caldera_journal::recover::{apply_frame, Recovered};
+use caldera_journal::recover::{apply_frame_and_index, Recovered};
 use caldera_journal::{LogReader, SegmentLog};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
@@ -133,22 +133,14 @@ impl FileFollower {
     fn read_available(&mut self) -> Result<usize, NodeError> {
         let mut n = 0;
         while let Some(fr) = self.reader.next_frame().map_err(NodeError::recover)? {
-            apply_frame(
+            apply_frame_and_index(
                 &mut self.engine,
-                &fr.payload,
-                fr.first_seq,
-                fr.last_seq,
+                &fr,
+                &self.reader,
                 &mut self.rec,
+                Some(&self.index),
             )
             .map_err(NodeError::recover)?;
-            if let Some(p) = self.reader.trusted_prefix() {
-                self.index.record(Checkpoint {
-                    segment: p.segment_base,
-                    next_offset: i64::try_from(p.offset).unwrap_or(i64::MAX),
-                    epoch: self.rec.last_epoch,
-                    last_seq: self.engine.last_seq(),
-                });
-            }
             n += 1;
         }
         if n > 0 {
