@@ -349,6 +349,9 @@ pub struct SegmentLog {
     faults: crate::fault::Faults,
     /// The next segment, being written full of zeros on a helper thread (ADR 0018).
     next: Option<Preparing>,
+    /// The segment sealed at the last roll, whose pages the next helper drops from the page
+    /// cache before it writes zeros (ADR 0019).
+    sealed: Option<PathBuf>,
     /// Where this writer's batches sit, for resends, and the writer's epoch
     /// ([`SegmentLog::set_offset_index`]).
     index: Option<(std::sync::Arc<crate::history::OffsetIndex>, u64)>,
@@ -566,7 +569,7 @@ impl SegmentLog {
         // The current segment is already half full: prepare the next one now, not only at the
         // next append that finds it so.
         let next = (opts.preallocate && cur.size >= opts.segment_bytes / 2)
-            .then(|| prepare_segment(dir, opts.segment_bytes));
+            .then(|| prepare_segment(dir, opts.segment_bytes, None));
         report.segments = segments.len();
         report.last_seq = last_seq;
         if !report.clean() {
@@ -586,6 +589,7 @@ impl SegmentLog {
                 poisoned: None,
                 faults: crate::fault::Faults::from_env(),
                 next,
+                sealed: None,
                 index: None,
             },
             report,
@@ -694,7 +698,11 @@ impl SegmentLog {
         seg.last_seq = last_seq;
         self.last_seq = last_seq;
         if self.opts.preallocate && self.next.is_none() && seg.size >= self.opts.segment_bytes / 2 {
-            self.next = Some(prepare_segment(&self.dir, self.opts.segment_bytes));
+            self.next = Some(prepare_segment(
+                &self.dir,
+                self.opts.segment_bytes,
+                self.sealed.take(),
+            ));
         }
         match self.opts.fsync {
             FsyncPolicy::Always => self.sync()?,
@@ -817,6 +825,14 @@ impl SegmentLog {
                 .set_len(cur.size)
                 .and_then(|()| self.file.sync_all())
                 .map_err(io(&cur.path))?;
+        }
+        // Its pages, all clean now, leave the page cache (ADR 0019): on the helper that
+        // prepares the next segment, just before it writes as many new pages; inline (a few
+        // ms at most) when no helper runs.
+        if self.opts.preallocate {
+            self.sealed = Some(cur.path.clone());
+        } else {
+            drop_from_page_cache(&self.file, &cur.path);
         }
         // A helper still writing is not waited for (that would stall the journal): this
         // segment is created as before, and the helper's file serves the next roll.
@@ -1069,11 +1085,27 @@ fn write_zeros(f: &mut File, from: u64, len: u64, paced: bool) -> std::io::Resul
 /// The next segment, being prepared.
 type Preparing = std::io::Result<std::thread::JoinHandle<std::io::Result<PathBuf>>>;
 
+/// Asks the kernel to drop a sealed segment's pages from the page cache (ADR 0019). They are
+/// clean (the roll synced them), so nothing is written; a reader of the segment reads it from
+/// the disk. Best effort: a failure is only logged.
+fn drop_from_page_cache(f: &File, path: &Path) {
+    if let Err(e) = rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed) {
+        tracing::debug!(error = %e, path = %path.display(), "could not drop a sealed segment from the page cache");
+    }
+}
+
 /// Starts writing the next segment full of zeros (`segment_bytes`) on a helper thread (an
-/// error if no thread could be started).
-fn prepare_segment(dir: &Path, segment_bytes: u64) -> Preparing {
+/// error if no thread could be started), first dropping the pages of `sealed` (the segment
+/// sealed at the last roll) from the page cache, so the zeros reuse them.
+fn prepare_segment(dir: &Path, segment_bytes: u64, sealed: Option<PathBuf>) -> Preparing {
     let path = dir.join(PREPARED);
     let work = move || {
+        // Retention may have removed it already: then there is nothing to drop.
+        if let Some(sealed) = sealed {
+            if let Ok(f) = File::open(&sealed) {
+                drop_from_page_cache(&f, &sealed);
+            }
+        }
         let mut f = OpenOptions::new()
             .create(true)
             .write(true)

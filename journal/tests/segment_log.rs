@@ -995,3 +995,92 @@ fn recovery_notes_checkpoints_so_a_resend_after_a_restart_starts_near_its_sequen
         Some((c.segment, c.next_offset as u64))
     );
 }
+
+/// How many of `path`'s 4 KiB pages are in the page cache (a read that must not wait for the
+/// disk, `RWF_NOWAIT`, page by page), or `None` where the system cannot say.
+fn cached_pages(path: &Path) -> Option<usize> {
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut buf = [0u8; 4096];
+    let mut cached = 0;
+    for at in (0..len).step_by(4096) {
+        let mut bufs = [std::io::IoSliceMut::new(&mut buf)];
+        match rustix::io::preadv2(&f, &mut bufs, at, rustix::io::ReadWriteFlags::NOWAIT) {
+            Ok(n) if n > 0 => cached += 1,
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
+            Err(e) => {
+                eprintln!("RWF_NOWAIT reads are not supported here ({e})");
+                return None;
+            }
+        }
+    }
+    Some(cached)
+}
+
+#[test]
+fn sealed_segments_leave_the_page_cache_and_the_one_being_written_stays() {
+    let dir = tmp("page-cache");
+    fs::create_dir_all(&dir).unwrap();
+    // tmpfs keeps its files in memory: nothing can leave its page cache.
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    if rustix::fs::statfs(dir.as_path()).unwrap().f_type as i64 == TMPFS_MAGIC {
+        eprintln!("skipped: the temporary directory is on tmpfs");
+        return;
+    }
+    let o = LogOptions {
+        segment_bytes: 1 << 20,
+        fsync: FsyncPolicy::Always,
+        ..opts()
+    };
+    let (mut log, _) = SegmentLog::open(&dir, o).unwrap();
+    let mut seq = 0;
+    // Four sealed segments, and the fifth past half full (its helper has run).
+    while segments(&dir).len() < 5
+        || written_end(segments(&dir).last().unwrap()) <= (1 << 19) + 20_000
+    {
+        seq += 1;
+        log.append(seq, seq, &[seq as u8 | 1; 10_000]).unwrap();
+        log.wait_for_prepared_segment();
+    }
+    let segs = segments(&dir);
+    let Some(current) = cached_pages(segs.last().unwrap()) else {
+        return;
+    };
+    assert!(
+        current > 100,
+        "the segment being written is in the page cache ({current} pages)"
+    );
+    for s in &segs[..segs.len() - 1] {
+        assert_eq!(
+            cached_pages(s),
+            Some(0),
+            "a sealed segment has left the page cache: {}",
+            s.display()
+        );
+    }
+    drop(log);
+    // Read again, from the disk, they are whole.
+    assert_eq!(read_all(&dir).len(), seq as usize);
+    assert!(caldera_journal::maintenance::verify(&dir).unwrap().ok());
+    // Without preallocation (no helper), the roll drops the sealed segment itself.
+    let plain = tmp("page-cache-plain");
+    let (mut log, _) = SegmentLog::open(
+        &plain,
+        LogOptions {
+            preallocate: false,
+            ..o
+        },
+    )
+    .unwrap();
+    let mut seq = 0;
+    while segments(&plain).len() < 3 {
+        seq += 1;
+        log.append(seq, seq, &[seq as u8 | 1; 10_000]).unwrap();
+    }
+    let segs = segments(&plain);
+    for s in &segs[..segs.len() - 1] {
+        assert_eq!(cached_pages(s), Some(0), "{}", s.display());
+    }
+    drop(log);
+    assert_eq!(read_all(&plain).len(), seq as usize);
+}
