@@ -826,13 +826,16 @@ impl SegmentLog {
                 .and_then(|()| self.file.sync_all())
                 .map_err(io(&cur.path))?;
         }
-        // Its pages, all clean now, leave the page cache (ADR 0019): on the helper that
-        // prepares the next segment, just before it writes as many new pages; inline (a few
-        // ms at most) when no helper runs.
+        // Its pages, all clean now, leave the page cache (ADR 0019), off this thread (it can
+        // take a few ms): on the helper that prepares the next segment, just before it writes
+        // as many new pages; on a short-lived thread of its own without preallocation.
         if self.opts.preallocate {
             self.sealed = Some(cur.path.clone());
-        } else {
-            drop_from_page_cache(&self.file, &cur.path);
+        } else if let Ok(f) = self.file.try_clone() {
+            let path = cur.path.clone();
+            let _ = std::thread::Builder::new()
+                .name("caldera-segdrop".into())
+                .spawn(move || drop_from_page_cache(&f, &path));
         }
         // A helper still writing is not waited for (that would stall the journal): this
         // segment is created as before, and the helper's file serves the next roll.

@@ -1062,7 +1062,8 @@ fn sealed_segments_leave_the_page_cache_and_the_one_being_written_stays() {
     // Read again, from the disk, they are whole.
     assert_eq!(read_all(&dir).len(), seq as usize);
     assert!(caldera_journal::maintenance::verify(&dir).unwrap().ok());
-    // Without preallocation (no helper), the roll drops the sealed segment itself.
+    // Without preallocation (no helper), the roll has a thread of its own drop the sealed
+    // segment.
     let plain = tmp("page-cache-plain");
     let (mut log, _) = SegmentLog::open(
         &plain,
@@ -1079,6 +1080,10 @@ fn sealed_segments_leave_the_page_cache_and_the_one_being_written_stays() {
     }
     let segs = segments(&plain);
     for s in &segs[..segs.len() - 1] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while cached_pages(s) != Some(0) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(cached_pages(s), Some(0), "{}", s.display());
     }
     drop(log);
