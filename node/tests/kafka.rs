@@ -282,7 +282,12 @@ fn draining_during_an_outage(
         node.log()
     );
     c.recv(&mut reports, Duration::from_millis(100)).unwrap();
-    assert!(!accepted(&reports, 2), "acknowledged before Kafka had it");
+    assert!(
+        !accepted(&reports, 2),
+        "acknowledged before Kafka had it: {reports:?}\nnode log:\n{}\nbroker log:\n{}",
+        node.log(),
+        broker.log()
+    );
     (broker, uri, node, c, reports)
 }
 

@@ -598,19 +598,46 @@ impl Broker {
         self.child = Self::spawn(&self.addr, &self.dir, self.storage);
     }
 
+    /// What the broker printed (its `tansu.log`).
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
+    }
+
     /// `kafka://ADDR/TOPIC`.
     #[must_use]
     pub fn uri(&self, topic: &str) -> String {
         format!("kafka://{}/{topic}", self.addr)
     }
-    /// Sends a signal (SIGSTOP/SIGCONT freeze and thaw it).
+    /// Sends a signal (SIGSTOP/SIGCONT freeze and thaw it). After SIGSTOP, returns only once
+    /// every thread of the broker has stopped: `kill` returns before they have, and on a busy
+    /// machine a thread can go on serving requests for a while after it.
     pub fn signal(&self, s: rustix::process::Signal) {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
-            s,
-        )
-        .unwrap();
+        let pid = self.child.id();
+        rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), s)
+            .unwrap();
+        if s == rustix::process::Signal::STOP {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !all_threads_stopped(pid) {
+                assert!(Instant::now() < deadline, "tansu ({pid}) did not stop");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    })
 }
 
 impl Drop for Broker {
