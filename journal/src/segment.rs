@@ -349,9 +349,10 @@ pub struct SegmentLog {
     faults: crate::fault::Faults,
     /// The next segment, being written full of zeros on a helper thread (ADR 0018).
     next: Option<Preparing>,
-    /// The segment sealed at the last roll, whose pages the next helper drops from the page
-    /// cache before it writes zeros (ADR 0019).
-    sealed: Option<PathBuf>,
+    /// Segments sealed since the last helper started, whose pages the next helper drops from
+    /// the page cache before it writes zeros (ADR 0019). Usually one; more when a roll found
+    /// the helper still writing.
+    sealed: Vec<PathBuf>,
     /// Where this writer's batches sit, for resends, and the writer's epoch
     /// ([`SegmentLog::set_offset_index`]).
     index: Option<(std::sync::Arc<crate::history::OffsetIndex>, u64)>,
@@ -569,7 +570,7 @@ impl SegmentLog {
         // The current segment is already half full: prepare the next one now, not only at the
         // next append that finds it so.
         let next = (opts.preallocate && cur.size >= opts.segment_bytes / 2)
-            .then(|| prepare_segment(dir, opts.segment_bytes, None));
+            .then(|| prepare_segment(dir, opts.segment_bytes, Vec::new()));
         report.segments = segments.len();
         report.last_seq = last_seq;
         if !report.clean() {
@@ -589,7 +590,7 @@ impl SegmentLog {
                 poisoned: None,
                 faults: crate::fault::Faults::from_env(),
                 next,
-                sealed: None,
+                sealed: Vec::new(),
                 index: None,
             },
             report,
@@ -701,7 +702,7 @@ impl SegmentLog {
             self.next = Some(prepare_segment(
                 &self.dir,
                 self.opts.segment_bytes,
-                self.sealed.take(),
+                std::mem::take(&mut self.sealed),
             ));
         }
         match self.opts.fsync {
@@ -830,7 +831,7 @@ impl SegmentLog {
         // take a few ms): on the helper that prepares the next segment, just before it writes
         // as many new pages; on a short-lived thread of its own without preallocation.
         if self.opts.preallocate {
-            self.sealed = Some(cur.path.clone());
+            self.sealed.push(cur.path.clone());
         } else if let Ok(f) = self.file.try_clone() {
             let path = cur.path.clone();
             let _ = std::thread::Builder::new()
@@ -1098,13 +1099,13 @@ fn drop_from_page_cache(f: &File, path: &Path) {
 }
 
 /// Starts writing the next segment full of zeros (`segment_bytes`) on a helper thread (an
-/// error if no thread could be started), first dropping the pages of `sealed` (the segment
-/// sealed at the last roll) from the page cache, so the zeros reuse them.
-fn prepare_segment(dir: &Path, segment_bytes: u64, sealed: Option<PathBuf>) -> Preparing {
+/// error if no thread could be started), first dropping the pages of the segments `sealed`
+/// since the last helper from the page cache, so the zeros reuse them.
+fn prepare_segment(dir: &Path, segment_bytes: u64, sealed: Vec<PathBuf>) -> Preparing {
     let path = dir.join(PREPARED);
     let work = move || {
-        // Retention may have removed it already: then there is nothing to drop.
-        if let Some(sealed) = sealed {
+        for sealed in sealed {
+            // Retention may have removed it already: then there is nothing to drop.
             if let Ok(f) = File::open(&sealed) {
                 drop_from_page_cache(&f, &sealed);
             }

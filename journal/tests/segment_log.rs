@@ -1062,6 +1062,37 @@ fn sealed_segments_leave_the_page_cache_and_the_one_being_written_stays() {
     // Read again, from the disk, they are whole.
     assert_eq!(read_all(&dir).len(), seq as usize);
     assert!(caldera_journal::maintenance::verify(&dir).unwrap().ok());
+    // Rolls that find the helper still writing (appends faster than it writes zeros): each
+    // segment sealed meanwhile is dropped by the next helper that starts, none is forgotten.
+    let burst = tmp("page-cache-burst");
+    let (mut log, _) = SegmentLog::open(
+        &burst,
+        LogOptions {
+            fsync: FsyncPolicy::Never,
+            ..o
+        },
+    )
+    .unwrap();
+    let mut seq = 0;
+    while segments(&burst).len() < 12 {
+        seq += 1;
+        log.append(seq, seq, &[seq as u8 | 1; 100_000]).unwrap();
+    }
+    // Then at the helper's pace, until a helper has started and finished in the newest segment.
+    let from = segments(&burst).len();
+    while segments(&burst).len() < from + 2
+        || written_end(segments(&burst).last().unwrap()) <= (1 << 19) + 20_000
+    {
+        seq += 1;
+        log.append(seq, seq, &[seq as u8 | 1; 10_000]).unwrap();
+        log.wait_for_prepared_segment();
+    }
+    let segs = segments(&burst);
+    for s in &segs[..segs.len() - 1] {
+        assert_eq!(cached_pages(s), Some(0), "{}", s.display());
+    }
+    drop(log);
+    assert_eq!(read_all(&burst).len(), seq as usize);
     // Without preallocation (no helper), the roll has a thread of its own drop the sealed
     // segment.
     let plain = tmp("page-cache-plain");
