@@ -1017,6 +1017,25 @@ fn cached_pages(path: &Path) -> Option<usize> {
     Some(cached)
 }
 
+/// Appends 10 KB batches after `seq`, each waiting for the segment helper, until the log has at
+/// least `segments` segments and the newest is past half full of a 1 MiB segment (so its
+/// helper has started and finished). Returns the last sequence appended.
+fn append_until_newest_is_past_half(
+    log: &mut SegmentLog,
+    dir: &Path,
+    segments_at_least: usize,
+    mut seq: u64,
+) -> u64 {
+    while segments(dir).len() < segments_at_least
+        || written_end(segments(dir).last().unwrap()) <= (1 << 19) + 20_000
+    {
+        seq += 1;
+        log.append(seq, seq, &[seq as u8 | 1; 10_000]).unwrap();
+        log.wait_for_prepared_segment();
+    }
+    seq
+}
+
 #[test]
 fn sealed_segments_leave_the_page_cache_and_the_one_being_written_stays() {
     let dir = tmp("page-cache");
@@ -1033,15 +1052,8 @@ fn sealed_segments_leave_the_page_cache_and_the_one_being_written_stays() {
         ..opts()
     };
     let (mut log, _) = SegmentLog::open(&dir, o).unwrap();
-    let mut seq = 0;
     // Four sealed segments, and the fifth past half full (its helper has run).
-    while segments(&dir).len() < 5
-        || written_end(segments(&dir).last().unwrap()) <= (1 << 19) + 20_000
-    {
-        seq += 1;
-        log.append(seq, seq, &[seq as u8 | 1; 10_000]).unwrap();
-        log.wait_for_prepared_segment();
-    }
+    let seq = append_until_newest_is_past_half(&mut log, &dir, 5, 0);
     let segs = segments(&dir);
     let Some(current) = cached_pages(segs.last().unwrap()) else {
         return;
@@ -1080,13 +1092,7 @@ fn sealed_segments_leave_the_page_cache_and_the_one_being_written_stays() {
     }
     // Then at the helper's pace, until a helper has started and finished in the newest segment.
     let from = segments(&burst).len();
-    while segments(&burst).len() < from + 2
-        || written_end(segments(&burst).last().unwrap()) <= (1 << 19) + 20_000
-    {
-        seq += 1;
-        log.append(seq, seq, &[seq as u8 | 1; 10_000]).unwrap();
-        log.wait_for_prepared_segment();
-    }
+    let seq = append_until_newest_is_past_half(&mut log, &burst, from + 2, seq);
     let segs = segments(&burst);
     for s in &segs[..segs.len() - 1] {
         assert_eq!(cached_pages(s), Some(0), "{}", s.display());
